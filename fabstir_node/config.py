@@ -1,0 +1,263 @@
+"""Settings: one attrs object built from the environment and flags (flags win).
+
+Every setting is declared once in :data:`OPTIONS` with its environment
+variable, its command-line flag (if any), its parser, its default and its
+meaning.  The CLI builds its flags from that table, ``Settings.from_sources``
+applies it, and ``fabstir-node config --markdown`` prints it for the docs, so
+the three can never drift apart.
+
+A bad value raises :class:`ConfigError`, whose message names the variable or
+flag; the CLI turns it into exit status 2 with that one line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import attrs
+
+
+class ConfigError(Exception):
+    """A setting has a value we cannot use."""
+
+
+# --- value parsers -----------------------------------------------------------
+
+
+def _int(lo: int | None = None, hi: int | None = None) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip(), 10)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {text!r}") from None
+        if lo is not None and value < lo:
+            raise ValueError(f"must be >= {lo}, got {value}")
+        if hi is not None and value > hi:
+            raise ValueError(f"must be <= {hi}, got {value}")
+        return value
+
+    return parse
+
+
+def _float(lo: float | None = None, *, strict: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise ValueError(f"must be finite, got {text!r}")
+        if lo is not None and (value <= lo if strict else value < lo):
+            raise ValueError(f"must be {'>' if strict else '>='} {lo}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip().lower()
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _str(text: str) -> str:
+    return text.strip()
+
+
+def _optional_str(text: str) -> str | None:
+    return text.strip() or None
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return Path(text.strip()).expanduser()
+
+
+def _url(text: str) -> str | None:
+    value = text.strip().rstrip("/")
+    if not value:
+        return None
+    if not (value.startswith("http://") or value.startswith("https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return value
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/fabstir-node`` or ``~/.local/share/fabstir-node``."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "fabstir-node"
+
+
+@attrs.frozen
+class Option:
+    """One setting: attribute name, environment variable, flag, parser, default, help."""
+
+    name: str
+    env: str
+    flag: str | None
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    group: str = "server"
+
+
+OPTIONS: tuple[Option, ...] = (
+    # --- server
+    Option("host", "FABSTIR_HOST", "--host", _str, "127.0.0.1", "Address the WebSocket server binds to."),
+    Option("port", "FABSTIR_PORT", "--port", _int(0, 65535), 8080, "WebSocket port (0 = any free port)."),
+    Option(
+        "max_message_bytes", "FABSTIR_MAX_MESSAGE_BYTES", "--max-message-bytes", _int(1024), 16 * 1024 * 1024,
+        "Largest WebSocket message accepted (an SDK upload of 1000 x 384 vectors is ~8 MB of JSON); "
+        "larger messages close the connection with code 1009.",
+    ),
+    Option(
+        "shutdown_grace_seconds", "FABSTIR_SHUTDOWN_GRACE_SECONDS", None, _float(0), 10.0,
+        "On SIGTERM/SIGINT, how long in-flight requests may finish before connections are closed.",
+    ),
+    Option("log_format", "LOG_FORMAT", "--log-format", _choice("auto", "json", "console"), "auto",
+           "json (one JSON object per line), console, or auto (json unless stdout is a terminal).", "logging"),
+    Option("log_level", "LOG_LEVEL", "--log-level", _choice("debug", "info", "warning", "error"), "info",
+           "Lowest level logged.", "logging"),
+    # --- storage
+    Option("store_dir", "FABSTIR_STORE_DIR", "--store-dir", _path, None,
+           "Local store directory (the embedded default backend). Default: "
+           "$XDG_DATA_HOME/fabstir-node/store (~/.local/share/fabstir-node/store).", "storage"),
+    Option("s5_bridge_url", "ENHANCED_S5_URL", "--s5-bridge", _url, None,
+           "Base URL of a Fabstir S5 bridge (e.g. http://localhost:5522). When set, databases are read "
+           "through the bridge instead of the local store.", "storage"),
+    Option("s5_max_retries", "S5_MAX_RETRIES", None, _int(0, 20), 3,
+           "Retries of a failed download (5xx, connection errors, timeouts), with exponential backoff and jitter.",
+           "storage"),
+    Option("s5_download_timeout_seconds", "S5_DOWNLOAD_TIMEOUT_SECONDS", None, _float(0, strict=True), 30.0,
+           "Deadline of one download attempt, body included.", "storage"),
+    Option("s5_max_body_mb", "S5_MAX_BODY_MB", None, _float(0, strict=True), 512.0,
+           "Largest file accepted from storage; larger bodies are refused while streaming.", "storage"),
+    # --- loading
+    Option("s5_max_parallel_chunks", "S5_MAX_PARALLEL_CHUNKS", None, _int(1, 256), 10,
+           "Chunks downloaded in parallel per load.", "loading"),
+    Option("s5_loading_timeout_minutes", "S5_LOADING_TIMEOUT_MINUTES", None, _float(0, strict=True), 5.0,
+           "Deadline of a whole database load (fractions allowed); past it the load fails with TIMEOUT.", "loading"),
+    # --- limits
+    Option("max_upload_batch", "FABSTIR_MAX_UPLOAD_BATCH", None, _int(1), 1000,
+           "Vectors per uploadVectors message.", "limits"),
+    Option("max_uploaded_vectors", "FABSTIR_MAX_UPLOADED_VECTORS", None, _int(1), 100_000,
+           "Uploaded vectors kept per session.", "limits"),
+    Option("max_k", "FABSTIR_MAX_K", None, _int(1, 10_000), 100, "Largest k of a search.", "limits"),
+    Option("max_dimensions", "FABSTIR_MAX_DIMENSIONS", None, _int(1, 65_536), 4096,
+           "Largest vector dimension accepted.", "limits"),
+    Option("max_metadata_bytes", "FABSTIR_MAX_METADATA_BYTES", None, _int(2), 64 * 1024,
+           "Largest metadata object per vector (encoded JSON bytes).", "limits"),
+    Option("max_sessions_per_connection", "FABSTIR_MAX_SESSIONS_PER_CONNECTION", None, _int(1), 16,
+           "Sessions one WebSocket connection may hold.", "limits"),
+    Option("max_sessions", "FABSTIR_MAX_SESSIONS", None, _int(1), 1000,
+           "Sessions the daemon holds at once.", "limits"),
+    Option("max_chunks", "FABSTIR_MAX_CHUNKS", None, _int(1), 100_000,
+           "Largest chunkCount accepted in a manifest.", "limits"),
+    Option("vector_memory_limit_mb", "VECTOR_MEMORY_LIMIT_MB", None, _float(0, strict=True), 500.0,
+           "Largest database (vectorCount x dimensions x 4 bytes) a session may load.", "limits"),
+    # --- encryption
+    Option("host_private_key_file", "HOST_PRIVATE_KEY_FILE", None, _path, None,
+           "File holding the host's secp256k1 private key (64 hex chars). HOST_PRIVATE_KEY may hold the "
+           "key itself instead; neither is ever a command-line flag. Without a key, encrypted_session_init "
+           "is answered with ENCRYPTION_NOT_SUPPORTED.", "encryption"),
+)
+
+OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+@attrs.frozen
+class Settings:
+    """The daemon's configuration, validated.  Build with :meth:`from_sources`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_message_bytes: int = 16 * 1024 * 1024
+    shutdown_grace_seconds: float = 10.0
+    log_format: str = "auto"
+    log_level: str = "info"
+    store_dir: Path | None = None
+    s5_bridge_url: str | None = None
+    s5_max_retries: int = 3
+    s5_download_timeout_seconds: float = 30.0
+    s5_max_body_mb: float = 512.0
+    s5_max_parallel_chunks: int = 10
+    s5_loading_timeout_minutes: float = 5.0
+    max_upload_batch: int = 1000
+    max_uploaded_vectors: int = 100_000
+    max_k: int = 100
+    max_dimensions: int = 4096
+    max_metadata_bytes: int = 64 * 1024
+    max_sessions_per_connection: int = 16
+    max_sessions: int = 1000
+    max_chunks: int = 100_000
+    vector_memory_limit_mb: float = 500.0
+    host_private_key_file: Path | None = None
+    #: The host key itself (hex), from HOST_PRIVATE_KEY or the key file; never logged.
+    host_private_key: str | None = attrs.field(default=None, repr=False)
+
+    @property
+    def store_path(self) -> Path:
+        return self.store_dir if self.store_dir is not None else default_data_dir() / "store"
+
+    @classmethod
+    def from_sources(
+        cls, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
+    ) -> "Settings":
+        """Defaults, overridden by ``env``, overridden by ``flags`` (already parsed values or strings).
+
+        Raises :class:`ConfigError` naming the variable or flag of a bad value.
+        """
+        env = os.environ if env is None else env
+        flags = flags or {}
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            raw_flag = flags.get(option.name)
+            if raw_flag is not None:
+                source, raw = option.flag or option.env, raw_flag
+            elif env.get(option.env, "").strip() != "":
+                source, raw = option.env, env[option.env]
+            else:
+                continue
+            try:
+                values[option.name] = option.parse(raw) if isinstance(raw, str) else raw
+            except ValueError as exc:
+                raise ConfigError(f"{source}: {exc}") from None
+        values["host_private_key"] = _read_host_key(env, values.get("host_private_key_file"))
+        return cls(**values)
+
+
+def _read_host_key(env: Mapping[str, str], key_file: Path | None) -> str | None:
+    inline = env.get("HOST_PRIVATE_KEY", "").strip()
+    if inline and key_file is not None:
+        raise ConfigError("HOST_PRIVATE_KEY and HOST_PRIVATE_KEY_FILE are both set; set one")
+    if key_file is not None:
+        try:
+            text = key_file.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"HOST_PRIVATE_KEY_FILE: cannot read {key_file}: {exc.__class__.__name__}") from None
+        if not text:
+            raise ConfigError(f"HOST_PRIVATE_KEY_FILE: {key_file} is empty")
+        return text
+    return inline or None
+
+
+def markdown_table() -> str:
+    """The settings as a Markdown table (README and docs/operations.md)."""
+    lines = ["| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
+    for option in OPTIONS:
+        default = "—" if option.default is None else f"`{option.default}`"
+        flag = f"`{option.flag}`" if option.flag else ""
+        lines.append(f"| `{option.env}` | {flag} | {default} | {option.help} |")
+    lines.append(
+        "| `HOST_PRIVATE_KEY` | | — | The host's secp256k1 private key (64 hex chars, `0x` optional). "
+        "Prefer HOST_PRIVATE_KEY_FILE. |"
+    )
+    return "\n".join(lines)

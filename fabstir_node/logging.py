@@ -1,0 +1,98 @@
+"""Structured logs: JSON lines for aggregators, readable lines on a terminal.
+
+Every event is one line with an ISO-8601 UTC ``timestamp``, ``level``,
+``event``, ``logger`` and whatever context is bound (``conn_id``,
+``session_id``, ``request_id``, ...).  Exceptions become a structured
+``exception`` field on the same line.  Libraries that log through the
+standard library (trio-websocket, httpx) are routed through the same
+renderer, at WARNING and above.
+
+Secrets never reach a line: :func:`redact_secrets` drops any field whose name
+says it holds a key, as a last line of defence behind the rule that code never
+logs them in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, MutableMapping, TextIO
+
+import orjson
+import structlog
+
+#: Field names whose values are never written (compared lower-case, without ``_``).
+_SECRET_NAMES = frozenset(
+    {"sessionkey", "privatekey", "hostprivatekey", "key", "secret", "seed", "seedphrase", "password", "token"}
+)
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Processor: replace values of secret-named fields with ``"[redacted]"``."""
+    for name in list(event_dict):
+        if name.replace("_", "").lower() in _SECRET_NAMES:
+            event_dict[name] = "[redacted]"
+    return event_dict
+
+
+def _orjson_dumps(obj: Any, default: Any = None) -> str:
+    return orjson.dumps(obj, default=default or str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
+def _shared_processors() -> list[Any]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+
+
+def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Configure structlog and the standard library logging once, at start-up.
+
+    ``fmt`` is ``json``, ``console`` or ``auto`` (json unless ``stream`` is a
+    terminal).  Calling it again reconfigures (used by SIGHUP and tests).
+    """
+    stream = stream or sys.stdout
+    if fmt == "auto":
+        fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    renderer: Any
+    if fmt == "json":
+        final = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
+    else:
+        final = [structlog.dev.ConsoleRenderer(colors=False)]
+    numeric = getattr(logging, level.upper())
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=_shared_processors(),
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    for noisy in ("trio-websocket", "httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(max(numeric, logging.WARNING))
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    """A logger named for its module, e.g. ``get_logger(__name__)``."""
+    return structlog.stdlib.get_logger(name)
