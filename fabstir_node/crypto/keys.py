@@ -58,7 +58,9 @@ def _private_key(secret: bytes) -> PrivateKey:
     try:
         return PrivateKey(bytes(secret))
     except ValueError:
-        raise ValueError("private key is not a valid secp256k1 secret (zero or not below the curve order)") from None
+        raise ValueError(
+            "private key is not a valid secp256k1 secret (zero or not below the curve order)"
+        ) from None
 
 
 def compress_public_key(public_key: bytes) -> bytes:

@@ -141,7 +141,8 @@ def open_encrypted_init(payload: object, host_key: HostKey) -> DecryptedInit:
 
     if len(nonce) != e2ee.NONCE_SIZE:
         raise _fail(
-            ErrorCode.INVALID_NONCE_SIZE, f"payload.nonceHex must be {e2ee.NONCE_SIZE} bytes, got {len(nonce)}"
+            ErrorCode.INVALID_NONCE_SIZE,
+            f"payload.nonceHex must be {e2ee.NONCE_SIZE} bytes, got {len(nonce)}",
         )
     signature = _signature(payload, sig_raw)
 
@@ -194,7 +195,9 @@ def _parse_plaintext(plaintext: bytes, client_address: str) -> DecryptedInit:
         job_id=_job_id(lookup(data, "job_id")),
         model_name=model_name,
         price_per_token=_price(lookup(data, "price_per_token")),
-        vector_database=parse_vector_database(lookup(data, "vector_database"), code=ErrorCode.INVALID_PAYLOAD),
+        vector_database=parse_vector_database(
+            lookup(data, "vector_database"), code=ErrorCode.INVALID_PAYLOAD
+        ),
         recovery_public_key=recovery,
         client_address=client_address,
     )
