@@ -1,0 +1,7 @@
+"""``python -m fabstir_node`` is ``fabstir-node``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

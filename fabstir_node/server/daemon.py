@@ -1,0 +1,135 @@
+"""The daemon: build the node, run the servers, stop cleanly on a signal.
+
+One root nursery owns everything: the WebSocket server and (when enabled)
+the metrics/health HTTP server.  SIGINT or SIGTERM starts a graceful
+shutdown (stop accepting, let in-flight requests finish within the grace
+period, close every connection with a close frame, cancel loads); a second
+signal cuts the grace short.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from .. import __version__
+from ..config import Settings
+from ..logging import get_logger
+from ..service.node import Node
+from .websocket import WebSocketService
+
+log = get_logger(__name__)
+
+
+def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Any:
+    """The storage backend the settings select: the S5 bridge, else the local store."""
+    if settings.s5_bridge_url:
+        from ..storage.bridge import BridgeStore
+
+        assert http_client is not None
+        return BridgeStore(
+            settings.s5_bridge_url,
+            client=http_client,
+            max_retries=settings.s5_max_retries,
+            timeout_seconds=settings.s5_download_timeout_seconds,
+            max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
+        )
+    from ..storage.local import LocalStore
+
+    settings.store_path.mkdir(parents=True, exist_ok=True)
+    return LocalStore(settings.store_path)
+
+
+def load_host_key(settings: Settings) -> Any:
+    if not settings.host_private_key:
+        return None
+    from ..crypto.keys import HostKey
+
+    return HostKey.from_hex(settings.host_private_key)
+
+
+async def run_daemon(
+    settings: Settings,
+    *,
+    host_key: Any = None,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    handle_signals: bool = True,
+) -> None:
+    """Run until SIGINT/SIGTERM (or ``handle.stop``); returns after a clean shutdown.
+
+    ``task_status.started`` receives a :class:`DaemonHandle` once the server listens.
+    """
+    http_client = None
+    if settings.s5_bridge_url:
+        from ..storage.bridge import make_http_client
+
+        http_client = make_http_client(
+            max_connections=max(20, settings.s5_max_parallel_chunks * 4),
+            timeout=settings.s5_download_timeout_seconds,
+        )
+    storage = build_storage(settings, http_client)
+    node = Node(settings, storage=storage, host_key=host_key)
+    ws = WebSocketService(node)
+    try:
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(ws.run, settings.host, settings.port)
+            log.info(
+                "server_started",
+                host=settings.host,
+                port=port,
+                version=__version__,
+                storage=getattr(storage, "name", type(storage).__name__),
+                encryption=host_key is not None,
+                host_public_key=host_key.public_key_hex if host_key is not None else None,
+                host_address=host_key.address if host_key is not None else None,
+            )
+            stop = trio.Event()
+            task_status.started(DaemonHandle(node=node, websocket=ws, port=port, stop=stop))
+            if handle_signals:
+                nursery.start_soon(_set_on_signal, stop)
+            await stop.wait()
+            log.info("shutdown_started", grace_seconds=settings.shutdown_grace_seconds, connections=ws.connection_count)
+            async with trio.open_nursery() as shutdown:
+                if handle_signals:
+                    shutdown.start_soon(_cut_short_on_signal, shutdown.cancel_scope)
+                await ws.shutdown(settings.shutdown_grace_seconds)
+                shutdown.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(2):
+            if storage is not None and hasattr(storage, "aclose"):
+                await storage.aclose()
+            if http_client is not None:
+                await http_client.aclose()
+    log.info("server_stopped")
+
+
+@attrs.frozen
+class DaemonHandle:
+    """What :func:`run_daemon` reports when it is serving (for tests and embedders)."""
+
+    node: Node
+    websocket: WebSocketService
+    port: int
+    #: Set it to start a graceful shutdown, as SIGTERM does.
+    stop: trio.Event
+
+
+async def _set_on_signal(stop: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal_received", signal=signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+async def _cut_short_on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            log.warning("shutdown_forced")
+            scope.cancel()
+            return

@@ -1,0 +1,70 @@
+"""The node: everything one daemon shares between its connections.
+
+Settings, the storage backend, the host key, the session registry, the CPU
+limiter for work moved off the event loop, and the hooks metrics read.  The
+CLI builds one :class:`Node` and hands it to the servers; tests build one per
+test.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import trio
+
+from ..config import Settings
+from ..logging import get_logger
+from .sessions import SessionRegistry
+
+log = get_logger(__name__)
+
+
+class Node:
+    """Shared state of a running daemon."""
+
+    def __init__(self, settings: Settings, *, storage: Any = None, host_key: Any = None) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.host_key = host_key
+        self.registry = SessionRegistry(settings.max_sessions)
+        #: CPU-heavy work (decode, big uploads, big searches) runs in threads under this limiter.
+        self.cpu_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        self.started_at = time.time()
+        self.connections = 0
+        self.metrics: Any = None
+
+    # --- factories ---------------------------------------------------------------
+
+    def new_upload_store(self) -> Any:
+        from ..engine.uploads import UploadStore
+
+        s = self.settings
+        return UploadStore(
+            max_batch=s.max_upload_batch,
+            max_total=s.max_uploaded_vectors,
+            max_dimensions=s.max_dimensions,
+            max_metadata_bytes=s.max_metadata_bytes,
+        )
+
+    async def load_database(self, session: Any, state: Any, send: Any) -> None:
+        """Load the database a session named (runs in the session's nursery)."""
+        from .loader import run_load
+
+        await run_load(self, session, state, send)
+
+    # --- hooks for metrics ---------------------------------------------------------
+
+    def on_connection(self, delta: int) -> None:
+        self.connections += delta
+        if self.metrics is not None:
+            self.metrics.on_connection(delta)
+
+    def on_request(self, kind: str, outcome: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.on_request(kind, outcome, seconds)
+
+    def observe_search(self, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_search(seconds)
