@@ -1,0 +1,444 @@
+"""Exact cosine search over a compact matrix of vectors, ids and metadata.
+
+A :class:`VectorMatrix` holds ``n`` L2-normalised vectors of one dimension in
+a contiguous numpy array (float32 or float16), their string ids, and each
+row's metadata as orjson-encoded bytes.  Metadata is decoded only for the hits
+a search returns, and for the per-field :class:`~.filters.Column` arrays that
+filters build once and cache on the matrix; no dict per vector is kept.
+
+Search is exact (protocol §3.2): ``score`` is the cosine similarity,
+``threshold`` a minimum score, the filter and the threshold both apply, and
+hits come best first with ties broken by row order.
+
+* float32 storage scores every row with one BLAS GEMV (``vectors @ q``).
+* float16 storage never uses numpy's float16 GEMV (slow, engine-notes §2.2);
+  it uses usearch's SIMD brute force, ``usearch.index.search(..., exact=True)``,
+  whose cosine is computed on the float16 values (within about 1e-4 of float32).
+
+An approximate index (HNSW, later) can be attached with :meth:`with_index`;
+it then answers unfiltered searches while filtered ones stay exact.
+
+A matrix is immutable once built; searches are safe from several threads.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Collection, Iterator, Literal, Mapping, Protocol, Sequence
+
+import attrs
+import numpy as np
+import orjson
+from usearch.index import search as usearch_exact
+
+from ..errors import ErrorCode, FabstirError
+from .filters import Column, Filter, build_columns
+
+DType = Literal["f32", "f16"]
+_NUMPY_DTYPES: dict[str, type[np.floating[Any]]] = {"f32": np.float32, "f16": np.float16}
+_BLOCK_ROWS = 4096
+#: Per-field filter columns kept per matrix (oldest dropped first).
+MAX_CACHED_COLUMNS = 32
+
+__all__ = [
+    "CandidateIndex",
+    "DType",
+    "Hit",
+    "PackedBlobs",
+    "SearchResult",
+    "VectorMatrix",
+    "unit_vector",
+    "vector_from_json",
+]
+
+
+@attrs.frozen
+class Hit:
+    id: str
+    score: float
+    metadata: dict[str, Any] = attrs.field(repr=False)
+
+
+@attrs.frozen
+class SearchResult:
+    """``hits`` best first; ``total`` = number of vectors searched over (``totalVectors``)."""
+
+    hits: list[Hit]
+    total: int
+
+
+class CandidateIndex(Protocol):
+    """An approximate index over the rows of one matrix (HNSW, later).
+
+    ``search`` gets a float32 unit query and returns up to ``count`` row numbers
+    (int64) and their cosine scores.
+    """
+
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+# --- vectors from JSON ------------------------------------------------------------
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def vector_from_json(obj: object, *, what: str = "vector", max_dimensions: int | None = None) -> np.ndarray:
+    """A float64 1-D array from a JSON list of numbers (or a 1-D numeric array).
+
+    Raises ``FabstirError(INVALID_MESSAGE)`` for anything else: not a list,
+    empty, too long, a non-number (booleans included) or a non-finite value.
+    """
+    if isinstance(obj, np.ndarray):
+        if obj.ndim != 1 or obj.dtype.kind not in "fiu":
+            raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} must be a list of numbers")
+        arr = obj.astype(np.float64)
+    elif isinstance(obj, list):
+        if max_dimensions is not None and len(obj) > max_dimensions:
+            raise FabstirError(
+                ErrorCode.INVALID_MESSAGE, f"{what} has {len(obj)} dimensions, the maximum is {max_dimensions}"
+            )
+        if not all(map(_is_number, obj)):
+            raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} must be a list of numbers")
+        try:
+            arr = np.array(obj, dtype=np.float64)
+        except OverflowError:
+            raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} contains a non-finite number") from None
+    else:
+        raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} must be a list of numbers")
+    if arr.size == 0:
+        raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} is empty")
+    if not np.isfinite(arr).all():
+        raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} contains a non-finite number")
+    return arr
+
+
+def unit_vector(vector: np.ndarray) -> np.ndarray | None:
+    """``vector`` scaled to length 1 as float32, or None for a zero vector.
+
+    Scales by the largest component first so huge finite values cannot overflow.
+    """
+    v = np.asarray(vector, dtype=np.float64)
+    scale = float(np.abs(v).max(initial=0.0))
+    if scale == 0.0:
+        return None
+    v = v / scale
+    return (v / np.sqrt(v @ v)).astype(np.float32)
+
+
+def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
+    """Write the unit-length rows of ``src`` into ``out`` (may be ``src``), block by block.
+
+    Rows that are all zero or hold a non-finite value become zero rows (score 0).
+    Returns their number.
+    """
+    degenerate = 0
+    for start in range(0, len(src), _BLOCK_ROWS):
+        wide = np.asarray(src[start : start + _BLOCK_ROWS], dtype=np.float64).copy()
+        finite = np.isfinite(wide).all(axis=1)
+        if not finite.all():
+            wide[~finite] = 0.0
+        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+        zero = norms == 0.0
+        degenerate += int(np.count_nonzero(zero))
+        norms[zero] = 1.0
+        wide /= norms[:, None]
+        out[start : start + _BLOCK_ROWS] = wide
+    return degenerate
+
+
+# --- compact metadata ---------------------------------------------------------------
+
+
+class PackedBlobs(Sequence[bytes]):
+    """Many small byte strings in one buffer plus an offsets array (no per-item objects)."""
+
+    __slots__ = ("_buffer", "_offsets")
+
+    def __init__(self, blobs: Sequence[bytes]) -> None:
+        offsets = np.zeros(len(blobs) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, blobs), np.int64, len(blobs)), out=offsets[1:])
+        self._offsets = offsets
+        self._buffer = b"".join(blobs)
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
+        if not -len(self) <= i < len(self):
+            raise IndexError(i)
+        i %= len(self)
+        return self._buffer[int(self._offsets[i]) : int(self._offsets[i + 1])]
+
+    def __iter__(self) -> Iterator[bytes]:
+        buf, bounds = self._buffer, self._offsets.tolist()
+        return (buf[a:b] for a, b in zip(bounds, bounds[1:]))
+
+    @property
+    def nbytes(self) -> int:
+        return sys.getsizeof(self._buffer) + self._offsets.nbytes
+
+    def __repr__(self) -> str:
+        return f"PackedBlobs({len(self)} items)"
+
+
+def _decode_metadata(blob: bytes) -> dict[str, Any]:
+    if not blob:
+        return {}
+    try:
+        value = orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# --- the matrix ---------------------------------------------------------------------
+
+
+def _top_positions(scores: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` largest scores, ties at the cut going to lower positions."""
+    m = len(scores)
+    if k >= m:
+        return np.arange(m)
+    kth = np.partition(scores, m - k)[m - k]
+    above = np.flatnonzero(scores > kth)
+    ties = np.flatnonzero(scores == kth)[: k - len(above)]
+    return np.concatenate([above, ties])
+
+
+def _check_k(k: object) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise FabstirError(ErrorCode.INVALID_MESSAGE, "k must be a positive integer")
+    return k
+
+
+def _check_threshold(threshold: object) -> float | None:
+    if threshold is None:
+        return None
+    try:
+        value = float(threshold) if _is_number(threshold) else math.nan  # type: ignore[arg-type]
+    except OverflowError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise FabstirError(ErrorCode.INVALID_MESSAGE, "threshold must be a finite number or null")
+    return value
+
+
+@attrs.define(eq=False, repr=False)
+class VectorMatrix:
+    """Vectors, ids and metadata of one searchable set.  Build with :meth:`from_arrays`."""
+
+    _vectors: np.ndarray
+    _ids: Sequence[str]
+    _metadata: Sequence[bytes]
+    _row_of: dict[str, int] | None = None
+    index: CandidateIndex | None = None
+    #: Rows that were zero or non-finite at build time; they score 0.
+    degenerate_rows: int = 0
+    #: Rows dropped at build time because a later row had the same id.
+    dropped_duplicates: int = 0
+    _columns: dict[str, Column] = attrs.field(factory=dict, init=False)
+    _nbytes: int | None = attrs.field(default=None, init=False)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        metadata: Sequence[bytes],
+        dtype: DType = "f32",
+    ) -> VectorMatrix:
+        """Build a matrix, taking ownership of ``vectors`` (n × d).
+
+        With ``dtype="f32"`` a C-contiguous, writeable float32 ``vectors`` is
+        normalised in place (no second copy); other inputs are copied.  With
+        ``"f16"`` a new float16 matrix is written block by block.  ``metadata``
+        holds one orjson-encoded object per row (``b""`` for none).  When ids
+        repeat, the last row with an id wins (as an upsert would).  Structural
+        mistakes (shapes, lengths, id types, dtype name) raise ``ValueError``.
+        """
+        if dtype not in _NUMPY_DTYPES:
+            raise ValueError(f"dtype must be 'f32' or 'f16', not {dtype!r}")
+        vectors = np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] == 0 or vectors.dtype.kind not in "fiu":
+            raise ValueError("vectors must be a numeric (n, d) array with d >= 1")
+        n = vectors.shape[0]
+        if len(ids) != n or len(metadata) != n:
+            raise ValueError(f"{n} vectors but {len(ids)} ids and {len(metadata)} metadata entries")
+        if not all(isinstance(i, str) for i in ids):
+            raise ValueError("ids must be strings")
+        ids = list(ids)
+        last = {ident: row for row, ident in enumerate(ids)}
+        dropped = n - len(last)
+        if dropped:
+            keep = np.fromiter(sorted(last.values()), np.int64, len(last))
+            vectors = vectors[keep]
+            ids = [ids[i] for i in keep.tolist()]
+            metadata = [metadata[i] for i in keep.tolist()]
+        del last
+        target = _NUMPY_DTYPES[dtype]
+        if target is np.float32 and vectors.dtype == np.float32 and vectors.flags.c_contiguous and vectors.flags.writeable:
+            out = vectors
+        else:
+            out = np.empty(vectors.shape, target)
+        degenerate = _normalise_rows(vectors, out)
+        return cls(out, ids, PackedBlobs(metadata), degenerate_rows=degenerate, dropped_duplicates=dropped)
+
+    @classmethod
+    def from_normalized(
+        cls, vectors: np.ndarray, ids: Sequence[str], metadata: Sequence[bytes], row_of: dict[str, int] | None = None
+    ) -> VectorMatrix:
+        """Wrap rows that are already unit length (float32 or float16), sharing every argument."""
+        return cls(vectors, ids, metadata, row_of)
+
+    def with_index(self, index: CandidateIndex | None) -> VectorMatrix:
+        """The same data (shared, not copied) answered through ``index`` when unfiltered."""
+        return VectorMatrix(
+            self._vectors,
+            self._ids,
+            self._metadata,
+            self._row_of,
+            index,
+            self.degenerate_rows,
+            self.dropped_duplicates,
+        )
+
+    # --- introspection
+
+    def __len__(self) -> int:
+        return self._vectors.shape[0]
+
+    def __repr__(self) -> str:
+        return f"VectorMatrix(n={len(self)}, dimensions={self.dimensions}, dtype={self.dtype!r})"
+
+    @property
+    def dimensions(self) -> int:
+        return self._vectors.shape[1]
+
+    @property
+    def dtype(self) -> DType:
+        return "f16" if self._vectors.dtype == np.float16 else "f32"
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """The normalised rows (read-only view), e.g. for building an index."""
+        view = self._vectors.view()
+        view.flags.writeable = False
+        return view
+
+    @property
+    def ids(self) -> Sequence[str]:
+        return self._ids
+
+    def row_of(self, ident: str) -> int | None:
+        """The row holding ``ident`` (the map is built on first use)."""
+        if self._row_of is None:
+            self._row_of = {i: r for r, i in enumerate(self._ids)}
+        return self._row_of.get(ident)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by vectors, ids, metadata and the id map (not the filter-column cache)."""
+        if self._nbytes is None:
+            ids = sys.getsizeof(self._ids) + sum(map(sys.getsizeof, self._ids))
+            meta = self._metadata
+            meta_bytes = (
+                meta.nbytes if isinstance(meta, PackedBlobs) else sys.getsizeof(meta) + sum(map(sys.getsizeof, meta))
+            )
+            self._nbytes = self._vectors.nbytes + ids + meta_bytes
+        return self._nbytes + (sys.getsizeof(self._row_of) if self._row_of is not None else 0)
+
+    @property
+    def cache_nbytes(self) -> int:
+        """Memory held by cached filter columns."""
+        return sum(c.nbytes for c in self._columns.values())
+
+    def columns(self, paths: Collection[str]) -> Mapping[str, Column]:
+        """Filter columns for ``paths``, built in one decoding pass when not cached."""
+        cache = self._columns
+        found = {p: cache[p] for p in paths if p in cache}
+        missing = [p for p in paths if p not in cache]
+        if missing:
+            built = build_columns(self._metadata, missing)
+            found.update(built)
+            fresh = {**cache, **built}  # copy-on-write: concurrent readers keep their snapshot
+            for stale in list(fresh)[: max(0, len(fresh) - MAX_CACHED_COLUMNS)]:
+                del fresh[stale]
+            self._columns = fresh
+        return found
+
+    # --- search
+
+    def query_vector(self, query: object) -> np.ndarray:
+        """Validate a query: float32, unit length, of this matrix's dimension."""
+        raw = vector_from_json(query, what="queryVector")
+        if raw.shape[0] != self.dimensions:
+            raise FabstirError(
+                ErrorCode.DIMENSION_MISMATCH,
+                f"query has {raw.shape[0]} dimensions, the vectors have {self.dimensions}",
+            )
+        unit = unit_vector(raw)
+        if unit is None:
+            raise FabstirError(ErrorCode.INVALID_MESSAGE, "queryVector must not be all zeros")
+        return unit
+
+    def search(
+        self, query: object, k: int, *, threshold: float | None = None, flt: Filter | None = None
+    ) -> SearchResult:
+        """The ``k`` best rows by cosine similarity that pass ``flt`` and ``threshold``."""
+        q = self.query_vector(query)
+        k = _check_k(k)
+        minimum = _check_threshold(threshold)
+        n = len(self)
+        if n == 0:
+            return SearchResult([], 0)
+        rows: np.ndarray | None = None
+        if flt is not None and not flt.matches_all:
+            rows = np.flatnonzero(flt.mask(self))
+            if len(rows) == n:
+                rows = None
+        if rows is None and self.index is not None:
+            found, scores = self.index.search(q, min(k, n))
+            found = np.asarray(found, np.int64)
+            scores = np.asarray(scores, np.float32)
+        elif self._vectors.dtype == np.float16:
+            found, scores = self._exact_f16(q, k, rows)
+        else:
+            found, scores = self._exact_f32(q, k, rows)
+        return self._hits(found, scores, k, minimum)
+
+    def _exact_f32(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        if rows is None:
+            scores = self._vectors @ q
+        elif 2 * len(rows) < len(self):
+            scores = self._vectors[rows] @ q  # gather + GEMV on the subset is cheaper
+        else:
+            scores = (self._vectors @ q)[rows]
+        top = _top_positions(scores, k)
+        return (top if rows is None else rows[top]), scores[top]
+
+    def _exact_f16(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        data = self._vectors if rows is None else self._vectors[rows]
+        m = data.shape[0]
+        if m == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        # Ask for more than k so that near-ties at the cut are re-ranked by row order.
+        matches = usearch_exact(data, q, min(m, 2 * k + 16), metric="cos", exact=True, threads=1)
+        top = matches.keys.astype(np.int64)
+        scores = (1.0 - matches.distances).astype(np.float32)
+        return (top if rows is None else rows[top]), scores
+
+    def _hits(self, found: np.ndarray, scores: np.ndarray, k: int, minimum: float | None) -> SearchResult:
+        scores = np.clip(scores, -1.0, 1.0)
+        order = np.lexsort((found, -scores))[:k]
+        found, scores = found[order], scores[order]
+        if minimum is not None:
+            keep = int(np.count_nonzero(scores >= minimum))  # scores are sorted: a prefix passes
+            found, scores = found[:keep], scores[:keep]
+        hits = [
+            Hit(self._ids[row], score, _decode_metadata(self._metadata[row]))
+            for row, score in zip(found.tolist(), scores.tolist())
+        ]
+        return SearchResult(hits, len(self))
