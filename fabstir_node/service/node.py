@@ -38,14 +38,16 @@ class Node:
     # --- factories ---------------------------------------------------------------
 
     def new_upload_store(self) -> Any:
-        from ..engine.uploads import UploadStore
+        from ..engine.uploads import UploadLimits, UploadStore
 
         s = self.settings
         return UploadStore(
-            max_batch=s.max_upload_batch,
-            max_total=s.max_uploaded_vectors,
-            max_dimensions=s.max_dimensions,
-            max_metadata_bytes=s.max_metadata_bytes,
+            UploadLimits(
+                max_batch=s.max_upload_batch,
+                max_total=s.max_uploaded_vectors,
+                max_dimensions=s.max_dimensions,
+                max_metadata_bytes=s.max_metadata_bytes,
+            )
         )
 
     async def load_database(self, session: Any, state: Any, send: Any) -> None:

@@ -1,0 +1,243 @@
+"""Loading a session's vector database from storage, in Trio.
+
+The loader task runs in the session's nursery (so a disconnect cancels it and
+every download it started).  It fetches and verifies the manifest, then a
+child nursery downloads the chunks in parallel under a
+``CapacityLimiter(S5_MAX_PARALLEL_CHUNKS)``; each chunk is decrypted and
+decoded off the event loop, straight into its rows of one preallocated
+float32 matrix.  The whole load runs under ``fail_after`` (the loading
+timeout).  Progress events go to the client as they happen, with exactly one
+terminal event.
+
+The pure parts (paths, blobs, manifests, chunks) live in ``formats/``; this
+module only sequences I/O and concurrency and maps storage failures to the
+protocol's loading codes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Awaitable, Callable
+
+import attrs
+import numpy as np
+import structlog
+import trio
+
+from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
+from ..formats.blob import decode_object, open_blob
+from ..formats.chunk import decode_chunk
+from ..formats.manifest import Manifest, check_access, parse_manifest
+from ..formats.paths import chunk_path, validate_path
+from ..logging import get_logger
+from ..protocol.messages import loading_progress
+from .sessions import DatabaseState, LoadStatus, Session
+
+log = get_logger(__name__)
+
+Emit = Callable[..., Awaitable[None]]
+
+#: A manifest larger than this is refused (a 100,000-chunk manifest is ~10 MB).
+MAX_MANIFEST_BYTES = 32 * 1024 * 1024
+
+
+@attrs.define
+class LoadStats:
+    """What a load did, for the ``load_finished`` event and metrics."""
+
+    bytes: int = 0
+    chunks: int = 0
+    download_s: float = 0.0
+    decode_s: float = 0.0
+    index_s: float = 0.0
+
+
+def _storage_error(exc: StorageError, what: str, code: ErrorCode) -> FabstirError:
+    if isinstance(exc, StorageNotFound):
+        found_code = ErrorCode.MANIFEST_NOT_FOUND if code is ErrorCode.MANIFEST_DOWNLOAD_FAILED else code
+        return FabstirError(found_code, f"{what} not found", detail=str(exc))
+    if isinstance(exc, StorageTooLarge):
+        return FabstirError(ErrorCode.LIMIT_EXCEEDED, f"{what} is larger than this host accepts", detail=str(exc))
+    return FabstirError(code, f"{what} could not be downloaded", detail=str(exc))
+
+
+async def run_load(node: Any, session: Session, state: DatabaseState, send: Callable[[dict], Awaitable[None]]) -> None:
+    """Load ``state.ref`` for ``session``; always ends ``state`` with a terminal status unless cancelled."""
+    settings = node.settings
+    session_key = session.session_key  # a re-init may change it; this load keeps the one it started with
+    started = time.monotonic()
+    stats = LoadStats()
+
+    async def emit(event: str, message: str, **extra: Any) -> None:
+        await send(loading_progress(session.session_id, event, message, **extra))
+
+    with structlog.contextvars.bound_contextvars(
+        session_id=session.session_id, manifest_path=state.ref.manifest_path
+    ), trio.CancelScope() as scope:
+        state.cancel_scope = scope
+        state.status = LoadStatus.LOADING
+        if node.metrics is not None:
+            node.metrics.load_started()
+        log.info("load_started")
+        error: FabstirError | None = None
+        engine = None
+        try:
+            with trio.fail_after(settings.s5_loading_timeout_minutes * 60):
+                engine = await _load(node, state, session_key, emit, stats)
+        except trio.TooSlowError:
+            minutes = settings.s5_loading_timeout_minutes
+            error = FabstirError(ErrorCode.TIMEOUT, f"loading did not finish within {minutes:g} minutes")
+        except FabstirError as exc:
+            error = exc
+        except Exception:  # noqa: BLE001 - a bug must not kill the session; the client gets a code
+            log.exception("load_crashed")
+            error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
+        duration = time.monotonic() - started
+        outcome = "success" if error is None else error.code.value
+        log.info(
+            "load_finished",
+            outcome=outcome,
+            vector_count=state.vector_count if error is None else 0,
+            chunk_count=stats.chunks,
+            bytes=stats.bytes,
+            download_ms=round(stats.download_s * 1000, 1),
+            decode_ms=round(stats.decode_s * 1000, 1),
+            index_ms=round(stats.index_s * 1000, 1),
+            duration_ms=round(duration * 1000, 1),
+            error_detail=error.detail if error is not None else None,
+        )
+        if node.metrics is not None:
+            node.metrics.load_finished(outcome, duration, state.vector_count if error is None else 0)
+        if error is None:
+            state.finish(engine=engine)
+            await emit(
+                "loading_complete", f"loaded {state.vector_count} vectors",
+                vector_count=state.vector_count, duration_ms=round(duration * 1000, 1),
+            )
+        else:
+            state.finish(error=error)
+            await emit("loading_error", error.message, error_code=error.code.value, error=error.message)
+    if scope.cancelled_caught and not state.done.is_set():
+        log.info("load_cancelled", session_id=session.session_id)
+
+
+async def _load(node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats) -> Any:
+    settings = node.settings
+    path = validate_path(state.ref.manifest_path)
+    manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats)
+    await emit("manifest_downloaded", "manifest downloaded and verified", total=manifest.chunk_count)
+    limit = settings.vector_memory_limit_mb * 1024 * 1024
+    if manifest.dimensions is not None and manifest.vector_count * manifest.dimensions * 4 > limit:
+        raise FabstirError(
+            ErrorCode.MEMORY_LIMIT_EXCEEDED,
+            f"database needs {manifest.vector_count * manifest.dimensions * 4 / 2**20:.0f} MB; "
+            f"this host allows {settings.vector_memory_limit_mb:g} MB per database",
+        )
+    state.chunks_total = manifest.chunk_count
+    ids, matrix, metadata = await fetch_chunks(node, path, manifest, key, emit, state, stats)
+    await emit("index_building", "building the search index")
+    started = time.monotonic()
+    from ..engine.matrix import VectorMatrix
+
+    engine = await trio.to_thread.run_sync(
+        lambda: VectorMatrix.from_arrays(ids, matrix, metadata), limiter=node.cpu_limiter
+    )
+    stats.index_s = time.monotonic() - started
+    state.vector_count = len(engine)
+    return engine
+
+
+async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats) -> Manifest:
+    """Download, decrypt, parse and check one manifest (every session does this itself)."""
+    started = time.monotonic()
+    try:
+        raw = await node.storage.get(path, max_bytes=MAX_MANIFEST_BYTES)
+    except StorageError as exc:
+        raise _storage_error(exc, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED) from None
+    stats.download_s += time.monotonic() - started
+    stats.bytes += len(raw)
+    settings = node.settings
+
+    def decode() -> Manifest:
+        obj = decode_object(open_blob(raw, key))
+        return parse_manifest(obj, max_chunks=settings.max_chunks, max_dimensions=settings.max_dimensions)
+
+    manifest = await trio.to_thread.run_sync(decode, limiter=node.cpu_limiter)
+    check_access(manifest, user_address)
+    return manifest
+
+
+async def fetch_chunks(
+    node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit,
+    state: DatabaseState, stats: LoadStats,
+) -> tuple[list[str], np.ndarray, list[bytes]]:
+    """Download and decode every chunk in parallel into one matrix; ids and metadata beside it."""
+    settings = node.settings
+    counts = [ref.vector_count for ref in manifest.chunks]
+    offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
+    ids: list[list[str] | None] = [None] * len(counts)
+    metadata: list[list[bytes] | None] = [None] * len(counts)
+    dims_lock = trio.Lock()
+    holder: dict[str, Any] = {"dims": manifest.dimensions, "matrix": None}
+    if manifest.dimensions is not None:
+        holder["matrix"] = np.empty((manifest.vector_count, manifest.dimensions), dtype=np.float32)
+    limiter = trio.CapacityLimiter(settings.s5_max_parallel_chunks)
+    done = 0
+
+    async def one(index: int) -> None:
+        nonlocal done
+        ref = manifest.chunks[index]
+        path = chunk_path(manifest_path, ref.chunk_id)
+        async with limiter:
+            started = time.monotonic()
+            try:
+                raw = await node.storage.get(path)
+            except StorageError as exc:
+                raise _storage_error(exc, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED) from None
+            stats.download_s += time.monotonic() - started
+            stats.bytes += len(raw)
+        async with dims_lock:
+            if holder["matrix"] is None:  # dimensions missing from the manifest: the first chunk fixes them
+                first = await trio.to_thread.run_sync(
+                    lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id,
+                                         expected_count=ref.vector_count, dimensions=None),
+                    limiter=node.cpu_limiter,
+                )
+                holder["dims"] = first.dimensions
+                holder["matrix"] = np.empty((manifest.vector_count, first.dimensions), dtype=np.float32)
+        matrix = holder["matrix"]
+        out = matrix[offsets[index]:offsets[index + 1]]
+        started = time.monotonic()
+        chunk = await trio.to_thread.run_sync(
+            lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
+                                 dimensions=holder["dims"], out=out),
+            limiter=node.cpu_limiter,
+        )
+        stats.decode_s += time.monotonic() - started
+        del raw
+        ids[index], metadata[index] = chunk.ids, chunk.metadata
+        done += 1
+        stats.chunks = done
+        state.chunks_done = done
+        await emit(
+            "chunk_downloaded", f"chunk {ref.chunk_id} downloaded ({done}/{len(counts)})",
+            chunk_id=ref.chunk_id, total=len(counts), percent=round(100.0 * done / len(counts), 1),
+        )
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for index in range(len(counts)):
+                nursery.start_soon(one, index)
+    except* FabstirError as group:
+        raise _first_leaf(group) from None
+    all_ids = [item for part in ids for item in part]  # type: ignore[union-attr]
+    all_meta = [item for part in metadata for item in part]  # type: ignore[union-attr]
+    return all_ids, holder["matrix"], all_meta
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    """The first concrete exception in a (possibly nested) exception group."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
