@@ -14,6 +14,7 @@ A bad setting exits with status 2 and one line naming the variable or flag.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import Any, Sequence
@@ -56,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_argument("--markdown", action="store_true", help="as a Markdown table (for the docs)")
     _add_setting_flags(config)
 
+    from .commands import publish, search
+
+    publish.add_parser(sub)
+    search.add_parser(sub)
     return parser
 
 
@@ -97,10 +102,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError(f"HOST_PRIVATE_KEY: {exc}") from None
     configure(settings.log_level, settings.log_format)
     if args.sample:
-        from .tools.sample import ensure_sample_database
+        from .commands.sample import ensure_sample_database
 
         ensure_sample_database(settings)
-    trio.run(run_daemon, settings, host_key)
+    trio.run(functools.partial(run_daemon, settings, host_key=host_key))
     return 0
 
 

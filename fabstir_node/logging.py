@@ -35,6 +35,12 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+#: Exceptions as structured fields, without local variables (they may hold keys).
+_EXCEPTION_DICT = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
+
+
 def _orjson_dumps(obj: Any, default: Any = None) -> str:
     return orjson.dumps(obj, default=default or str, option=orjson.OPT_SERIALIZE_NUMPY).decode()
 
@@ -60,7 +66,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any
     if fmt == "json":
-        final = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
+        final = [_EXCEPTION_DICT, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
     else:
         final = [structlog.dev.ConsoleRenderer(colors=False)]
     numeric = getattr(logging, level.upper())

@@ -127,9 +127,9 @@ class WebSocketService:
             started = time.monotonic()
             try:
                 await self._serve_connection(conn)
-            except ConnectionClosed:
-                pass
-            except Exception:  # noqa: BLE001 - contain everything: one client never stops the server
+            except* ConnectionClosed:
+                pass  # the peer went away: a normal end
+            except* Exception:  # noqa: BLE001 - contain everything: one client never stops the server
                 log.exception("connection_failed")
                 with trio.move_on_after(2) as cleanup:
                     cleanup.shield = True
@@ -162,7 +162,10 @@ class WebSocketService:
             service = ConnectionService(self.node, conn.conn_id, nursery, send_event)
             try:
                 while True:
-                    frame = await ws.get_message()
+                    try:
+                        frame = await ws.get_message()
+                    except ConnectionClosed:
+                        return
                     conn.busy, conn.idle = True, trio.Event()
                     try:
                         reply = await self._process(service, frame)

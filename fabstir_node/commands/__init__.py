@@ -1,0 +1,1 @@
+"""Operator commands behind ``fabstir-node publish`` and ``fabstir-node search``."""
