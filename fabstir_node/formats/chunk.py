@@ -1,0 +1,451 @@
+"""Chunk files (protocol §4.3): ids, a float32 matrix and metadata.
+
+A chunk is ``{"chunkId": N, "vectors": [{"id", "vector", "metadata"}, ...]}``
+— 10,000 records of 384 floats in the SDK's default, i.e. ~34 MB of CBOR or
+~80 MB of JSON.  This module is the load path's hot spot, so it has two
+decoders with one contract:
+
+* a **CBOR fast path**: a small walker over the SDK's layout that reads each
+  vector whose items are all float64 (``0xfb``), all float32 (``0xfa``) or an
+  RFC 8746 typed array straight into the output matrix with numpy, without
+  creating a Python float per component.  Ids and metadata are decoded
+  normally.  Anything it does not expect (indefinite lengths, duplicate keys,
+  truncation, ...) sends the whole chunk to the generic path, which decides.
+* a **generic path** over decoded objects (JSON via orjson with the GC
+  paused, or CBOR via :func:`~fabstir_node.formats.blob.decode_object`),
+  converting vectors with one ``np.array`` call and validating them with
+  vectorised checks.
+
+Both raise only :class:`FabstirError`: ``DIMENSION_MISMATCH`` for a vector of
+the wrong length, ``LIMIT_EXCEEDED`` for oversized metadata, and
+``INVALID_DATABASE`` for everything else (wrong ``chunkId``, count mismatch,
+a missing or empty id, a non-number, NaN or infinity, ...).  Messages name
+positions, never ids or other stored content.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+import attrs
+import cbor2
+import numpy as np
+
+from ..errors import ErrorCode, FabstirError
+from .blob import (
+    MAX_NESTING,
+    TYPED_FLOAT_TAGS,
+    OpenedBlob,
+    decode_object,
+    gc_paused,
+    loads_json,
+    to_json_bytes,
+    typed_array_values,
+)
+
+__all__ = ["DEFAULT_MAX_ID_LENGTH", "DEFAULT_MAX_METADATA_BYTES", "Chunk", "decode_chunk"]
+
+DEFAULT_MAX_METADATA_BYTES = 64 * 1024
+DEFAULT_MAX_ID_LENGTH = 512
+
+_EMPTY_METADATA = b"{}"
+_SELF_DESCRIBE_TAG = 55799
+
+
+@attrs.frozen(eq=False)
+class Chunk:
+    """A decoded chunk.  ``vectors`` is float32 ``(n, dimensions)`` (a view of
+    the caller's ``out`` when one was given); ``metadata[i]`` is compact JSON
+    of vector *i*'s metadata object (``b"{}"`` when it had none)."""
+
+    chunk_id: int
+    ids: list[str] = attrs.field(repr=False)
+    vectors: np.ndarray = attrs.field(repr=False)
+    metadata: list[bytes] = attrs.field(repr=False)
+    dimensions: int
+
+
+def _invalid(chunk_id: int, message: str) -> FabstirError:
+    return FabstirError(ErrorCode.INVALID_DATABASE, f"invalid chunk {chunk_id}: {message}")
+
+
+class _Builder:
+    """The checks and the output matrix shared by both decoders."""
+
+    def __init__(
+        self,
+        chunk_id: int,
+        expected_count: int,
+        dimensions: int | None,
+        out: np.ndarray | None,
+        max_metadata_bytes: int,
+        max_id_length: int,
+    ) -> None:
+        if out is not None:
+            if out.dtype != np.float32 or out.ndim != 2 or out.shape[0] != expected_count:
+                raise ValueError("out must be a float32 array of shape (expected_count, d)")
+            if dimensions is not None and out.shape[1] != dimensions:
+                raise ValueError("out has the wrong number of columns")
+            dimensions = out.shape[1]
+        self.chunk_id = chunk_id
+        self.expected_count = expected_count
+        self.dimensions = dimensions
+        self.matrix = out
+        self.max_metadata_bytes = max_metadata_bytes
+        self.max_id_length = max_id_length
+        self.ids: list[str] = []
+        self.metadata: list[bytes] = []
+
+    def invalid(self, message: str) -> FabstirError:
+        return _invalid(self.chunk_id, message)
+
+    def check_chunk_id(self, value: Any) -> None:
+        if type(value) is float and math.isfinite(value) and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            raise self.invalid("'chunkId' must be an integer")
+        if value != self.chunk_id:
+            raise self.invalid(f"file says chunkId {value}")
+
+    def check_count(self, count: int) -> None:
+        if count != self.expected_count:
+            raise self.invalid(f"holds {count} vectors; the manifest says {self.expected_count}")
+
+    def check_length(self, length: int, index: int) -> None:
+        """Fix the dimensions on the first vector; allocate the matrix."""
+        if self.dimensions is None:
+            if length == 0:
+                raise self.invalid(f"vector {index} is empty")
+            self.dimensions = length
+        if length != self.dimensions:
+            raise FabstirError(
+                ErrorCode.DIMENSION_MISMATCH,
+                f"chunk {self.chunk_id}: vector {index} has {length} dimensions, expected {self.dimensions}",
+            )
+        if self.matrix is None:
+            self.matrix = np.empty((self.expected_count, length), dtype=np.float32)
+
+    def add_id(self, value: Any, index: int) -> None:
+        if not isinstance(value, str) or not value:
+            raise self.invalid(f"vector {index} has no id (a non-empty string)")
+        if len(value) > self.max_id_length:
+            raise self.invalid(f"vector {index} has an id longer than {self.max_id_length} characters")
+        self.ids.append(value)
+
+    def add_metadata(self, value: Any, index: int) -> None:
+        if value is None or value is cbor2.undefined:
+            self.metadata.append(_EMPTY_METADATA)
+            return
+        if not isinstance(value, (dict, cbor2.frozendict)):
+            raise self.invalid(f"vector {index}: metadata must be an object")
+        encoded = to_json_bytes(value)
+        if len(encoded) > self.max_metadata_bytes:
+            raise FabstirError(
+                ErrorCode.LIMIT_EXCEEDED,
+                f"chunk {self.chunk_id}: vector {index} has more than {self.max_metadata_bytes} bytes of metadata",
+            )
+        self.metadata.append(encoded)
+
+    def finish(self) -> Chunk:
+        matrix = self.matrix
+        if matrix is None:  # only for an empty chunk
+            matrix = np.empty((0, self.dimensions or 0), dtype=np.float32)
+        finite = np.isfinite(matrix).all(axis=1)
+        if not finite.all():
+            row = int(np.argmin(finite))
+            raise self.invalid(f"vector {row} has a value that is not a finite float32")
+        return Chunk(
+            chunk_id=self.chunk_id,
+            ids=self.ids,
+            vectors=matrix,
+            metadata=self.metadata,
+            dimensions=self.dimensions or 0,
+        )
+
+
+def _store_row(builder: _Builder, row: int, values: np.ndarray) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):
+        builder.matrix[row] = values  # float64 beyond float32 range -> inf, caught in finish()
+
+
+# --- generic path ------------------------------------------------------------------
+
+
+def _from_object(obj: Any, builder: _Builder) -> Chunk:
+    """Validate a decoded chunk object and fill the builder."""
+    if not isinstance(obj, dict):
+        raise builder.invalid("must be an object")
+    if "chunkId" not in obj:
+        raise builder.invalid("'chunkId' is missing")
+    builder.check_chunk_id(obj["chunkId"])
+    records = obj.get("vectors")
+    if not isinstance(records, list):
+        raise builder.invalid("'vectors' must be a list")
+    builder.check_count(len(records))
+    vectors: list[list[Any]] = []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise builder.invalid(f"vector {index} must be an object")
+        builder.add_id(record.get("id"), index)
+        builder.add_metadata(record.get("metadata"), index)
+        vector = record.get("vector")
+        if not isinstance(vector, list):
+            raise builder.invalid(f"vector {index} has no 'vector' list")
+        builder.check_length(len(vector), index)
+        vectors.append(vector)
+    if not vectors:
+        return builder.finish()
+    # One conversion for the whole chunk.  Without a dtype numpy refuses
+    # strings, None and nested lists instead of converting them.
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            array = np.array(vectors)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise builder.invalid("a vector holds something other than numbers") from exc
+    if array.dtype.kind not in "fiu" or array.ndim != 2:
+        raise builder.invalid("a vector holds something other than numbers")
+    _store_row(builder, slice(None), array)  # type: ignore[arg-type]
+    # numpy turned any boolean into 0.0 or 1.0; only rows holding one of those
+    # values need a look at the Python objects.
+    matrix = builder.matrix
+    suspects = np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1))
+    for index in suspects.tolist():
+        if bool in set(map(type, vectors[index])):
+            raise builder.invalid(f"vector {index} holds a boolean")
+    return builder.finish()
+
+
+# --- CBOR fast path ------------------------------------------------------------------
+
+
+class _Fallback(Exception):
+    """The fast path met something it does not handle; use the generic path."""
+
+
+_WALK_ERRORS = (
+    _Fallback,
+    IndexError,
+    ValueError,  # includes UnicodeDecodeError
+    TypeError,  # np.ndarray over too short a buffer
+    OverflowError,
+    RecursionError,
+    cbor2.CBORDecodeError,
+)
+
+
+class _Walker:
+    """Reads the SDK's chunk layout from CBOR bytes."""
+
+    def __init__(self, data: bytes, builder: _Builder) -> None:
+        self.buf = data
+        self.builder = builder
+        self.stream = io.BytesIO(data)
+        # read_size=1: the decoder reads no further than the item it decodes,
+        # so the stream position tells where that item ended.
+        self.decoder = cbor2.CBORDecoder(self.stream, read_size=1, max_depth=MAX_NESTING)
+        self.rows64: list[int] = []
+        self.offsets64: list[int] = []
+        self.tags64 = b""
+        self.tags32 = b""
+
+    def head(self, pos: int) -> tuple[int, int, int]:
+        """(major type, argument, position after the head); definite only."""
+        buf = self.buf
+        byte = buf[pos]
+        major, info = byte >> 5, byte & 0x1F
+        if info < 24:
+            return major, info, pos + 1
+        if info == 24:
+            return major, buf[pos + 1], pos + 2
+        if info == 25:
+            return major, (buf[pos + 1] << 8) | buf[pos + 2], pos + 3
+        if info == 26:
+            return major, int.from_bytes(buf[pos + 1 : pos + 5], "big"), pos + 5
+        if info == 27:
+            return major, int.from_bytes(buf[pos + 1 : pos + 9], "big"), pos + 9
+        raise _Fallback  # indefinite length, reserved
+
+    def key(self, pos: int) -> tuple[bytes, int]:
+        major, length, pos = self.head(pos)
+        if major != 3:
+            raise _Fallback
+        return self.buf[pos : pos + length], pos + length
+
+    def value(self, pos: int) -> tuple[Any, int]:
+        """Any item, decoded by cbor2."""
+        self.stream.seek(pos)
+        value = self.decoder.decode()
+        return value, self.stream.tell()
+
+    def walk(self) -> None:
+        builder = self.builder
+        pos = 0
+        major, arg, pos = self.head(pos)
+        while major == 6:
+            if arg != _SELF_DESCRIBE_TAG:
+                raise _Fallback
+            major, arg, pos = self.head(pos)
+        if major != 5:
+            raise _Fallback
+        chunk_id: Any = _Fallback
+        seen_vectors = False
+        for _ in range(arg):
+            name, pos = self.key(pos)
+            if name == b"vectors":
+                if seen_vectors:
+                    raise _Fallback
+                seen_vectors = True
+                pos = self.records(pos)
+            elif name == b"chunkId":
+                if chunk_id is not _Fallback:
+                    raise _Fallback
+                chunk_id, pos = self.value(pos)
+            else:
+                _, pos = self.value(pos)
+        if pos != len(self.buf) or chunk_id is _Fallback or not seen_vectors:
+            raise _Fallback
+        builder.check_chunk_id(chunk_id)
+
+    def records(self, pos: int) -> int:
+        major, count, pos = self.head(pos)
+        if major != 4:
+            raise _Fallback
+        self.builder.check_count(count)
+        for index in range(count):
+            pos = self.record(pos, index)
+        return pos
+
+    def record(self, pos: int, index: int) -> int:
+        builder = self.builder
+        major, entries, pos = self.head(pos)
+        if major != 5:
+            raise _Fallback
+        ident: Any = _Fallback
+        metadata: Any = None
+        seen_metadata = seen_vector = False
+        for _ in range(entries):
+            name, pos = self.key(pos)
+            if name == b"vector":
+                if seen_vector:
+                    raise _Fallback
+                seen_vector = True
+                pos = self.vector(pos, index)
+            elif name == b"id":
+                if ident is not _Fallback:
+                    raise _Fallback
+                major, length, start = self.head(pos)
+                if major == 3:
+                    pos = start + length
+                    if pos > len(self.buf):
+                        raise _Fallback
+                    ident = self.buf[start:pos].decode("utf-8")
+                else:
+                    ident, pos = self.value(pos)
+            elif name == b"metadata":
+                if seen_metadata:
+                    raise _Fallback
+                seen_metadata = True
+                metadata, pos = self.value(pos)
+            else:
+                _, pos = self.value(pos)
+        if not seen_vector:
+            raise builder.invalid(f"vector {index} has no 'vector' list")
+        builder.add_id(None if ident is _Fallback else ident, index)
+        builder.add_metadata(metadata, index)
+        return pos
+
+    def vector(self, pos: int, index: int) -> int:
+        builder = self.builder
+        buf = self.buf
+        major, length, start = self.head(pos)
+        if major == 4:
+            builder.check_length(length, index)
+            if len(self.tags64) != length:
+                self.tags64 = b"\xfb" * length
+                self.tags32 = b"\xfa" * length
+            end = start + 9 * length
+            if buf[start:end:9] == self.tags64:
+                self.rows64.append(index)
+                self.offsets64.append(start + 1)
+                return end
+            end = start + 5 * length
+            if buf[start:end:5] == self.tags32:
+                _store_row(builder, index, np.ndarray((length,), ">f4", buf, start + 1, (5,)))
+                return end
+            # Mixed items (cbor-x writes integral numbers as integers).
+            items, end = self.value(pos)
+            self.store_list(items, index)
+            return end
+        if major == 6 and length in TYPED_FLOAT_TAGS:
+            payload, end = self.value(start)
+            values = typed_array_values(length, payload)
+            builder.check_length(len(values), index)
+            _store_row(builder, index, values)
+            return end
+        raise _Fallback  # not a list: the generic path words the error
+
+    def store_list(self, items: Any, index: int) -> None:
+        if not all(type(item) in (int, float) for item in items):
+            raise self.builder.invalid(f"vector {index} holds something other than numbers")
+        try:
+            values = np.array(items, dtype=np.float64)
+        except OverflowError:  # an integer beyond float64
+            raise self.builder.invalid(f"vector {index} has a value that is not a finite float32") from None
+        _store_row(self.builder, index, values)
+
+    def fill(self) -> None:
+        """Copy every float64 vector found by the walk into the matrix."""
+        matrix = self.builder.matrix
+        if not self.rows64:
+            return
+        length = matrix.shape[1]
+        buf = self.buf
+        with np.errstate(over="ignore", invalid="ignore"):
+            for row, offset in zip(self.rows64, self.offsets64):
+                matrix[row] = np.ndarray((length,), ">f8", buf, offset, (9,))
+
+
+def _decode_cbor(data: bytes, builder: _Builder) -> Chunk:
+    walker = _Walker(data, builder)
+    with gc_paused():
+        walker.walk()
+    walker.fill()
+    return builder.finish()
+
+
+# --- entry point ---------------------------------------------------------------------
+
+
+def decode_chunk(
+    opened: OpenedBlob,
+    *,
+    chunk_id: int,
+    expected_count: int,
+    dimensions: int | None,
+    out: np.ndarray | None = None,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+) -> Chunk:
+    """Decode and validate chunk ``chunk_id`` of a database.
+
+    ``expected_count`` is the chunk's ``vectorCount`` in the manifest and
+    ``dimensions`` the manifest's (``None``: the first vector decides).
+    ``out``, if given, is a preallocated float32 ``(expected_count, d)`` slice
+    of the database matrix that receives the vectors (then ``Chunk.vectors``
+    is ``out``); it may hold partial data after a failure.
+    """
+    def builder() -> _Builder:
+        return _Builder(chunk_id, expected_count, dimensions, out, max_metadata_bytes, max_id_length)
+
+    first = builder()  # checks ``out`` before any input is read
+    if opened.format == "cbor":
+        try:
+            return _decode_cbor(opened.plaintext, first)
+        except _WALK_ERRORS:
+            pass  # the generic path below gives the definitive answer
+        return _from_object(decode_object(opened), builder())
+    obj = loads_json(opened.plaintext)
+    with gc_paused():
+        return _from_object(obj, first)
