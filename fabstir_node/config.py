@@ -126,6 +126,11 @@ OPTIONS: tuple[Option, ...] = (
            "json (one JSON object per line), console, or auto (json unless stdout is a terminal).", "logging"),
     Option("log_level", "LOG_LEVEL", "--log-level", _choice("debug", "info", "warning", "error"), "info",
            "Lowest level logged.", "logging"),
+    # --- observability
+    Option("metrics_host", "FABSTIR_METRICS_HOST", "--metrics-host", _str, "127.0.0.1",
+           "Address the operations server (/metrics, /health, /ready) binds to.", "observability"),
+    Option("metrics_port", "FABSTIR_METRICS_PORT", "--metrics-port", _int(0, 65535), 9090,
+           "Port of the operations server; 0 disables it (and the metrics).", "observability"),
     # --- storage
     Option("store_dir", "FABSTIR_STORE_DIR", "--store-dir", _path, None,
            "Local store directory (the embedded default backend). Default: "
@@ -183,6 +188,11 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     log_format: str = "auto"
     log_level: str = "info"
+    #: 0 disables the operations server; ``metrics_enabled`` is what the daemon reads.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9090
+    #: False when ``metrics_port`` is 0.  Set it True with port 0 to get any free port (tests).
+    metrics_enabled: bool = attrs.field(default=attrs.Factory(lambda self: self.metrics_port != 0, takes_self=True))
     store_dir: Path | None = None
     s5_bridge_url: str | None = None
     s5_max_retries: int = 3
