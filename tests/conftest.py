@@ -60,3 +60,28 @@ def start_node(tmp_path: Path, nursery: trio.Nursery):
             handle.stop.set()
 
     return start
+
+
+def write_database(root: Path, files: dict[str, bytes]) -> None:
+    """Put ``build_database`` output into a local store directory."""
+    for path, body in files.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+
+
+@pytest.fixture
+def publish_local(tmp_path: Path):
+    """``publish_local(n=..., dim=..., owner=..., name=..., **build_database kwargs) -> (manifest_path, records)``."""
+    from fabstir_node.formats.paths import manifest_path
+    from fabstir_node.formats.synthetic import synthetic_records
+    from fabstir_node.formats.writer import build_database
+
+    def publish(n: int = 300, dim: int = 32, *, owner: str = "0xAbCdEf0000000000000000000000000000000001",
+                name: str = "docs", seed: int = 0, root: Path | None = None, **kwargs: Any):
+        records = synthetic_records(n, dim, seed)
+        files = build_database(records, owner=owner, name=name, **kwargs)
+        write_database(root or tmp_path / "store", files)
+        return manifest_path(owner, name), records
+
+    return publish
