@@ -37,12 +37,13 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import attrs
 import h11
 import orjson
-import structlog
 import trio
+
+from ..logging import get_logger
 
 __all__ = ["AbortConnection", "Handler", "HttpRequest", "HttpResponse", "serve_http"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _RECEIVE_SIZE = 64 * 1024
 #: How many bytes of a pipelined next request we buffer while answering.
