@@ -18,7 +18,7 @@ import trio
 
 from .. import __version__
 from ..config import Settings
-from ..logging import get_logger
+from ..logging import configure, get_logger
 from ..service.node import Node
 from .websocket import WebSocketService
 
@@ -77,10 +77,19 @@ async def run_daemon(
     try:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(ws.run, settings.host, settings.port)
+            metrics_port = None
+            if settings.metrics_enabled:
+                from .metrics import Metrics
+                from .probes import Probes
+
+                node.metrics = Metrics(node)
+                probes = Probes(node, node.metrics, closing=lambda: ws.closing)
+                metrics_port = await nursery.start(probes.run, settings.metrics_host, settings.metrics_port)
             log.info(
                 "server_started",
                 host=settings.host,
                 port=port,
+                metrics_port=metrics_port,
                 version=__version__,
                 storage=getattr(storage, "name", type(storage).__name__),
                 encryption=host_key is not None,
@@ -88,9 +97,10 @@ async def run_daemon(
                 host_address=host_key.address if host_key is not None else None,
             )
             stop = trio.Event()
-            task_status.started(DaemonHandle(node=node, websocket=ws, port=port, stop=stop))
+            task_status.started(DaemonHandle(node=node, websocket=ws, port=port, stop=stop, metrics_port=metrics_port))
             if handle_signals:
                 nursery.start_soon(_set_on_signal, stop)
+                await nursery.start(_reconfigure_logging_on_sighup, settings)
             await stop.wait()
             log.info("shutdown_started", grace_seconds=settings.shutdown_grace_seconds, connections=ws.connection_count)
             async with trio.open_nursery() as shutdown:
@@ -117,6 +127,8 @@ class DaemonHandle:
     port: int
     #: Set it to start a graceful shutdown, as SIGTERM does.
     stop: trio.Event
+    #: Port of /metrics, /health and /ready (None when disabled).
+    metrics_port: int | None = None
 
 
 async def _set_on_signal(stop: trio.Event) -> None:
@@ -125,6 +137,15 @@ async def _set_on_signal(stop: trio.Event) -> None:
             log.info("signal_received", signal=signal.Signals(signum).name)
             stop.set()
             return
+
+
+async def _reconfigure_logging_on_sighup(settings: Settings, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """SIGHUP re-applies the logging configuration; sessions and connections are untouched."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            configure(settings.log_level, settings.log_format)
+            log.info("logging_reconfigured", level=settings.log_level, format=settings.log_format)
 
 
 async def _cut_short_on_signal(scope: trio.CancelScope) -> None:
