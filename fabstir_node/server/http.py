@@ -140,6 +140,8 @@ async def _serve_connection(stream: trio.SocketStream, config: _Config) -> None:
             conn.start_next_cycle()
     except (trio.BrokenResourceError, trio.ClosedResourceError, h11.ProtocolError):
         return
+    except Exception:  # a bug here must not take the whole server down
+        log.exception("http.connection_failed", client=client)
     finally:
         await trio.aclose_forcefully(stream)
 
@@ -178,7 +180,7 @@ async def _receive_request(
         return HttpRequest(
             method=event.method.decode("ascii", "replace"),
             target=target,
-            path=unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+            path=unquote_to_bytes(raw_path.encode("latin-1")).decode("utf-8", "replace"),
             query=dict(parse_qsl(raw_query, keep_blank_values=True)),
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers],
             body=bytes(body),
@@ -187,7 +189,9 @@ async def _receive_request(
     return None  # timed out: just close
 
 
-async def _respond(stream: trio.SocketStream, conn: h11.Connection, request: HttpRequest, config: _Config) -> None:
+async def _respond(
+    stream: trio.SocketStream, conn: h11.Connection, request: HttpRequest, config: _Config
+) -> None:
     """Call the handler and send its response, cancelling both if the client goes away.
 
     Failures end here: afterwards ``conn`` tells whether the exchange completed.
@@ -235,7 +239,9 @@ async def _call_handler(handler: Handler, request: HttpRequest) -> HttpResponse:
         return HttpResponse.text(500, "internal server error")
 
 
-async def _send_response(stream: trio.SocketStream, conn: h11.Connection, method: str, response: HttpResponse) -> None:
+async def _send_response(
+    stream: trio.SocketStream, conn: h11.Connection, method: str, response: HttpResponse
+) -> None:
     headers = [(k.lower(), v) for k, v in response.headers]
     names = {k for k, _ in headers}
     if "date" not in names:

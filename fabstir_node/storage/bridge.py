@@ -70,7 +70,9 @@ def make_http_client(
     """
     limits = httpx.Limits(
         max_connections=max_connections,
-        max_keepalive_connections=max_connections if max_keepalive_connections is None else max_keepalive_connections,
+        max_keepalive_connections=(
+            max_connections if max_keepalive_connections is None else max_keepalive_connections
+        ),
         keepalive_expiry=keepalive_expiry,
     )
     timeouts = httpx.Timeout(timeout, connect=min(connect_timeout, timeout), pool=pool_timeout)
@@ -148,13 +150,15 @@ class BridgeStore:
         """``GET /health`` answered 200 within ``timeout_seconds`` (one attempt)."""
         try:
             with trio.fail_after(self.timeout_seconds):
-                async with self._client.stream("GET", f"{self.base_url}/health", timeout=self._timeout) as response:
+                url = f"{self.base_url}/health"
+                async with self._client.stream("GET", url, timeout=self._timeout) as response:
                     await _read_prefix(response)
         except trio.TooSlowError:
             return HealthStatus(False, f"bridge did not answer /health within {self.timeout_seconds} s")
         except httpx.HTTPError as exc:
             return HealthStatus(False, f"bridge unreachable: {type(exc).__name__}")
-        return HealthStatus(response.status_code == 200, f"bridge /health answered HTTP {response.status_code}")
+        status = response.status_code
+        return HealthStatus(status == 200, f"bridge /health answered HTTP {status}")
 
     async def aclose(self) -> None:
         """Nothing to release: the HTTP client belongs to the caller."""
@@ -212,7 +216,8 @@ class BridgeStore:
     async def _put_once(self, path: str, url: str, data: bytes) -> None:
         headers = {"content-type": "application/octet-stream"}
         try:
-            async with self._client.stream("PUT", url, content=data, headers=headers, timeout=self._timeout) as response:
+            request = self._client.stream("PUT", url, content=data, headers=headers, timeout=self._timeout)
+            async with request as response:
                 if response.status_code not in (200, 201):
                     await _fail_for_status(path, response, not_found_is_final=False)
                 await _read_prefix(response)

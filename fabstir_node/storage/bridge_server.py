@@ -150,7 +150,9 @@ class RequestRecord:
 class BridgeStandIn:
     """The request handler of the stand-in bridge, with its faults and its request log."""
 
-    def __init__(self, root: Path | str, faults: Faults | None = None, *, chunk_size: int = 64 * 1024) -> None:
+    def __init__(
+        self, root: Path | str, faults: Faults | None = None, *, chunk_size: int = 64 * 1024
+    ) -> None:
         self.store = LocalStore(root, name="bridge-stand-in", max_bytes=None)
         self.faults = faults if faults is not None else Faults()
         self.records: list[RequestRecord] = []
@@ -165,7 +167,9 @@ class BridgeStandIn:
     def requests(self, method: str | None = None, path: str | None = None) -> list[RequestRecord]:
         """The recorded requests, optionally only those with this method and path."""
         return [
-            r for r in self.records if (method is None or r.method == method) and (path is None or r.path == path)
+            r
+            for r in self.records
+            if (method is None or r.method == method) and (path is None or r.path == path)
         ]
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
@@ -183,7 +187,9 @@ class BridgeStandIn:
             record.outcome, record.bytes_sent = "complete", len(response.body)
         return response
 
-    async def _answer(self, request: HttpRequest, path: str, is_object: bool, record: RequestRecord) -> HttpResponse:
+    async def _answer(
+        self, request: HttpRequest, path: str, is_object: bool, record: RequestRecord
+    ) -> HttpResponse:
         faults = self.faults
         delay = faults.path_latency.get(path, faults.latency)
         if delay:
@@ -221,7 +227,8 @@ class BridgeStandIn:
         headers = [("content-type", content_type), ("content-length", str(len(data)))]
         if rule is not None and rule.action is Action.TRUNCATE:
             headers[1] = ("content-length", str(len(data) + 1))
-            return HttpResponse(200, headers, _stream(record, data[: len(data) // 2], self.chunk_size, "truncated"))
+            half = data[: len(data) // 2]
+            return HttpResponse(200, headers, _stream(record, half, self.chunk_size, "truncated"))
         if rule is not None and rule.action is Action.TRICKLE:
             headers[1] = ("content-length", str(len(data) + 1_000_000))
             return HttpResponse(200, headers, _trickle(record, data, rule.prefix_bytes, rule.interval))
@@ -351,6 +358,7 @@ async def serve_bridge(
     *,
     faults: Faults | None = None,
     max_request_body: int = 512 * 1024 * 1024,
+    response_timeout: float = 3600.0,
     task_status: trio.TaskStatus[BridgeStandIn] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``root`` as a bridge until cancelled; ``nursery.start`` returns the :class:`BridgeStandIn`."""
@@ -359,14 +367,19 @@ async def serve_bridge(
     async with trio.open_nursery() as nursery:
         bridge.port = await nursery.start(
             lambda task_status: serve_http(
-                bridge, host, port, task_status=task_status, max_request_body=max_request_body, response_timeout=3600
+                bridge,
+                host,
+                port,
+                task_status=task_status,
+                max_request_body=max_request_body,
+                response_timeout=response_timeout,
             )
         )
         task_status.started(bridge)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m fabstir_node.storage.bridge_server ROOT [--host H] [--port P] [--latency S] [--cbor-as-json]``."""
+    """Command line: ``ROOT [--host H] [--port P] [--latency S] [--cbor-as-json]``."""
     parser = argparse.ArgumentParser(description="Serve a directory as a stand-in Fabstir S5 bridge.")
     parser.add_argument("root", type=Path)
     parser.add_argument("--host", default="127.0.0.1")
@@ -378,8 +391,11 @@ def main(argv: list[str] | None = None) -> None:
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            bridge = await nursery.start(lambda task_status: serve_bridge(
-                args.root, args.host, args.port, faults=faults, task_status=task_status))
+            bridge = await nursery.start(
+                lambda task_status: serve_bridge(
+                    args.root, args.host, args.port, faults=faults, task_status=task_status
+                )
+            )
             print(f"stand-in S5 bridge serving {args.root} at {bridge.url}", flush=True)
 
     try:

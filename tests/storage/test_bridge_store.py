@@ -39,7 +39,8 @@ async def test_segments_are_percent_encoded(bridge, make_store):
     path = "home/vector-databases/0xabc/my docs?#/é%41.json"
     data = stored(bridge, path, b"odd name")
     store = make_store()
-    assert store.object_url(path).endswith("/s5/fs/home/vector-databases/0xabc/my%20docs%3F%23/%C3%A9%2541.json")
+    expected = "/s5/fs/home/vector-databases/0xabc/my%20docs%3F%23/%C3%A9%2541.json"
+    assert store.object_url(path).endswith(expected)
     assert await store.get(path) == data
 
 
@@ -73,7 +74,8 @@ async def test_short_503_burst_is_retried_to_success(bridge, make_store):
     store = make_store(stats=StorageStats(on_retry=lambda *args: retries.append(args)))
     assert await store.get(PATH) == data
     assert [r.status for r in bridge.requests("GET", PATH)] == [503, 503, 503, 200]
-    assert [(name, path, attempt) for name, path, attempt, _ in retries] == [(store.name, PATH, n) for n in (1, 2, 3)]
+    seen = [(name, path, attempt) for name, path, attempt, _ in retries]
+    assert seen == [(store.name, PATH, n) for n in (1, 2, 3)]
     assert "HTTP 503" in retries[0][3]
 
 
@@ -214,11 +216,13 @@ async def test_health(bridge, make_store, client):
 async def test_cbor_files_are_reserved_as_json(bridge, make_store):
     import cbor2
 
-    chunk = {"chunkId": 0, "vectors": [{"id": "a", "vector": [0.5, -1.25], "metadata": {"t": "x", "u": cbor2.undefined}}]}
+    vector = {"id": "a", "vector": [0.5, -1.25], "metadata": {"t": "x", "u": cbor2.undefined}}
+    chunk = {"chunkId": 0, "vectors": [vector]}
     stored(bridge, PATH, cbor2.dumps(chunk))
     bridge.faults.cbor_as_json = True
     body = await make_store().get(PATH)
-    assert orjson.loads(body) == {"chunkId": 0, "vectors": [{"id": "a", "vector": [0.5, -1.25], "metadata": {"t": "x"}}]}
+    vector = {"id": "a", "vector": [0.5, -1.25], "metadata": {"t": "x"}}
+    assert orjson.loads(body) == {"chunkId": 0, "vectors": [vector]}
     json_text = stored(bridge, "home/plain.json", b'{"chunkId": 1}')
     assert await make_store().get("home/plain.json") == json_text
 

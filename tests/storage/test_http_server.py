@@ -175,3 +175,15 @@ async def _read_until_closed(stream: trio.SocketStream) -> bytes:
     while chunk := await stream.receive_some(65536):
         data += chunk
     return bytes(data)
+
+
+async def test_percent_encoded_utf8_path_decodes_and_raw_bytes_are_refused(server):
+    recorder, port, client = server
+    await client.get("/caf%C3%A9")
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all("GET /café HTTP/1.1\r\nhost: x\r\n\r\n".encode())
+        with trio.fail_after(2):
+            reply = await _read_until_closed(stream)
+    assert [r.path for r in recorder.requests] == ["/café"]
+    assert reply.startswith(b"HTTP/1.1 400 ")

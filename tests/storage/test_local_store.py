@@ -149,7 +149,8 @@ class _read_only:
         self.path.chmod(0o555)
         if os.geteuid() == 0:
             chattr = shutil.which("chattr")
-            if chattr is None or subprocess.run([chattr, "+i", str(self.path)], capture_output=True).returncode:
+            made = chattr is not None and subprocess.run([chattr, "+i", str(self.path)], capture_output=True)
+            if not made or made.returncode:
                 self.path.chmod(0o755)
                 pytest.skip("running as root without a working chattr: cannot make a directory read-only")
             self.immutable = True
