@@ -162,7 +162,9 @@ def encode_s5(value: Any) -> bytes:
 # --- decoding -------------------------------------------------------------------
 
 
-def _tag_hook(decoder: Any, tag: cbor2.CBORTag) -> Any:
+def _tag_hook(*args: Any) -> Any:
+    # cbor2 5 calls hook(decoder, tag); cbor2 6 calls hook(tag, immutable).
+    tag = next(arg for arg in args if isinstance(arg, cbor2.CBORTag))
     typecode = _TYPED_ARRAY_TAGS.get(tag.tag)
     if typecode is not None and isinstance(tag.value, bytes):
         if len(tag.value) % array.array(typecode).itemsize:
