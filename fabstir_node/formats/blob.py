@@ -47,6 +47,8 @@ __all__ = [
     "encrypt_blob",
     "gc_paused",
     "open_blob",
+    "parse_json",
+    "to_json_bytes",
     "typed_array_values",
 ]
 
@@ -61,8 +63,8 @@ MAX_NESTING = 64
 #: RFC 8746 typed-array tags for floats: tag → numpy dtype.
 TYPED_FLOAT_TAGS: dict[int, str] = {81: ">f4", 82: ">f8", 85: "<f4", 86: "<f8"}
 
-_JSON_START = re.compile(rb"[ \t\r\n]*\{")
-_ARGUMENT_BYTES = (1, 2, 4, 8)
+# "{" then a key or "}": what a JSON object starts with.
+_JSON_START = re.compile(rb'[ \t\r\n]*\{[ \t\r\n]*["}]')
 
 Format = Literal["json", "cbor"]
 
@@ -71,41 +73,76 @@ Format = Literal["json", "cbor"]
 class OpenedBlob:
     """A stored file after decryption: its encoding and plaintext bytes.
 
-    ``encrypted`` says whether it came out of an AES-GCM envelope.  The
-    plaintext never appears in the repr.
+    ``encrypted`` says whether it came out of an AES-GCM envelope.
+    ``key_rejected`` says a session key was given but did not authenticate
+    the file, which was then taken for plaintext by its content; if it then
+    fails to parse, the answer is ``DECRYPTION_FAILED``, not a parse error.
+    The plaintext never appears in the repr.
     """
 
     format: Format
     plaintext: bytes = attrs.field(repr=False)
     encrypted: bool = False
+    key_rejected: bool = False
 
 
 # --- detection ----------------------------------------------------------------
 
 
-def _cbor_map_follows(data: bytes, pos: int) -> bool:
-    """True if a CBOR map header (major type 5) starts at ``pos``, tags skipped."""
-    end = len(data)
-    for _ in range(16):  # a few nested tags at most (e.g. self-describe 55799)
-        if pos >= end:
+def _head(data: bytes, pos: int) -> tuple[int, int | None, int]:
+    """(major type, argument or None if indefinite, next position); raises
+    IndexError if truncated and ValueError for a reserved head."""
+    byte = data[pos]
+    major, info = byte >> 5, byte & 0x1F
+    if info < 24:
+        return major, info, pos + 1
+    if info < 28:
+        size = 1 << (info - 24)
+        if pos + 1 + size > len(data):
+            raise IndexError
+        return major, int.from_bytes(data[pos + 1 : pos + 1 + size], "big"), pos + 1 + size
+    if info == 31 and major in (2, 3, 4, 5, 7):
+        return major, None, pos + 1
+    raise ValueError
+
+
+def _looks_like_cbor_map(data: bytes) -> bool:
+    """A CBOR map (after any tags) whose first key is a short printable text.
+
+    Every object the SDK stores is a map with camelCase keys.  Requiring a
+    plausible first key, not just a map head, keeps AES-GCM envelopes
+    (random-looking bytes) from passing for plaintext: a random first byte
+    is a map head one time in nine, this whole test passes about one in
+    several thousand.
+    """
+    try:
+        major, arg, pos = _head(data, 0)
+        for _ in range(16):  # tags, e.g. self-describe 55799
+            if major != 6:
+                break
+            major, arg, pos = _head(data, pos)
+        if major != 5:
             return False
-        byte = data[pos]
-        major, info = byte >> 5, byte & 0x1F
-        if major == 5:
-            return info < 28 or info == 31  # 28..30 are reserved
-        if major != 6 or info >= 28:
+        if pos == len(data) or (arg is None and data[pos] == 0xFF):
+            return arg in (0, None) and pos + (arg is None) == len(data)
+        if arg == 0 or (arg is not None and 2 * arg > len(data) - pos):
             return False
-        # a tag: skip its head (1 byte, plus 1/2/4/8 argument bytes)
-        pos += 1 + (_ARGUMENT_BYTES[info - 24] if info >= 24 else 0)
-    return False
+        major, length, pos = _head(data, pos)
+        if major != 3 or length is None or not 0 < length <= 255 or pos + length > len(data):
+            return False
+        key = data[pos : pos + length].decode("utf-8")
+        return key.isprintable()
+    except (IndexError, ValueError):  # truncated, reserved, or not UTF-8
+        return False
 
 
 def detect_format(data: bytes) -> Format | None:
-    """``"json"`` if the first non-whitespace byte is ``{``; ``"cbor"`` if the
-    bytes start with a CBOR map (after any tags); else ``None``."""
+    """``"json"`` if the bytes start like a JSON object (``{`` then ``"`` or
+    ``}``, whitespace allowed); ``"cbor"`` if they start like a CBOR map with
+    a text key (see :func:`_looks_like_cbor_map`); else ``None``."""
     if _JSON_START.match(data):
         return "json"
-    if _cbor_map_follows(data, 0):
+    if _looks_like_cbor_map(data):
         return "cbor"
     return None
 
@@ -169,7 +206,7 @@ def open_blob(data: bytes, key: bytes | None) -> OpenedBlob:
             return OpenedBlob(format=fmt, plaintext=plaintext, encrypted=True)
     fmt = detect_format(data)
     if fmt is not None:
-        return OpenedBlob(format=fmt, plaintext=data, encrypted=False)
+        return OpenedBlob(format=fmt, plaintext=data, encrypted=False, key_rejected=key is not None)
     if key is not None:
         raise FabstirError(
             ErrorCode.DECRYPTION_FAILED,
@@ -242,26 +279,41 @@ def to_json_bytes(value: Any, *, sort_keys: bool = False) -> bytes:
         ) from None
 
 
-def _loads_cbor(data: bytes) -> Any:
+def _parse_failure(opened: OpenedBlob, message: str, detail: str | None = None) -> FabstirError:
+    if opened.key_rejected:
+        # The key did not open the file and its bytes are no plaintext either.
+        return FabstirError(
+            ErrorCode.DECRYPTION_FAILED, "could not decrypt the database with the session key"
+        )
+    return FabstirError(ErrorCode.INVALID_DATABASE, message, detail=detail)
+
+
+def _loads_cbor(opened: OpenedBlob) -> Any:
+    data = opened.plaintext
     stream = io.BytesIO(data)
     try:
         decoder = cbor2.CBORDecoder(stream, max_depth=MAX_NESTING)
         with gc_paused():
             value = decoder.decode()
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError, MemoryError) as exc:
-        raise FabstirError(ErrorCode.INVALID_DATABASE, "file is not valid CBOR", detail=str(exc)) from None
+        raise _parse_failure(opened, "file is not valid CBOR", str(exc)) from None
     if stream.tell() != len(data):
-        raise FabstirError(ErrorCode.INVALID_DATABASE, "file has trailing bytes after its CBOR value")
+        raise _parse_failure(opened, "file has trailing bytes after its CBOR value")
     return value
 
 
-def loads_json(data: bytes) -> Any:
-    """orjson with the GC paused; ``INVALID_DATABASE`` on any parse error."""
+def parse_json(opened: OpenedBlob) -> Any:
+    """orjson with the GC paused; ``INVALID_DATABASE`` (or
+    ``DECRYPTION_FAILED``, see :class:`OpenedBlob`) on any parse error."""
     try:
         with gc_paused():
-            return orjson.loads(data)
+            return orjson.loads(opened.plaintext)
     except (orjson.JSONDecodeError, RecursionError, MemoryError) as exc:
-        raise FabstirError(ErrorCode.INVALID_DATABASE, "file is not valid JSON", detail=str(exc)) from None
+        raise _parse_failure(opened, "file is not valid JSON", str(exc)) from None
+
+
+def _loads_json(data: bytes) -> Any:
+    return parse_json(OpenedBlob(format="json", plaintext=data))
 
 
 def decode_object(opened: OpenedBlob) -> Any:
@@ -271,10 +323,12 @@ def decode_object(opened: OpenedBlob) -> Any:
     :data:`MAX_NESTING`, trailing bytes refused), then normalised through
     orjson so the result is exactly what the same content as JSON would give:
     ``undefined`` → ``None``, float typed arrays → lists of floats, other tags,
-    byte strings and non-string keys refused.  Errors: ``INVALID_DATABASE``.
+    byte strings and non-string keys refused.  Errors: ``INVALID_DATABASE``,
+    or ``DECRYPTION_FAILED`` if the file did not parse after the session key
+    failed to open it.
     """
     if opened.format == "json":
-        return loads_json(opened.plaintext)
-    value = _loads_cbor(opened.plaintext)
-    return loads_json(to_json_bytes(value))
+        return parse_json(opened)
+    value = _loads_cbor(opened)
+    return _loads_json(to_json_bytes(value))
 

@@ -40,7 +40,7 @@ from .blob import (
     OpenedBlob,
     decode_object,
     gc_paused,
-    loads_json,
+    parse_json,
     to_json_bytes,
     typed_array_values,
 )
@@ -446,6 +446,6 @@ def decode_chunk(
         except _WALK_ERRORS:
             pass  # the generic path below gives the definitive answer
         return _from_object(decode_object(opened), builder())
-    obj = loads_json(opened.plaintext)
+    obj = parse_json(opened)
     with gc_paused():
         return _from_object(obj, first)
