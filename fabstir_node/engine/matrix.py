@@ -132,20 +132,28 @@ def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
     """Write the unit-length rows of ``src`` into ``out`` (may be ``src``), block by block.
 
     Rows that are all zero or hold a non-finite value become zero rows (score 0).
-    Returns their number.
+    Returns their number.  Norms are summed in float64, so no finite input under- or overflows.
     """
     degenerate = 0
     for start in range(0, len(src), _BLOCK_ROWS):
-        wide = np.asarray(src[start : start + _BLOCK_ROWS], dtype=np.float64).copy()
-        finite = np.isfinite(wide).all(axis=1)
-        if not finite.all():
-            wide[~finite] = 0.0
-        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
-        zero = norms == 0.0
-        degenerate += int(np.count_nonzero(zero))
-        norms[zero] = 1.0
-        wide /= norms[:, None]
-        out[start : start + _BLOCK_ROWS] = wide
+        block = src[start : start + _BLOCK_ROWS]
+        if block.dtype != np.float32:  # scale by the row's peak so float64 squares cannot under/overflow
+            block = np.asarray(block, dtype=np.float64)
+            peak = np.abs(block).max(axis=1, initial=0.0)
+            block = block / np.where((peak > 0) & np.isfinite(peak), peak, 1.0)[:, None]
+        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+        bad = ~np.isfinite(norms) | (norms == 0.0)
+        tiny = ~bad & (norms < 1e-30)  # 1/norm would overflow float32
+        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=~(bad | tiny))
+        small = np.asarray(block[tiny], dtype=np.float64) if tiny.any() else None  # before out overwrites src
+        target = out[start : start + _BLOCK_ROWS]
+        with np.errstate(invalid="ignore", over="ignore"):
+            np.multiply(block, scale[:, None].astype(block.dtype), out=target, casting="unsafe")
+        if bad.any():
+            target[bad] = 0
+            degenerate += int(np.count_nonzero(bad))
+        if small is not None:
+            target[tiny] = small / np.sqrt(np.einsum("ij,ij->i", small, small))[:, None]
     return degenerate
 
 
@@ -420,15 +428,31 @@ class VectorMatrix:
         return (top if rows is None else rows[top]), scores[top]
 
     def _exact_f16(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        data = self._vectors if rows is None else self._vectors[rows]
-        m = data.shape[0]
-        if m == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        # Ask for more than k so that near-ties at the cut are re-ranked by row order.
-        matches = usearch_exact(data, q, min(m, 2 * k + 16), metric="cos", exact=True, threads=1)
-        top = matches.keys.astype(np.int64)
-        scores = (1.0 - matches.distances).astype(np.float32)
-        return (top if rows is None else rows[top]), scores
+        n = len(self)
+        want = 2 * k + 16  # more than k, so near-ties at the cut are re-ranked by row order
+        if rows is not None and 3 * len(rows) < n:  # few rows pass: scan a gathered copy of them
+            if len(rows) == 0:
+                return np.empty(0, np.int64), np.empty(0, np.float32)
+            top, scores = self._usearch(self._vectors[rows], q, min(len(rows), want))
+            return rows[top], scores
+        if rows is None:
+            return self._usearch(self._vectors, q, min(n, want))
+        # Most rows pass: rank the whole matrix deep enough that `want` passing rows come out
+        # (a deeper ranking costs about the same as a shallow one), else rank everything.
+        passes = np.zeros(n, bool)
+        passes[rows] = True
+        count = min(n, 2 * want * n // len(rows) + 64)
+        while True:
+            top, scores = self._usearch(self._vectors, q, count)
+            keep = passes[top]
+            if count == n or np.count_nonzero(keep) >= want:
+                return top[keep], scores[keep]
+            count = n
+
+    @staticmethod
+    def _usearch(data: np.ndarray, q: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        matches = usearch_exact(data, q, count, metric="cos", exact=True, threads=1)
+        return matches.keys.astype(np.int64), (1.0 - matches.distances).astype(np.float32)
 
     def _hits(self, found: np.ndarray, scores: np.ndarray, k: int, minimum: float | None) -> SearchResult:
         scores = np.clip(scores, -1.0, 1.0)

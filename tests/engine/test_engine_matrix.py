@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -133,6 +134,21 @@ def test_degenerate_and_duplicate_rows_at_build() -> None:
     assert hits["a"].metadata == {"v": 2} and hits["a"].score == pytest.approx(1.0)
     assert hits["z"].score == 0.0 and hits["bad"].score == 0.0
     assert matrix.row_of("b") == 3 and matrix.row_of("missing") is None
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("source", [np.float32, np.float64, np.int64])
+def test_rows_of_any_magnitude_normalise(dtype: Any, source: Any) -> None:
+    tiny = np.finfo(np.float32).smallest_subnormal if source is np.float32 else 1e-300
+    big = 3e38 if source is np.float32 else 1e150
+    raw = [[tiny, 0, tiny], [big, -big, 0], [0, 0, 0], [1, 2, 2]] if source is not np.int64 else [[1, 0, 1], [10**15, -(10**15), 0], [0, 0, 0], [1, 2, 2]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        matrix = VectorMatrix.from_arrays(list("abcd"), np.array(raw, source), [b""] * 4, dtype=dtype)
+    norms = np.linalg.norm(matrix.vectors.astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, [1, 1, 0, 1], atol=1e-3)
+    assert matrix.degenerate_rows == 1
+    assert matrix.search([1, 0, 1], 1).hits[0].id == "a"
 
 
 def test_f32_normalises_in_place_and_f16_halves_memory(clustered: dict[str, Any]) -> None:
@@ -281,3 +297,20 @@ def test_full_ranking_with_negative_scores(clustered: dict[str, Any], f32_matrix
     want = reference_search(clustered["vectors"], clustered["ids"], query, n, threshold=threshold)
     assert any(s < 0 for _, s in reference_search(clustered["vectors"], clustered["ids"], query, n))
     _assert_same(_pairs(f32_matrix.search(query, n, threshold=threshold)), want)
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_dense_filter_whose_rows_all_rank_low(dtype: Any) -> None:
+    """40 % of rows pass, but every one of them ranks below the query's own cluster (f16 re-ranks deeper)."""
+    vectors, topic = make_clustered(3000, 32, topics=5, seed=9)
+    ids = [str(i) for i in range(len(vectors))]
+    metadata = [orjson.dumps({"topic": int(t)}) for t in topic]
+    matrix = VectorMatrix.from_arrays(ids, vectors.copy(), metadata, dtype=dtype)
+    wanted = [t for t in range(5) if t != topic[0]][:2]
+    flt = compile_filter({"topic": {"$in": wanted}})
+    assert 0.3 < np.isin(topic, wanted).mean() < 0.5
+    query = vectors[0]
+    want = reference_search(vectors, ids, query, 10, keep=lambda r: topic[r] in wanted)
+    got = matrix.search(query, 10, flt=flt).hits
+    assert all(orjson.loads(metadata[int(h.id)])["topic"] in wanted for h in got)
+    assert len({h.id for h in got} & {i for i, _ in want}) >= (10 if dtype == "f32" else 9)
