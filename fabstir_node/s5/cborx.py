@@ -184,7 +184,9 @@ def _refuse(decoder: Any) -> Any:
 
 # Tags cbor2 would otherwise decode into Python objects s5.js never writes
 # (dates, bignums, decimals, shared references, sets, regexes, MIME, UUIDs, ...).
-_REFUSED_TAGS = {tag: _refuse for tag in (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 256, 258, 260, 261, 55799)}
+_REFUSED_TAGS = {
+    tag: _refuse for tag in (0, 1, 2, 3, 4, 5, 25, 28, 29, 30, 35, 36, 37, 256, 258, 260, 261, 55799)
+}
 
 
 def _check(value: Any, depth: int, undefined: Any) -> Any:

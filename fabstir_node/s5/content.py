@@ -20,7 +20,14 @@ from fabstir_node.s5.cid import BlobId, verify_blob
 from fabstir_node.s5.dirv1 import ENCRYPTION_ALGORITHM, FileRef
 from fabstir_node.s5.encryption import decrypt_chunked
 
-__all__ = ["MEDIA_TYPES", "decode_content", "encode_content", "is_binary_media_type", "media_type_for", "open_file"]
+__all__ = [
+    "MEDIA_TYPES",
+    "decode_content",
+    "encode_content",
+    "is_binary_media_type",
+    "media_type_for",
+    "open_file",
+]
 
 #: s5.js fs5.ts ``MEDIA_TYPE_MAP`` (extension -> media type).
 MEDIA_TYPES = {

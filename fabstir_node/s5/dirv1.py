@@ -95,10 +95,11 @@ class FileRef:
         meta = self.extra["encryption"]
         if not isinstance(meta, dict) or not isinstance(meta.get("algorithm"), str):
             raise _invalid("file encryption metadata is malformed")
+        plaintext_hash = meta.get("plaintextHash")
         return FileEncryption(
             algorithm=meta["algorithm"],
             key=_byte_list(meta.get("key"), "key"),
-            plaintext_hash=_byte_list(meta["plaintextHash"], "plaintextHash") if "plaintextHash" in meta else None,
+            plaintext_hash=None if plaintext_hash is None else _byte_list(plaintext_hash, "plaintextHash"),
         )
 
 
@@ -193,7 +194,8 @@ def _decode_dir_ref(raw: dict[Any, Any]) -> DirRef:
         raise _invalid("invalid DirRef link")
     if link[0] not in (MHASH_BLAKE3, MKEY_ED25519):
         raise _invalid("unknown DirLink type", detail=hex(link[0]))
-    return DirRef(link, _opt_int(raw.get(_TS_SECONDS), "ts_seconds"), _opt_int(raw.get(_TS_NANOS), "ts_nanos"))
+    seconds = _opt_int(raw.get(_TS_SECONDS), "ts_seconds")
+    return DirRef(link, seconds, _opt_int(raw.get(_TS_NANOS), "ts_nanos"))
 
 
 def _decode_locations(raw: Any) -> tuple[tuple[int, Any], ...] | None:

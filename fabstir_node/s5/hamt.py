@@ -156,7 +156,9 @@ def find_in_node(node: HamtNode, key: str) -> tuple[bool, HamtValue, tuple[bytes
     return False, None, tuple(pending)
 
 
-def _encode_value(key: str, value: FileRef | DirRef) -> JsMap:
+def _encode_value(key: str, value: HamtValue) -> JsMap:
+    if value is None:  # a mutable link without its key, exactly as s5.js writes it
+        return JsMap(link=JsMap(type="mutable_registry_ed25519", hash=cborx.UNDEFINED))
     if isinstance(value, FileRef):
         return JsMap(hash=value.hash, size=value.size)
     return JsMap(link=JsMap(type=_LINK_NAMES[value.link[0]], hash=value.link[1:]))
@@ -168,7 +170,9 @@ def _encode_node(node: HamtNode) -> JsMap:
         if isinstance(child, HamtNodeRef):
             children.append(JsMap(type="node", cid=child.hash33))
         else:
-            entries = [[k, _encode_value(k, v)] for k, v in child.entries if v is not None]
+            entries = [
+                [k, _encode_value(k, v)] for k, v in child.entries if v is not None or k.startswith("d:")
+            ]
             children.append(JsMap(type="leaf", entries=entries))
     return JsMap(bitmap=node.bitmap, children=children, count=node.count, depth=node.depth)
 

@@ -96,7 +96,9 @@ class Resolver:
     With ``kind="directory"`` the result is a :class:`ResolvedDirectory`.
     """
 
-    def __init__(self, start: DirectoryKeys, path: str, *, kind: Literal["file", "directory"] = "file") -> None:
+    def __init__(
+        self, start: DirectoryKeys, path: str, *, kind: Literal["file", "directory"] = "file"
+    ) -> None:
         segments = split_path(path)
         if kind == "file" and not segments:
             raise FabstirError(ErrorCode.INVALID_PATH, "a file path needs at least one segment")
