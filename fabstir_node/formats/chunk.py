@@ -387,13 +387,13 @@ class _Walker:
         raise _Fallback  # not a list: the generic path words the error
 
     def store_list(self, items: Any, index: int) -> None:
-        if not all(type(item) in (int, float) for item in items):
+        """A vector of mixed items: numbers only; integers within 64 bits
+        (what JSON, and so the generic path, can represent)."""
+        if not all(
+            type(item) is float or (type(item) is int and -(2**63) <= item < 2**64) for item in items
+        ):
             raise self.builder.invalid(f"vector {index} holds something other than numbers")
-        try:
-            values = np.array(items, dtype=np.float64)
-        except OverflowError:  # an integer beyond float64
-            raise self.builder.invalid(f"vector {index} has a value that is not a finite float32") from None
-        _store_row(self.builder, index, values)
+        _store_row(self.builder, index, np.array(items, dtype=np.float64))
 
     def fill(self) -> None:
         """Copy every float64 vector found by the walk into the matrix."""

@@ -101,6 +101,8 @@ def _encode(value: Any, out: list[bytes]) -> None:
     elif isinstance(value, (int, float, np.integer, np.floating)):
         out.append(_number(float(value) if isinstance(value, (float, np.floating)) else int(value)))
     elif isinstance(value, Mapping):
+        if not all(isinstance(key, str) for key in value):
+            raise TypeError("object keys must be strings")
         out.append(_head(5, len(value)))
         for key in sorted(value, key=_sort_key):
             _encode(key, out)
