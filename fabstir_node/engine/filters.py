@@ -111,9 +111,7 @@ def _same(x: object, v: object) -> bool:
         return isinstance(x, list) and len(x) == len(v) and all(_same(a, b) for a, b in zip(x, v))
     if isinstance(v, dict):
         return (
-            isinstance(x, dict)
-            and len(x) == len(v)
-            and all(k in x and _same(x[k], b) for k, b in v.items())
+            isinstance(x, dict) and len(x) == len(v) and all(k in x and _same(x[k], b) for k, b in v.items())
         )
     return False
 
@@ -193,7 +191,9 @@ class Column:
         strings = sorted(set(str_vals))
         if str_rows:
             rank = {s: r for r, s in enumerate(strings)}
-            codes[np.asarray(str_rows, np.int64)] = np.fromiter((rank[s] for s in str_vals), np.int32, len(str_vals))
+            codes[np.asarray(str_rows, np.int64)] = np.fromiter(
+                (rank[s] for s in str_vals), np.int32, len(str_vals)
+            )
         return cls(kinds, num, codes, strings, np.asarray(other_rows, np.int64), other_values)
 
     def __len__(self) -> int:
@@ -211,7 +211,9 @@ class Column:
     def _number_rows(self) -> np.ndarray:
         return np.flatnonzero(self.kind == _K_NUMBER)
 
-    def _patch(self, mask: np.ndarray, test: Callable[[Any], bool], rows: np.ndarray, values: Iterable[Any]) -> None:
+    def _patch(
+        self, mask: np.ndarray, test: Callable[[Any], bool], rows: np.ndarray, values: Iterable[Any]
+    ) -> None:
         """OR the reference-path result for ``rows`` into ``mask``."""
         if len(rows):
             mask[rows] |= np.fromiter((test(x) for x in values), bool, len(rows))
@@ -242,7 +244,9 @@ class Column:
         if huge:
             rows = self._number_rows()
             self._patch(mask, lambda x: x in huge, rows, self.num[rows].tolist())
-        self._patch(mask, lambda x: any(_equals(x, v) for v in candidates), self.other_rows, self.other_values)
+        self._patch(
+            mask, lambda x: any(_equals(x, v) for v in candidates), self.other_rows, self.other_values
+        )
         return mask
 
     def compare(self, name: str, v: object) -> np.ndarray:
@@ -460,7 +464,9 @@ class _Compiler:
                 raise _bad(f"field {_show(path)} mixes operators and plain keys")
             self.count()
             if op in ("$eq", "$ne"):
-                tests.append(_FieldTest(path, "$in" if op == "$eq" else "$nin", (self.literal(operand, depth),)))
+                tests.append(
+                    _FieldTest(path, "$in" if op == "$eq" else "$nin", (self.literal(operand, depth),))
+                )
             elif op in ("$in", "$nin"):
                 if not isinstance(operand, list):
                     raise _bad(f"{op} on {_show(path)} must be a list")

@@ -98,7 +98,8 @@ def vector_from_json(obj: object, *, what: str = "vector", max_dimensions: int |
     elif isinstance(obj, list):
         if max_dimensions is not None and len(obj) > max_dimensions:
             raise FabstirError(
-                ErrorCode.INVALID_MESSAGE, f"{what} has {len(obj)} dimensions, the maximum is {max_dimensions}"
+                ErrorCode.INVALID_MESSAGE,
+                f"{what} has {len(obj)} dimensions, the maximum is {max_dimensions}",
             )
         if not all(map(_is_number, obj)):
             raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} must be a list of numbers")
@@ -287,7 +288,12 @@ class VectorMatrix:
             metadata = [metadata[i] for i in keep.tolist()]
         del last
         target = _NUMPY_DTYPES[dtype]
-        if target is np.float32 and vectors.dtype == np.float32 and vectors.flags.c_contiguous and vectors.flags.writeable:
+        if (
+            target is np.float32
+            and vectors.dtype == np.float32
+            and vectors.flags.c_contiguous
+            and vectors.flags.writeable
+        ):
             out = vectors
         else:
             out = np.empty(vectors.shape, target)
@@ -296,7 +302,11 @@ class VectorMatrix:
 
     @classmethod
     def from_normalized(
-        cls, vectors: np.ndarray, ids: Sequence[str], metadata: Sequence[bytes], row_of: dict[str, int] | None = None
+        cls,
+        vectors: np.ndarray,
+        ids: Sequence[str],
+        metadata: Sequence[bytes],
+        row_of: dict[str, int] | None = None,
     ) -> VectorMatrix:
         """Wrap rows that are already unit length (float32 or float16), sharing every argument."""
         return cls(vectors, ids, metadata, row_of)
@@ -353,7 +363,9 @@ class VectorMatrix:
             ids = sys.getsizeof(self._ids) + sum(map(sys.getsizeof, self._ids))
             meta = self._metadata
             meta_bytes = (
-                meta.nbytes if isinstance(meta, PackedBlobs) else sys.getsizeof(meta) + sum(map(sys.getsizeof, meta))
+                meta.nbytes
+                if isinstance(meta, PackedBlobs)
+                else sys.getsizeof(meta) + sum(map(sys.getsizeof, meta))
             )
             self._nbytes = self._vectors.nbytes + ids + meta_bytes
         return self._nbytes + (sys.getsizeof(self._row_of) if self._row_of is not None else 0)

@@ -187,7 +187,9 @@ class UploadStore:
             self._view = None
             return
         if self._count >= self.limits.max_total:
-            raise _Rejected(ident, f"the session already holds the maximum of {self.limits.max_total} vectors")
+            raise _Rejected(
+                ident, f"the session already holds the maximum of {self.limits.max_total} vectors"
+            )
         if self._dimensions is None:
             self._dimensions = unit.shape[0]
             self._rows = np.empty((0, self._dimensions), np.float32)

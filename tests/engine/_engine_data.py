@@ -32,7 +32,11 @@ def make_metadata(n: int, topic: np.ndarray, *, seed: int = 2) -> list[dict[str,
     rng = np.random.default_rng(seed)
     docs: list[dict[str, Any]] = []
     for i in range(n):
-        doc: dict[str, Any] = {"topic": int(topic[i]), "folder": f"/docs/{i % 7}", "rank": float(rng.uniform(-1, 1))}
+        doc: dict[str, Any] = {
+            "topic": int(topic[i]),
+            "folder": f"/docs/{i % 7}",
+            "rank": float(rng.uniform(-1, 1)),
+        }
         if i % 3:
             doc["tags"] = [f"t{(i + j) % 5}" for j in range(i % 4)]
         if i % 5 == 0:
@@ -62,6 +66,10 @@ def reference_search(
     x = np.divide(x, norms[:, None], out=np.zeros_like(x), where=norms[:, None] > 0)
     q = np.asarray(query, np.float64)
     scores = x @ (q / np.linalg.norm(q))
-    rows = [r for r in range(len(x)) if (keep is None or keep(r)) and (threshold is None or scores[r] >= threshold)]
+    rows = [
+        r
+        for r in range(len(x))
+        if (keep is None or keep(r)) and (threshold is None or scores[r] >= threshold)
+    ]
     rows.sort(key=lambda r: (-scores[r], r))
     return [(ids[r], float(scores[r])) for r in rows[:k]]

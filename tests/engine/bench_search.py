@@ -36,7 +36,10 @@ def main() -> None:
     vectors, topic = make_clustered(n, d, topics=200)
     queries = list(make_queries(vectors, 200).astype(np.float32))
     ids = [f"doc-{i}" for i in range(n)]
-    metadata = [orjson.dumps({"topic": int(t), "folder": f"/docs/{i % 10}", "text": "x" * 100}) for i, t in enumerate(topic)]
+    metadata = [
+        orjson.dumps({"topic": int(t), "folder": f"/docs/{i % 10}", "text": "x" * 100})
+        for i, t in enumerate(topic)
+    ]
     reference = VectorMatrix.from_arrays(ids, vectors.copy(), metadata)
     filters = {
         "filter 10% (folder)": compile_filter({"folder": "/docs/3"}),
@@ -45,17 +48,22 @@ def main() -> None:
     }
     for dtype in ("f32", "f16"):
         started = time.perf_counter()
-        matrix = VectorMatrix.from_arrays(ids, vectors.copy(), metadata, dtype=dtype)  # type: ignore[arg-type]
+        matrix = VectorMatrix.from_arrays(ids, vectors.copy(), metadata, dtype=dtype)
         build = time.perf_counter() - started
-        print(f"--- {dtype}: {n} x {d}, build {build * 1000:.0f} ms, nbytes {matrix.nbytes / 2**20:.1f} MiB "
-              f"(vectors {matrix.vectors.nbytes / 2**20:.1f} MiB)")
+        print(
+            f"--- {dtype}: {n} x {d}, build {build * 1000:.0f} ms, nbytes {matrix.nbytes / 2**20:.1f} MiB "
+            f"(vectors {matrix.vectors.nbytes / 2**20:.1f} MiB)"
+        )
         print(f"  k=10 no filter        {_latency(lambda q: matrix.search(q, 10), queries)}")
         print(f"  k=100 threshold 0.5   {_latency(lambda q: matrix.search(q, 100, threshold=0.5), queries)}")
         for name, flt in filters.items():
             started = time.perf_counter()
             matrix.search(queries[0], 10, flt=flt)
             first = (time.perf_counter() - started) * 1000
-            print(f"  k=10 {name:18s}{_latency(lambda q: matrix.search(q, 10, flt=flt), queries)}  (first {first:.0f} ms)")
+            print(
+                f"  k=10 {name:20s}{_latency(lambda q: matrix.search(q, 10, flt=flt), queries)}"
+                f"  (first {first:.0f} ms)"
+            )
         if dtype == "f16":
             hits = sum(
                 len({h.id for h in matrix.search(q, 10).hits} & {h.id for h in reference.search(q, 10).hits})

@@ -178,11 +178,28 @@ _scalars = st.one_of(
 )
 _json = st.recursive(
     _scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["a", "b", "c", "a.b"]), inner, max_size=3),
+    lambda inner: st.lists(inner, max_size=3)
+    | st.dictionaries(st.sampled_from(["a", "b", "c", "a.b"]), inner, max_size=3),
     max_leaves=12,
 )
 _keys = st.sampled_from(
-    ["a", "b", "a.b", "$and", "$or", "$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists", "$x"]
+    [
+        "a",
+        "b",
+        "a.b",
+        "$and",
+        "$or",
+        "$eq",
+        "$ne",
+        "$in",
+        "$nin",
+        "$gt",
+        "$gte",
+        "$lt",
+        "$lte",
+        "$exists",
+        "$x",
+    ]
 )
 _anything = st.recursive(
     st.one_of(_scalars, st.floats(), st.binary(max_size=2)),
@@ -215,22 +232,30 @@ def _operand(op: str) -> st.SearchStrategy[Any]:
         return st.booleans()
     if op.startswith(("$g", "$l")):
         return st.one_of(
-            st.integers(-(2**64), 2**64), st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["", "a", "b"])
+            st.integers(-(2**64), 2**64),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.sampled_from(["", "a", "b"]),
         )
     return _json
 
 
-_clause = _ops.flatmap(lambda op: st.tuples(_paths, st.just(op), _operand(op))).map(lambda t: {t[0]: {t[1]: t[2]}})
+_clause = _ops.flatmap(lambda op: st.tuples(_paths, st.just(op), _operand(op))).map(
+    lambda t: {t[0]: {t[1]: t[2]}}
+)
 _valid = st.recursive(
     _clause | st.builds(lambda p, v: {p: v}, _paths, _json),
-    lambda inner: st.builds(lambda k, xs: {k: xs}, st.sampled_from(["$and", "$or"]), st.lists(inner, min_size=1, max_size=3)),
+    lambda inner: st.builds(
+        lambda k, xs: {k: xs}, st.sampled_from(["$and", "$or"]), st.lists(inner, min_size=1, max_size=3)
+    ),
     max_leaves=6,
 )
 
 
 @settings(max_examples=250, deadline=None)
 @given(spec=_valid, docs=st.lists(_metadata, min_size=1, max_size=8))
-def test_valid_specs_compile_and_mask_agrees_with_matches(spec: dict[str, Any], docs: list[dict[str, Any]]) -> None:
+def test_valid_specs_compile_and_mask_agrees_with_matches(
+    spec: dict[str, Any], docs: list[dict[str, Any]]
+) -> None:
     flt = compile_filter(spec)
     assert flt.mask(_matrix(docs)).tolist() == [flt.matches(d) for d in docs]
 

@@ -33,9 +33,9 @@ FILTERS: list[dict[str, Any]] = [
 ]
 
 
-def _build(data: dict[str, Any], dtype: str = "f32") -> VectorMatrix:
+def _build(data: dict[str, Any], dtype: Any = "f32") -> VectorMatrix:
     return VectorMatrix.from_arrays(
-        data["ids"], data["vectors"].copy(), [orjson.dumps(m) for m in data["metadata"]], dtype=dtype  # type: ignore[arg-type]
+        data["ids"], data["vectors"].copy(), [orjson.dumps(m) for m in data["metadata"]], dtype=dtype
     )
 
 
@@ -55,7 +55,9 @@ def _pairs(result: Any) -> list[tuple[str, float]]:
 
 @pytest.mark.parametrize("k", [1, 5, 100])
 @pytest.mark.parametrize("threshold", [None, 0.5, -0.2, 1.5])
-def test_exact_against_reference(clustered: dict[str, Any], f32_matrix: VectorMatrix, k: int, threshold: Any) -> None:
+def test_exact_against_reference(
+    clustered: dict[str, Any], f32_matrix: VectorMatrix, k: int, threshold: Any
+) -> None:
     for query in clustered["queries"][:10]:
         result = f32_matrix.search(query.tolist(), k, threshold=threshold)
         want = reference_search(clustered["vectors"], clustered["ids"], query, k, threshold=threshold)
@@ -78,8 +80,12 @@ def test_filter_and_threshold_against_reference(
         for k in (5, 100):
             result = f32_matrix.search(query, k, threshold=threshold, flt=flt)
             want = reference_search(
-                clustered["vectors"], clustered["ids"], query, k,
-                threshold=threshold, keep=lambda r: flt.matches(metadata[r]),
+                clustered["vectors"],
+                clustered["ids"],
+                query,
+                k,
+                threshold=threshold,
+                keep=lambda r: flt.matches(metadata[r]),
             )
             _assert_same(_pairs(result), want)
             assert all(flt.matches(h.metadata) for h in result.hits)
@@ -97,7 +103,9 @@ def test_filter_matching_nothing_gives_no_hits(f32_matrix: VectorMatrix, cluster
     assert result.hits == [] and result.total == len(f32_matrix)
 
 
-def test_k_larger_than_matches_returns_all_sorted(f32_matrix: VectorMatrix, clustered: dict[str, Any]) -> None:
+def test_k_larger_than_matches_returns_all_sorted(
+    f32_matrix: VectorMatrix, clustered: dict[str, Any]
+) -> None:
     flt = compile_filter({"folder": "/docs/3", "flag": True})
     result = f32_matrix.search(clustered["queries"][1], 1000, flt=flt)
     assert len(result.hits) == sum(flt.matches(m) for m in clustered["metadata"])
@@ -110,7 +118,7 @@ def test_ties_are_broken_by_row_order() -> None:
     vectors = np.stack([base * s for s in (1, 5, 2, 3, 0.5)] + [np.array([-1, 0, 0], np.float32)])
     ids = ["a", "b", "c", "d", "e", "neg"]
     for dtype in ("f32", "f16"):
-        matrix = VectorMatrix.from_arrays(ids, vectors.copy(), [b""] * 6, dtype=dtype)  # type: ignore[arg-type]
+        matrix = VectorMatrix.from_arrays(ids, vectors.copy(), [b""] * 6, dtype=dtype)
         assert [h.id for h in matrix.search(base, 3).hits] == ["a", "b", "c"]
         assert [h.id for h in matrix.search(base, 10).hits] == ["a", "b", "c", "d", "e", "neg"]
         assert matrix.search(base, 1).hits[0].score == pytest.approx(1.0, abs=1e-3)
@@ -128,7 +136,9 @@ def test_negative_scores_and_thresholds() -> None:
 
 def test_degenerate_and_duplicate_rows_at_build() -> None:
     vectors = np.array([[3, 4], [0, 0], [np.nan, 1], [1, 0], [0, 2]], np.float32)
-    matrix = VectorMatrix.from_arrays(["a", "z", "bad", "a", "b"], vectors, [b'{"v":1}', b"", b"", b'{"v":2}', b""])
+    matrix = VectorMatrix.from_arrays(
+        ["a", "z", "bad", "a", "b"], vectors, [b'{"v":1}', b"", b"", b'{"v":2}', b""]
+    )
     assert len(matrix) == 4 and matrix.dropped_duplicates == 1 and matrix.degenerate_rows == 2
     hits = {h.id: h for h in matrix.search([1, 0], 10).hits}
     assert hits["a"].metadata == {"v": 2} and hits["a"].score == pytest.approx(1.0)
@@ -141,7 +151,11 @@ def test_degenerate_and_duplicate_rows_at_build() -> None:
 def test_rows_of_any_magnitude_normalise(dtype: Any, source: Any) -> None:
     tiny = np.finfo(np.float32).smallest_subnormal if source is np.float32 else 1e-300
     big = 3e38 if source is np.float32 else 1e150
-    raw = [[tiny, 0, tiny], [big, -big, 0], [0, 0, 0], [1, 2, 2]] if source is not np.int64 else [[1, 0, 1], [10**15, -(10**15), 0], [0, 0, 0], [1, 2, 2]]
+    raw = (
+        [[tiny, 0, tiny], [big, -big, 0], [0, 0, 0], [1, 2, 2]]
+        if source is not np.int64
+        else [[1, 0, 1], [10**15, -(10**15), 0], [0, 0, 0], [1, 2, 2]]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         matrix = VectorMatrix.from_arrays(list("abcd"), np.array(raw, source), [b""] * 4, dtype=dtype)
@@ -197,7 +211,12 @@ def test_f16_filter_and_threshold(clustered: dict[str, Any]) -> None:
     for q in clustered["queries"][:10]:
         got = f16.search(q, 10, threshold=0.2, flt=flt).hits
         want = reference_search(
-            clustered["vectors"], clustered["ids"], q, 10, threshold=0.2, keep=lambda r: flt.matches(metadata[r])
+            clustered["vectors"],
+            clustered["ids"],
+            q,
+            10,
+            threshold=0.2,
+            keep=lambda r: flt.matches(metadata[r]),
         )
         assert all(h.score >= 0.2 and h.metadata["rank"] > 0 for h in got)
         agree += len({h.id for h in got} & {i for i, _ in want})
@@ -205,7 +224,9 @@ def test_f16_filter_and_threshold(clustered: dict[str, Any]) -> None:
     assert agree / total >= 0.99
 
 
-def test_many_filter_fields_overflow_the_column_cache(f32_matrix: VectorMatrix, clustered: dict[str, Any]) -> None:
+def test_many_filter_fields_overflow_the_column_cache(
+    f32_matrix: VectorMatrix, clustered: dict[str, Any]
+) -> None:
     spec = {"$or": [{f"nothing{i}": 1} for i in range(MAX_CACHED_COLUMNS + 5)] + [{"folder": "/docs/1"}]}
     flt = compile_filter(spec)
     result = f32_matrix.search(clustered["queries"][0], 5, flt=flt)
@@ -228,7 +249,9 @@ class _ExactIndex:
         return top, scores[top]
 
 
-def test_attached_index_answers_unfiltered_searches(clustered: dict[str, Any], f32_matrix: VectorMatrix) -> None:
+def test_attached_index_answers_unfiltered_searches(
+    clustered: dict[str, Any], f32_matrix: VectorMatrix
+) -> None:
     index = _ExactIndex(f32_matrix.vectors)
     indexed = f32_matrix.with_index(index)
     q = clustered["queries"][2]
@@ -261,7 +284,10 @@ def test_bad_queries(f32_matrix: VectorMatrix, query: Any, code: ErrorCode) -> N
     assert info.value.code is code
 
 
-@pytest.mark.parametrize("k, threshold", [(0, None), (-1, None), (True, None), (2.0, None), (5, "0.2"), (5, float("nan")), (5, 10**400)])
+@pytest.mark.parametrize(
+    "k, threshold",
+    [(0, None), (-1, None), (True, None), (2.0, None), (5, "0.2"), (5, float("nan")), (5, 10**400)],
+)
 def test_bad_k_and_threshold(f32_matrix: VectorMatrix, k: Any, threshold: Any) -> None:
     with pytest.raises(FabstirError) as info:
         f32_matrix.search([1.0] * 48, k, threshold=threshold)
@@ -281,7 +307,7 @@ def test_structural_mistakes_raise_value_error() -> None:
     with pytest.raises(ValueError):
         VectorMatrix.from_arrays([1], np.ones((1, 3), np.float32), [b""])  # type: ignore[list-item]
     with pytest.raises(ValueError):
-        VectorMatrix.from_arrays(["a"], np.ones((1, 3), np.float32), [b""], dtype="i8")  # type: ignore[arg-type]
+        VectorMatrix.from_arrays(["a"], np.ones((1, 3), np.float32), [b""], dtype="i8")
 
 
 def test_empty_matrix_returns_nothing() -> None:
@@ -291,7 +317,9 @@ def test_empty_matrix_returns_nothing() -> None:
 
 
 @pytest.mark.parametrize("threshold", [None, -0.2, 0.0])
-def test_full_ranking_with_negative_scores(clustered: dict[str, Any], f32_matrix: VectorMatrix, threshold: Any) -> None:
+def test_full_ranking_with_negative_scores(
+    clustered: dict[str, Any], f32_matrix: VectorMatrix, threshold: Any
+) -> None:
     n = len(f32_matrix)
     query = clustered["queries"][4]
     want = reference_search(clustered["vectors"], clustered["ids"], query, n, threshold=threshold)

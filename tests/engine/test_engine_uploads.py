@@ -26,9 +26,16 @@ def test_upload_then_search_matches_reference(clustered: dict[str, Any]) -> None
     store = UploadStore()
     vectors, ids, metadata = clustered["vectors"], clustered["ids"], clustered["metadata"]
     for start in range(0, len(ids), 1000):  # the SDK's batch size; the buffer grows several times
-        batch = [_item(ids[i], vectors[i].tolist(), metadata[i]) for i in range(start, min(start + 1000, len(ids)))]
+        batch = [
+            _item(ids[i], vectors[i].tolist(), metadata[i]) for i in range(start, min(start + 1000, len(ids)))
+        ]
         outcome = store.add(batch)
-        assert (outcome.status, outcome.uploaded, outcome.rejected, outcome.errors) == ("success", len(batch), 0, [])
+        assert (outcome.status, outcome.uploaded, outcome.rejected, outcome.errors) == (
+            "success",
+            len(batch),
+            0,
+            [],
+        )
     assert len(store) == len(ids) and store.dimensions == vectors.shape[1]
     flt = compile_filter({"rank": {"$gt": -0.5}, "tags": {"$ne": "t1"}})
     for query in clustered["queries"][:5]:
@@ -61,7 +68,10 @@ REJECTIONS: list[tuple[Any, str]] = [
     (_item("v", [0, 0.0, -0.0]), "v: vector is all zeros"),
     (_item("v", [1.0, 0.0, 0.0], ["not", "an", "object"]), "v: metadata must be an object or null"),
     (_item("v", [1.0, 0.0, 0.0], {"n": 2**70}), "v: metadata cannot be encoded as JSON"),
-    (_item("v", [1.0, 0.0, 0.0], {"text": "x" * 70_000}), "v: metadata is 70011 bytes encoded, the limit is 65536"),
+    (
+        _item("v", [1.0, 0.0, 0.0], {"text": "x" * 70_000}),
+        "v: metadata is 70011 bytes encoded, the limit is 65536",
+    ),
     (_item("v", [1.0] * 4097), "v: vector has 4097 dimensions, the maximum is 4096"),
 ]
 
@@ -81,7 +91,9 @@ def test_statuses_and_metadata_spellings() -> None:
     bad = store.add([_item("a", [0, 0])])
     assert (bad.status, bad.uploaded, bad.rejected) == ("error", 0, 1)
     assert store.dimensions is None  # a rejected vector fixes nothing
-    ok = store.add([_item("a", [1, 2]), {"id": "b", "vector": [2, 1], "metadata": None}, _item("c", [1, 1], {})])
+    ok = store.add(
+        [_item("a", [1, 2]), {"id": "b", "vector": [2, 1], "metadata": None}, _item("c", [1, 1], {})]
+    )
     assert (ok.status, ok.uploaded, ok.rejected) == ("success", 3, 0)
     assert {h.id: h.metadata for h in store.search([1, 2], 3).hits} == {"a": {}, "b": {}, "c": {}}
 
@@ -169,13 +181,19 @@ _json = st.recursive(
 )
 _vectors = st.one_of(
     st.lists(st.floats(width=32) | st.integers(-5, 5), min_size=0, max_size=5),
-    st.lists(st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300), min_size=3, max_size=3),
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e300, max_value=1e300),
+        min_size=3,
+        max_size=3,
+    ),
     _json,
 )
 _items = st.one_of(
     st.fixed_dictionaries(
         {"id": st.one_of(st.text(max_size=4), _json), "vector": _vectors},
-        optional={"metadata": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), _json, max_size=3), _json)},
+        optional={
+            "metadata": st.one_of(st.none(), st.dictionaries(st.text(max_size=3), _json, max_size=3), _json)
+        },
     ),
     _json,
 )
@@ -193,7 +211,9 @@ def test_arbitrary_items_never_raise(batches: list[list[Any]], query: Any) -> No
             continue
         assert outcome.uploaded + outcome.rejected == len(batch)
         assert len(outcome.errors) == outcome.rejected
-        assert outcome.status == ("success" if not outcome.rejected else "partial" if outcome.uploaded else "error")
+        assert outcome.status == (
+            "success" if not outcome.rejected else "partial" if outcome.uploaded else "error"
+        )
     assert len(store) <= 8
     try:
         result = store.search(query, 3)
