@@ -150,6 +150,17 @@ OPTIONS: tuple[Option, ...] = (
            "Chunks downloaded in parallel per load.", "loading"),
     Option("s5_loading_timeout_minutes", "S5_LOADING_TIMEOUT_MINUTES", None, _float(0, strict=True), 5.0,
            "Deadline of a whole database load (fractions allowed); past it the load fails with TIMEOUT.", "loading"),
+    # --- engine and cache
+    Option("vector_dtype", "VECTOR_DTYPE", None, _choice("f32", "f16"), "f16",
+           "How loaded databases hold their vectors: f16 (half the memory, scores within ~1e-3) or f32. "
+           "Uploaded vectors are always f32, so their search is exact to the last digit.", "cache"),
+    Option("cache_entries", "VECTOR_INDEX_CACHE_SIZE", None, _int(1), 10,
+           "Loaded databases kept in memory and shared by sessions (LRU).", "cache"),
+    Option("cache_ttl_hours", "VECTOR_INDEX_CACHE_TTL_HOURS", None, _float(0, strict=True), 24.0,
+           "An unused cached database is dropped after this many hours.", "cache"),
+    Option("cache_max_memory_mb", "VECTOR_CACHE_MAX_MEMORY_MB", None, _float(0, strict=True), 1000.0,
+           "Memory budget of the cache, counted from the real sizes of loaded databases. "
+           "Databases in use by a session are never evicted.", "cache"),
     # --- limits
     Option("max_upload_batch", "FABSTIR_MAX_UPLOAD_BATCH", None, _int(1), 1000,
            "Vectors per uploadVectors message.", "limits"),
@@ -209,6 +220,10 @@ class Settings:
     max_sessions: int = 1000
     max_chunks: int = 100_000
     vector_memory_limit_mb: float = 500.0
+    vector_dtype: str = "f16"
+    cache_entries: int = 10
+    cache_ttl_hours: float = 24.0
+    cache_max_memory_mb: float = 1000.0
     host_private_key_file: Path | None = None
     #: The host key itself (hex), from HOST_PRIVATE_KEY or the key file; never logged.
     host_private_key: str | None = attrs.field(default=None, repr=False)

@@ -20,7 +20,12 @@ fabstir_venv() {
   want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${extras}"
   if [ ! -f "$stamp" ] || ! grep -qx -- "$want" "$stamp"; then
     echo "installing fabstir-node${extras:+[$extras]} into $VENV" >&2
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT${extras:+[$extras]}"
+    local log="$VENV/pip-install.log"
+    if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$ROOT${extras:+[$extras]}" >"$log" 2>&1; then
+      grep -v '^WARNING: Location' "$log" | tail -30 >&2
+      echo "installing fabstir-node failed; the full log is in $log" >&2
+      exit 1
+    fi
     echo "$want" > "$stamp"
   fi
 }

@@ -76,6 +76,7 @@ async def run_daemon(
     ws = WebSocketService(node)
     try:
         async with trio.open_nursery() as nursery:
+            await nursery.start(node.cache.run)
             port = await nursery.start(ws.run, settings.host, settings.port)
             metrics_port = None
             if settings.metrics_enabled:

@@ -137,7 +137,7 @@ class ConnectionService:
             if session.database.status is not LoadStatus.ERROR:
                 return
         if session.database is not None:
-            session.database.cancel()
+            session.database.drop()
         state = DatabaseState(ref=ref)
         session.database = state
         assert session.nursery is not None

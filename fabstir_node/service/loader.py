@@ -31,6 +31,8 @@ from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
 from ..protocol.messages import loading_progress
+from ..engine.matrix import VectorMatrix
+from .cache import Flight, cache_key
 from .sessions import DatabaseState, LoadStatus, Session
 
 log = get_logger(__name__)
@@ -69,6 +71,8 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
     stats = LoadStats()
 
     async def emit(event: str, message: str, **extra: Any) -> None:
+        if event == "chunk_downloaded":
+            state.chunks_done += 1
         await send(loading_progress(session.session_id, event, message, **extra))
 
     with structlog.contextvars.bound_contextvars(
@@ -117,11 +121,14 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
         else:
             state.finish(error=error)
             await emit("loading_error", error.message, error_code=error.code.value, error=error.message)
-    if scope.cancelled_caught and not state.done.is_set():
+    if scope.cancelled_caught:
+        if state.release is not None and not state.done.is_set():
+            state.drop()  # cancelled between getting the database and finishing: give it back
         log.info("load_cancelled", session_id=session.session_id)
 
 
 async def _load(node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats) -> Any:
+    """Verify this session's manifest, then get the database from the shared cache (loading it once)."""
     settings = node.settings
     path = validate_path(state.ref.manifest_path)
     manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats)
@@ -134,17 +141,24 @@ async def _load(node: Any, state: DatabaseState, key: bytes | None, emit: Emit, 
             f"this host allows {settings.vector_memory_limit_mb:g} MB per database",
         )
     state.chunks_total = manifest.chunk_count
-    ids, matrix, metadata = await fetch_chunks(node, path, manifest, key, emit, state, stats)
-    await emit("index_building", "building the search index")
-    started = time.monotonic()
-    from ..engine.matrix import VectorMatrix
+    backend = getattr(node.storage, "name", type(node.storage).__name__)
+    dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
 
-    engine = await trio.to_thread.run_sync(
-        lambda: VectorMatrix.from_arrays(ids, matrix, metadata), limiter=node.cpu_limiter
-    )
-    stats.index_s = time.monotonic() - started
-    state.vector_count = len(engine)
-    return engine
+    async def load_once(flight: Flight) -> Any:
+        ids, matrix, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats)
+        await flight.emit("index_building", "building the search index")
+        started = time.monotonic()
+        engine = await trio.to_thread.run_sync(
+            lambda: VectorMatrix.from_arrays(ids, matrix, metadata, dtype=settings.vector_dtype),
+            limiter=node.cpu_limiter,
+        )
+        stats.index_s = time.monotonic() - started
+        return engine
+
+    entry = await node.cache.acquire(dkey, load_once, emit)
+    state.release = lambda: node.cache.release(entry)
+    state.vector_count = len(entry)
+    return entry
 
 
 async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats) -> Manifest:
@@ -168,8 +182,7 @@ async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | N
 
 
 async def fetch_chunks(
-    node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit,
-    state: DatabaseState, stats: LoadStats,
+    node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
 ) -> tuple[list[str], np.ndarray, list[bytes]]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it."""
     settings = node.settings
@@ -218,7 +231,6 @@ async def fetch_chunks(
         ids[index], metadata[index] = chunk.ids, chunk.metadata
         done += 1
         stats.chunks = done
-        state.chunks_done = done
         await emit(
             "chunk_downloaded", f"chunk {ref.chunk_id} downloaded ({done}/{len(counts)})",
             chunk_id=ref.chunk_id, total=len(counts), percent=round(100.0 * done / len(counts), 1),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 import trio
@@ -51,6 +51,8 @@ class DatabaseState:
     cancel_scope: trio.CancelScope | None = attrs.field(default=None, repr=False)
     #: Set once the load reached a terminal status.
     done: trio.Event = attrs.field(factory=trio.Event, repr=False)
+    #: Gives the loaded database back to the shared cache (set by the loader).
+    release: Callable[[], None] | None = attrs.field(default=None, repr=False)
 
     def same_database(self, ref: VectorDatabaseRef) -> bool:
         return (
@@ -70,6 +72,13 @@ class DatabaseState:
     def cancel(self) -> None:
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
+
+    def drop(self) -> None:
+        """The session no longer uses this database: cancel its load, give back its engine."""
+        self.cancel()
+        release, self.release, self.engine = self.release, None, None
+        if release is not None:
+            release()
 
     def summary(self) -> dict[str, Any]:
         end = self.finished_at if self.finished_at is not None else time.monotonic()
@@ -114,7 +123,7 @@ class Session:
     def close(self) -> None:
         """End the session: cancel its loads and drop its data."""
         if self.database is not None:
-            self.database.cancel()
+            self.database.drop()
         if self.scope is not None:
             self.scope.cancel()
         self.session_key = None

@@ -104,7 +104,7 @@ async def test_load_each_encoding_then_search_equals_brute_force(with_bridge, br
         extra = {"cbor_vectors": "typed"}
     path, (ids, vectors, metas) = publish(bridge_root, 2000, 48, chunk_size=200, **extra)
     faults = Faults(cbor_as_json=encoding == "cbor-as-json")
-    async with with_bridge(faults) as (bridge, running), running.client() as client:
+    async with with_bridge(faults, vector_dtype="f32") as (bridge, running), running.client() as client:
         final = await load(client, path)
         assert final["event"] == "loading_complete", final
         assert_progress_in_order(client, 10, 2000)
@@ -117,6 +117,24 @@ async def test_load_each_encoding_then_search_equals_brute_force(with_bridge, br
             assert reply["totalVectors"] == 2000
         hit = reply["results"][0]
         assert hit["metadata"] == metas[ids.index(hit["id"])]
+
+
+async def test_f16_default_matches_brute_force_closely(with_bridge, bridge_root):
+    path, (ids, vectors, _) = publish(bridge_root, 2000, 48, chunk_size=500)
+    async with with_bridge() as (_, running), running.client() as client:
+        assert running.settings.vector_dtype == "f16"
+        assert (await load(client, path))["event"] == "loading_complete"
+        rng = np.random.default_rng(2)
+        overlap = []
+        for _ in range(20):
+            query = vectors[rng.integers(0, 2000)] + 0.05 * rng.normal(size=48).astype(np.float32)
+            query /= np.linalg.norm(query)
+            reply = await client.search(query.tolist(), 10)
+            expected = brute_force_ids(vectors, ids, query, 10)
+            overlap.append(len(set(expected) & {r["id"] for r in reply["results"]}) / 10)
+            exact = {i: float(vectors[ids.index(i)] @ query) for i in (r["id"] for r in reply["results"])}
+            assert all(abs(r["score"] - exact[r["id"]]) < 2e-3 for r in reply["results"])
+        assert np.mean(overlap) >= 0.99
 
 
 async def test_aes_gcm_database_through_bridge_with_encrypted_session(with_bridge, bridge_root):
@@ -302,7 +320,7 @@ async def test_large_database_100k(with_bridge, bridge_root, encoding):
     key = secrets.token_bytes(32) if encoding == "aes-gcm" else None
     path, (ids, vectors, _) = publish(bridge_root, 100_000, 384, chunk_size=10_000, key=key, name=encoding)
     host = HostKey.generate()
-    async with with_bridge(Faults(cbor_as_json=encoding == "cbor-as-json")) as (_, running):
+    async with with_bridge(Faults(cbor_as_json=encoding == "cbor-as-json"), vector_dtype="f32") as (_, running):
         running.node.host_key = host
         async with running.client() as client:
             if key is None:
