@@ -21,8 +21,8 @@ Who calls what:
   hooks are attached here (:meth:`Metrics.watch_storage`): payload bytes and
   retries are counted where they happen, inside the backend.
 * The loader calls ``load_started``, ``download``, ``index_build`` and
-  ``load_finished``; the index cache calls ``cache_hit``, ``cache_miss`` and
-  ``cache_state``.  Code that may run without metrics uses
+  ``load_finished``; the database cache (``node.cache``, whose ``metrics``
+  is set here) calls ``cache_hit``, ``cache_miss`` and ``cache_state``.  Code that may run without metrics uses
   :func:`metrics_of` and gets :data:`NULL_METRICS` (every method a no-op).
 
 All methods are cheap, synchronous and never raise on valid input; call them
@@ -79,7 +79,8 @@ class Metrics:
     """Every metric of the daemon (see ``docs/operations.md`` for the list and alerts).
 
     ``node`` (optional) is read at scrape time for the connection, session and
-    load gauges, and its storage backend's counters are hooked up.
+    load gauges; its storage backend's counters are hooked up, and its
+    database cache (``node.cache``) reports to these metrics.
     ``process=False`` leaves out the ``process_*`` series (CPU, memory, file
     descriptors), e.g. where ``/proc`` is not available.
     """
@@ -153,6 +154,9 @@ class Metrics:
             stats = getattr(getattr(node, "storage", None), "stats", None)
             if stats is not None:
                 self.watch_storage(stats)
+            cache = getattr(node, "cache", None)
+            if cache is not None and getattr(cache, "metrics", None) is None:
+                cache.metrics = self  # the cache calls cache_hit / cache_miss / cache_state
         if process:
             ProcessCollector(registry=r)
 

@@ -56,6 +56,7 @@ def publish(store_dir: Path, name: str, *, count: int = 25, dims: int = 8, chunk
     return {
         "manifest_path": manifest, "count": count, "dims": dims, "vectors": vectors,
         "bytes": sum(len(data) for data in files.values()), "chunks": len(files) - 1,
+        "manifest_bytes": len(files[manifest]),
     }
 
 

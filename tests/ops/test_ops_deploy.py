@@ -26,11 +26,10 @@ ALL_ENV = [option.env for option in OPTIONS] + ["HOST_PRIVATE_KEY"]
 
 def test_the_settings_table_is_exactly_the_generated_one():
     text = DOC.read_text()
-    match = re.search(r"<!-- settings-table:begin[^>]*-->\n(.*?)\n<!-- settings-table:end -->", text, re.S)
+    match = re.search(r"<!-- settings-table:start[^>]*-->\n(.*?)\n<!-- settings-table:end -->", text, re.S)
     assert match, "docs/operations.md lost its settings-table markers"
     assert match.group(1) == markdown_table(), (
-        "docs/operations.md is out of date: paste the output of `fabstir-node config --markdown` "
-        "between the settings-table markers"
+        "docs/operations.md is out of date: run scripts/sync-docs"
     )
 
 

@@ -127,3 +127,20 @@ async def test_metrics_port_zero_in_the_environment_disables_the_server(ops_node
     async with ops_node(metrics_port=0, metrics_enabled=False) as running:
         assert running.handle.metrics_port is None
         assert running.handle.node.metrics is None
+
+
+async def test_the_shared_cache_reports_hits_misses_and_size(ops_node, tmp_path):
+    db = publish(tmp_path / "store", "docs", count=25, chunk_size=10)
+    async with ops_node() as running:
+        for session in ("first", "second"):
+            async with open_websocket_url(running.ws_url) as ws:
+                await request(ws, session_init(session, db["manifest_path"]), "session_init_ack")
+                events = await receive_until(ws, _loaded)
+                assert events[-1]["payload"]["event"] == "loading_complete", events[-1]
+        samples = await scrape(running.http)
+    assert samples["vector_index_cache_misses_total"] == 1
+    assert samples["vector_index_cache_hits_total"] == 1
+    assert samples["vector_index_cache_entries"] == 1
+    assert samples["vector_index_cache_bytes"] > 0
+    # the hit read only the manifest again (each session checks its own access), no chunk
+    assert samples[("s5_download_bytes_total", LOCAL)] == db["bytes"] + db["manifest_bytes"]
