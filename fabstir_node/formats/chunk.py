@@ -82,6 +82,7 @@ class _Builder:
         out: np.ndarray | None,
         max_metadata_bytes: int,
         max_id_length: int,
+        data_size: int,
     ) -> None:
         if out is not None:
             if out.dtype != np.float32 or out.ndim != 2 or out.shape[0] != expected_count:
@@ -95,6 +96,7 @@ class _Builder:
         self.matrix = out
         self.max_metadata_bytes = max_metadata_bytes
         self.max_id_length = max_id_length
+        self.data_size = data_size
         self.ids: list[str] = []
         self.metadata: list[bytes] = []
 
@@ -125,6 +127,10 @@ class _Builder:
                 f"chunk {self.chunk_id}: vector {index} has {length} dimensions, expected {self.dimensions}",
             )
         if self.matrix is None:
+            # Every number takes at least one byte of the file: a count or a
+            # length claimed beyond that is a lie, and must not size an array.
+            if self.expected_count * length > self.data_size:
+                raise self.invalid("claims more numbers than the file holds")
             self.matrix = np.empty((self.expected_count, length), dtype=np.float32)
 
     def add_id(self, value: Any, index: int) -> None:
@@ -166,8 +172,9 @@ class _Builder:
 
 
 def _store_row(builder: _Builder, row: int, values: np.ndarray) -> None:
-    with np.errstate(over="ignore", invalid="ignore"):
-        builder.matrix[row] = values  # float64 beyond float32 range -> inf, caught in finish()
+    # Callers run under np.errstate(over="ignore"): a float64 beyond the
+    # float32 range becomes inf here and is refused in finish().
+    builder.matrix[row] = values
 
 
 # --- generic path ------------------------------------------------------------------
@@ -200,13 +207,13 @@ def _from_object(obj: Any, builder: _Builder) -> Chunk:
     # One conversion for the whole chunk.  Without a dtype numpy refuses
     # strings, None and nested lists instead of converting them.
     try:
-        with np.errstate(over="ignore", invalid="ignore"):
-            array = np.array(vectors)
+        array = np.array(vectors)
     except (ValueError, TypeError, OverflowError) as exc:
         raise builder.invalid("a vector holds something other than numbers") from exc
     if array.dtype.kind not in "fiu" or array.ndim != 2:
         raise builder.invalid("a vector holds something other than numbers")
-    _store_row(builder, slice(None), array)  # type: ignore[arg-type]
+    with np.errstate(over="ignore", invalid="ignore"):
+        _store_row(builder, slice(None), array)  # type: ignore[arg-type]
     # numpy turned any boolean into 0.0 or 1.0; only rows holding one of those
     # values need a look at the Python objects.
     matrix = builder.matrix
@@ -218,6 +225,16 @@ def _from_object(obj: Any, builder: _Builder) -> Chunk:
 
 
 # --- CBOR fast path ------------------------------------------------------------------
+
+
+def _array_head(length: int) -> bytes:
+    if length < 24:
+        return bytes((0x80 | length,))
+    if length < 0x100:
+        return bytes((0x98, length))
+    if length < 0x10000:
+        return b"\x99" + length.to_bytes(2, "big")
+    return b"\x9a" + length.to_bytes(4, "big")
 
 
 class _Fallback(Exception):
@@ -249,6 +266,8 @@ class _Walker:
         self.offsets64: list[int] = []
         self.tags64 = b""
         self.tags32 = b""
+        self._prefix = b""
+        self._prefix_for = -1
 
     def head(self, pos: int) -> tuple[int, int, int]:
         """(major type, argument, position after the head); definite only."""
@@ -314,8 +333,56 @@ class _Walker:
             raise _Fallback
         self.builder.check_count(count)
         for index in range(count):
-            pos = self.record(pos, index)
+            end = self.sdk_record(pos, index)
+            pos = self.record(pos, index) if end < 0 else end
         return pos
+
+    def sdk_record(self, pos: int, index: int) -> int:
+        """The SDK's exact record layout, read without the generic key loop:
+        ``{"id": text, "metadata": ..., "vector": [float64 × d]}`` in that
+        order.  Returns the end position, or -1 (nothing consumed, nothing
+        stored) if the record looks any different."""
+        buf = self.buf
+        if not buf.startswith(b"\xa3\x62id", pos):
+            return -1
+        byte = buf[pos + 4]
+        if 0x60 <= byte < 0x78:
+            start, length = pos + 5, byte - 0x60
+        elif byte == 0x78:
+            start, length = pos + 6, buf[pos + 5]
+        else:
+            return -1
+        after_id = start + length
+        if not buf.startswith(b"\x68metadata", after_id):
+            return -1
+        metadata, after_meta = self.value(after_id + 9)
+        builder = self.builder
+        dimensions = builder.dimensions
+        prefix = self.vector_prefix
+        if dimensions is None or not buf.startswith(prefix, after_meta):
+            return -1
+        start_items = after_meta + len(prefix)
+        end = start_items + 9 * dimensions
+        if buf[start_items:end:9] != self.tags64 or end > len(buf):
+            return -1
+        builder.add_id(buf[start:after_id].decode("utf-8"), index)
+        builder.add_metadata(metadata, index)
+        if builder.matrix is None:
+            builder.check_length(dimensions, index)
+        self.rows64.append(index)
+        self.offsets64.append(start_items + 1)
+        return end
+
+    @property
+    def vector_prefix(self) -> bytes:
+        """``"vector"`` key and the array head for the known dimensions."""
+        dimensions = self.builder.dimensions or 0
+        if self._prefix_for != dimensions:
+            self._prefix = b"\x66vector" + _array_head(dimensions)
+            self._prefix_for = dimensions
+            self.tags64 = b"\xfb" * dimensions
+            self.tags32 = b"\xfa" * dimensions
+        return self._prefix
 
     def record(self, pos: int, index: int) -> int:
         builder = self.builder
@@ -402,16 +469,15 @@ class _Walker:
             return
         length = matrix.shape[1]
         buf = self.buf
-        with np.errstate(over="ignore", invalid="ignore"):
-            for row, offset in zip(self.rows64, self.offsets64):
-                matrix[row] = np.ndarray((length,), ">f8", buf, offset, (9,))
+        for row, offset in zip(self.rows64, self.offsets64):
+            matrix[row] = np.ndarray((length,), ">f8", buf, offset, (9,))
 
 
 def _decode_cbor(data: bytes, builder: _Builder) -> Chunk:
     walker = _Walker(data, builder)
-    with gc_paused():
+    with gc_paused(), np.errstate(over="ignore", invalid="ignore"):
         walker.walk()
-    walker.fill()
+        walker.fill()
     return builder.finish()
 
 
@@ -437,7 +503,9 @@ def decode_chunk(
     is ``out``); it may hold partial data after a failure.
     """
     def builder() -> _Builder:
-        return _Builder(chunk_id, expected_count, dimensions, out, max_metadata_bytes, max_id_length)
+        return _Builder(
+            chunk_id, expected_count, dimensions, out, max_metadata_bytes, max_id_length, len(opened.plaintext)
+        )
 
     first = builder()  # checks ``out`` before any input is read
     if opened.format == "cbor":

@@ -293,3 +293,15 @@ def test_empty_chunk() -> None:
 def test_decoded_data_stays_out_of_the_repr() -> None:
     chunk = _decode(encode_cbor(chunk_obj()))
     assert "v0" not in repr(chunk) and "0.125" not in repr(chunk)
+
+
+@pytest.mark.parametrize("length_head", [b"\x9a\xff\xff\xff\xff", b"\x9b\x00\x00\x01\x00\x00\x00\x00\x00"])
+def test_claimed_sizes_never_size_an_allocation(length_head: bytes) -> None:
+    """A vector head claiming billions of items, with the manifest agreeing on
+    a huge count, fails cleanly instead of allocating count x length floats."""
+    data = b"\xa2" + encode_cbor("chunkId") + b"\x02" + encode_cbor("vectors") + b"\x9a\x3b\x9a\xca\x00"
+    data += b"\xa3" + encode_cbor("id") + encode_cbor("a") + encode_cbor("metadata") + b"\xa0"
+    data += encode_cbor("vector") + length_head + b"\xfb" + bytes(8)
+    with pytest.raises(FabstirError) as info:
+        decode_chunk(open_blob(data, None), chunk_id=2, expected_count=10**9, dimensions=None)
+    assert info.value.code is ErrorCode.INVALID_DATABASE
