@@ -27,9 +27,6 @@ not close it.
 
 from __future__ import annotations
 
-import contextlib
-import math
-import random
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import quote
@@ -38,59 +35,21 @@ import httpx
 import orjson
 import trio
 
-from .. import __version__
-from ..errors import StorageError, StorageNotFound, StorageTooLarge, StorageUnavailable
+from ..errors import StorageError, StorageNotFound, StorageUnavailable
 from .base import DEFAULT_MAX_BODY_BYTES, HealthStatus, StorageStats, checked_path, effective_limit
+from .transfer import (
+    RetryPolicy,
+    Transient,
+    attempt_timeout,
+    is_transient_status,
+    make_http_client,
+    read_body,
+    read_prefix,
+)
 
 __all__ = ["BridgeStore", "make_http_client"]
 
 T = TypeVar("T")
-
-#: Statuses worth another attempt besides 5xx.
-_RETRY_STATUSES = frozenset({408, 429})
-#: How much of an error body we read (for the message) before dropping the connection.
-_ERROR_BODY_BYTES = 4096
-
-
-def make_http_client(
-    *,
-    max_connections: int = 20,
-    max_keepalive_connections: int | None = None,
-    keepalive_expiry: float = 5.0,
-    timeout: float = 30.0,
-    connect_timeout: float = 10.0,
-    pool_timeout: float = 10.0,
-) -> httpx.AsyncClient:
-    """The daemon's shared HTTP client, with explicit limits and finite timeouts.
-
-    ``timeout`` bounds each read and write, ``connect_timeout`` each connect,
-    ``pool_timeout`` the wait for a free connection.  Redirects are not
-    followed and proxy environment variables are ignored (``trust_env=False``):
-    the bridge runs beside the node.
-    """
-    limits = httpx.Limits(
-        max_connections=max_connections,
-        max_keepalive_connections=(
-            max_connections if max_keepalive_connections is None else max_keepalive_connections
-        ),
-        keepalive_expiry=keepalive_expiry,
-    )
-    timeouts = httpx.Timeout(timeout, connect=min(connect_timeout, timeout), pool=pool_timeout)
-    return httpx.AsyncClient(
-        limits=limits,
-        timeout=timeouts,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"user-agent": f"fabstir-node/{__version__}"},
-    )
-
-
-class _Transient(Exception):
-    """An attempt failed in a way another attempt might not."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class BridgeStore:
@@ -109,8 +68,7 @@ class BridgeStore:
         backoff_max: float = 5.0,
         stats: StorageStats | None = None,
     ) -> None:
-        if max_retries < 0 or timeout_seconds <= 0 or backoff_base < 0 or backoff_max < 0:
-            raise ValueError("max_retries, backoff must be >= 0 and timeout_seconds > 0")
+        self.policy = RetryPolicy(max_retries, timeout_seconds, backoff_base, backoff_max)
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.max_retries = max_retries
@@ -120,12 +78,7 @@ class BridgeStore:
         self.backoff_max = backoff_max
         self.stats = stats if stats is not None else StorageStats()
         self._client = client
-        configured = client.timeout
-        self._timeout = httpx.Timeout(
-            timeout_seconds,
-            connect=min(configured.connect or math.inf, timeout_seconds),
-            pool=min(configured.pool or math.inf, timeout_seconds),
-        )
+        self._timeout = attempt_timeout(client, timeout_seconds)
 
     def __repr__(self) -> str:
         return f"BridgeStore({self.base_url!r}, name={self.name!r})"
@@ -152,7 +105,7 @@ class BridgeStore:
             with trio.fail_after(self.timeout_seconds):
                 url = f"{self.base_url}/health"
                 async with self._client.stream("GET", url, timeout=self._timeout) as response:
-                    await _read_prefix(response)
+                    await read_prefix(response)
         except trio.TooSlowError:
             return HealthStatus(False, f"bridge did not answer /health within {self.timeout_seconds} s")
         except httpx.HTTPError as exc:
@@ -174,44 +127,21 @@ class BridgeStore:
             raise
 
     async def _with_retries(self, path: str, attempt: Callable[[], Awaitable[T]]) -> T:
-        reason = ""
-        for number in range(self.max_retries + 1):
-            if number:
-                self.stats.record_retry(self.name, path, number, reason)
-                await trio.sleep(self._backoff(number))
-            try:
-                with trio.fail_after(self.timeout_seconds):
-                    return await attempt()
-            except _Transient as exc:
-                reason = exc.reason
-            except trio.TooSlowError:
-                reason = f"no complete answer within {self.timeout_seconds} s"
-        raise StorageUnavailable(path, f"bridge failed {self.max_retries + 1} times; last: {reason}")
+        def on_retry(number: int, reason: str) -> None:
+            self.stats.record_retry(self.name, path, number, reason)
 
-    def _backoff(self, retry: int) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2**(retry-1))]."""
-        return random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2 ** (retry - 1)))
+        return await self.policy.run(path, attempt, on_retry=on_retry, what="bridge")
 
     async def _get_once(self, path: str, url: str, limit: int | None) -> bytes:
         try:
             async with self._client.stream("GET", url, timeout=self._timeout) as response:
                 if response.status_code != 200:
                     await _fail_for_status(path, response)
-                declared = _declared_length(response)
-                if limit is not None and declared is not None and declared > limit:
-                    raise StorageTooLarge(path, f"object is {declared} bytes, cap is {limit}")
-                body = bytearray()
-                async with contextlib.aclosing(response.aiter_bytes()) as chunks:
-                    async for chunk in chunks:
-                        body += chunk
-                        self.stats.record_bytes(self.name, len(chunk))
-                        if limit is not None and len(body) > limit:
-                            raise StorageTooLarge(path, f"object exceeds the cap of {limit} bytes")
-                return bytes(body)
+                return await read_body(response, path, limit, lambda n: self.stats.record_bytes(self.name, n))
         except httpx.UnsupportedProtocol as exc:
             raise StorageUnavailable(path, f"bad bridge URL: {exc}") from None
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            raise Transient(f"{type(exc).__name__}: {exc}") from None
 
     async def _put_once(self, path: str, url: str, data: bytes) -> None:
         headers = {"content-type": "application/octet-stream"}
@@ -220,34 +150,23 @@ class BridgeStore:
             async with request as response:
                 if response.status_code not in (200, 201):
                     await _fail_for_status(path, response, not_found_is_final=False)
-                await _read_prefix(response)
+                await read_prefix(response)
         except httpx.UnsupportedProtocol as exc:
             raise StorageUnavailable(path, f"bad bridge URL: {exc}") from None
         except (httpx.TransportError, httpx.DecodingError) as exc:
-            raise _Transient(f"{type(exc).__name__}: {exc}") from None
+            raise Transient(f"{type(exc).__name__}: {exc}") from None
         self.stats.record_bytes(self.name, len(data))
 
 
 async def _fail_for_status(path: str, response: httpx.Response, *, not_found_is_final: bool = True) -> None:
     """Raise the error a non-success status means (reads at most a few KiB of the body)."""
     status = response.status_code
-    body = await _read_prefix(response)
+    body = await read_prefix(response)
     if status == 404 and not_found_is_final:
         raise StorageNotFound(path, f"bridge: {_bridge_message(body) or 'not found'}")
-    if status >= 500 or status in _RETRY_STATUSES:
-        raise _Transient(f"HTTP {status}" + (f" ({message})" if (message := _bridge_message(body)) else ""))
+    if is_transient_status(status):
+        raise Transient(f"HTTP {status}" + (f" ({message})" if (message := _bridge_message(body)) else ""))
     raise StorageUnavailable(path, f"bridge answered HTTP {status}")
-
-
-async def _read_prefix(response: httpx.Response, limit: int = _ERROR_BODY_BYTES) -> bytes:
-    """Up to about ``limit`` bytes of the body; a longer body is abandoned (closing the connection)."""
-    data = bytearray()
-    async with contextlib.aclosing(response.aiter_bytes()) as chunks:
-        async for chunk in chunks:
-            data += chunk
-            if len(data) >= limit:
-                break
-    return bytes(data[:limit])
 
 
 def _bridge_message(body: bytes) -> str:
@@ -260,13 +179,3 @@ def _bridge_message(body: bytes) -> str:
         return ""
     text = obj.get("message") or obj.get("error")
     return text[:200] if isinstance(text, str) else ""
-
-
-def _declared_length(response: httpx.Response) -> int | None:
-    value = response.headers.get("content-length")
-    if value is None or "content-encoding" in response.headers:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
