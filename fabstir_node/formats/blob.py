@@ -243,7 +243,9 @@ def typed_array_values(tag: int, payload: Any) -> np.ndarray:
         raise FabstirError(ErrorCode.INVALID_DATABASE, "typed array payload must be a byte string")
     dtype = np.dtype(TYPED_FLOAT_TAGS[tag])
     if len(payload) % dtype.itemsize:
-        raise FabstirError(ErrorCode.INVALID_DATABASE, "typed array length is not a multiple of its item size")
+        raise FabstirError(
+            ErrorCode.INVALID_DATABASE, "typed array length is not a multiple of its item size"
+        )
     return np.frombuffer(payload, dtype=dtype)
 
 

@@ -150,7 +150,8 @@ class _Builder:
         if len(encoded) > self.max_metadata_bytes:
             raise FabstirError(
                 ErrorCode.LIMIT_EXCEEDED,
-                f"chunk {self.chunk_id}: vector {index} has more than {self.max_metadata_bytes} bytes of metadata",
+                f"chunk {self.chunk_id}: vector {index} has more than "
+                f"{self.max_metadata_bytes} bytes of metadata",
             )
         self.metadata.append(encoded)
 
@@ -195,12 +196,13 @@ def _from_object(obj: Any, builder: _Builder) -> Chunk:
     for index, record in enumerate(records):
         if not isinstance(record, dict):
             raise builder.invalid(f"vector {index} must be an object")
-        builder.add_id(record.get("id"), index)
-        builder.add_metadata(record.get("metadata"), index)
+        # The fast path's order: the vector, then the id, then the metadata.
         vector = record.get("vector")
         if not isinstance(vector, list):
             raise builder.invalid(f"vector {index} has no 'vector' list")
         builder.check_length(len(vector), index)
+        builder.add_id(record.get("id"), index)
+        builder.add_metadata(record.get("metadata"), index)
         vectors.append(vector)
     if not vectors:
         return builder.finish()
@@ -502,9 +504,16 @@ def decode_chunk(
     of the database matrix that receives the vectors (then ``Chunk.vectors``
     is ``out``); it may hold partial data after a failure.
     """
+
     def builder() -> _Builder:
         return _Builder(
-            chunk_id, expected_count, dimensions, out, max_metadata_bytes, max_id_length, len(opened.plaintext)
+            chunk_id,
+            expected_count,
+            dimensions,
+            out,
+            max_metadata_bytes=max_metadata_bytes,
+            max_id_length=max_id_length,
+            data_size=len(opened.plaintext),
         )
 
     first = builder()  # checks ``out`` before any input is read

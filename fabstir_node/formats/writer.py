@@ -56,9 +56,12 @@ class Record:
 # --- CBOR, the cbor-x way ---------------------------------------------------------
 
 
+_TINY_HEADS = [[bytes((major << 5 | value,)) for value in range(24)] for major in range(8)]
+
+
 def _head(major: int, value: int) -> bytes:
     if value < 24:
-        return bytes((major << 5 | value,))
+        return _TINY_HEADS[major][value]
     if value < 0x100:
         return bytes((major << 5 | 24, value))
     if value < 0x10000:
@@ -85,44 +88,81 @@ def _sort_key(key: str) -> tuple[str, str]:
     return (key.lower(), key.swapcase())
 
 
-def _encode(value: Any, out: list[bytes]) -> None:
-    if isinstance(value, str):
+class _Encoder:
+    """cbor-x's encoding of plain values, with caches for what repeats from
+    record to record (map keys and their order)."""
+
+    _CACHE_LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self.keys: dict[str, bytes] = {}
+        self.orders: dict[tuple[str, ...], list[str]] = {}
+
+    def text(self, value: str) -> bytes:
         raw = value.encode("utf-8")
-        out.append(_head(3, len(raw)))
-        out.append(raw)
-    elif value is None:
-        out.append(b"\xf6")
-    elif value is UNDEFINED:
-        out.append(b"\xf7")
-    elif value is True:
-        out.append(b"\xf5")
-    elif value is False:
-        out.append(b"\xf4")
-    elif isinstance(value, (int, float, np.integer, np.floating)):
-        out.append(_number(float(value) if isinstance(value, (float, np.floating)) else int(value)))
-    elif isinstance(value, Mapping):
-        if not all(isinstance(key, str) for key in value):
-            raise TypeError("object keys must be strings")
-        out.append(_head(5, len(value)))
-        for key in sorted(value, key=_sort_key):
-            _encode(key, out)
-            _encode(value[key], out)
-    elif isinstance(value, np.ndarray):
-        _encode(value.tolist(), out)
-    elif isinstance(value, (list, tuple)):
-        out.append(_head(4, len(value)))
-        for item in value:
-            _encode(item, out)
-    else:
-        raise TypeError(f"cannot encode {type(value).__name__} as CBOR")
+        return _head(3, len(raw)) + raw
+
+    def key(self, key: Any) -> bytes:
+        encoded = self.keys.get(key)
+        if encoded is None:
+            if type(key) is not str:
+                raise TypeError("object keys must be strings")
+            encoded = self.text(key)
+            if len(self.keys) < self._CACHE_LIMIT:
+                self.keys[key] = encoded
+        return encoded
+
+    def order(self, value: Mapping[str, Any]) -> list[str]:
+        names = tuple(value)
+        order = self.orders.get(names)
+        if order is None:
+            if not all(type(name) is str for name in names):
+                raise TypeError("object keys must be strings")
+            order = sorted(names, key=_sort_key)
+            if len(self.orders) < self._CACHE_LIMIT:
+                self.orders[names] = order
+        return order
+
+    def encode(self, value: Any, out: list[bytes]) -> None:
+        kind = type(value)
+        if kind is str:
+            out.append(self.text(value))
+        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
+            out.append(_head(5, len(value)))
+            for name in self.order(value):
+                out.append(self.key(name))
+                self.encode(value[name], out)
+        elif kind is int or kind is float:
+            out.append(_number(value))
+        elif value is None:
+            out.append(b"\xf6")
+        elif value is UNDEFINED:
+            out.append(b"\xf7")
+        elif value is True:
+            out.append(b"\xf5")
+        elif value is False:
+            out.append(b"\xf4")
+        elif kind is list or kind is tuple:
+            out.append(_head(4, len(value)))
+            for item in value:
+                self.encode(item, out)
+        elif isinstance(value, (np.integer, np.floating)):
+            out.append(_number(value.item()))
+        elif isinstance(value, np.ndarray):
+            self.encode(value.tolist(), out)
+        else:
+            raise TypeError(f"cannot encode {kind.__name__} as CBOR")
+
+    def __call__(self, value: Any) -> bytes:
+        out: list[bytes] = []
+        self.encode(value, out)
+        return b"".join(out)
 
 
 def encode_cbor(value: Any) -> bytes:
     """Encode plain values (dict/list/str/number/bool/None/:data:`UNDEFINED`)
     as the SDK's cbor-x would."""
-    out: list[bytes] = []
-    _encode(value, out)
-    return b"".join(out)
+    return _Encoder()(value)
 
 
 class _VectorRows:
@@ -181,13 +221,15 @@ def _as_arrays(records: Any) -> tuple[list[str], np.ndarray, list[Mapping[str, A
     return ids, vectors, metadata
 
 
-def _cbor_chunk(chunk_id: int, ids: list[str], rows: _VectorRows, start: int, metadata: list[Any]) -> bytes:
-    parts: list[bytes | memoryview] = [b"\xa2", encode_cbor("chunkId"), encode_cbor(chunk_id)]
-    parts += [encode_cbor("vectors"), _head(4, len(ids))]
+def _cbor_chunk(
+    encoder: _Encoder, chunk_id: int, ids: list[str], rows: _VectorRows, start: int, metadata: list[Any]
+) -> bytes:
+    parts: list[Any] = [b"\xa2", encoder("chunkId"), encoder(chunk_id)]
+    parts += (encoder("vectors"), _head(4, len(ids)))
     for offset, ident in enumerate(ids):
         meta = metadata[offset]
-        parts += [b"\xa3\x62id", encode_cbor(ident), b"\x68metadata"]
-        parts.append(encode_cbor({} if meta is None else meta))
+        parts += (b"\xa3\x62id", encoder.text(ident), b"\x68metadata")
+        encoder.encode({} if meta is None else meta, parts)
         parts.append(b"\x66vector")
         parts += rows.row(start + offset)
     return b"".join(parts)
@@ -234,6 +276,7 @@ def build_database(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     n = len(ids)
     rows = _VectorRows(vectors, cbor_vectors) if format == "cbor" and n else None
+    encoder = _Encoder()
 
     files: dict[str, bytes] = {}
     chunk_refs = []
@@ -241,7 +284,7 @@ def build_database(
         stop = min(start + chunk_size, n)
         path = f"{directory}/chunk-{chunk_id}.json"
         if rows is not None:
-            body = _cbor_chunk(chunk_id, ids[start:stop], rows, start, metadata[start:stop])
+            body = _cbor_chunk(encoder, chunk_id, ids[start:stop], rows, start, metadata[start:stop])
         else:
             body = _json_chunk(chunk_id, ids[start:stop], vectors[start:stop], metadata[start:stop])
         files[path] = body
@@ -267,7 +310,7 @@ def build_database(
     if n:
         manifest["dimensions"] = int(vectors.shape[1])
     if format == "cbor":
-        files[f"{directory}/manifest.json"] = encode_cbor(manifest)
+        files[f"{directory}/manifest.json"] = encoder(manifest)
     else:
         if description is None:
             del manifest["description"]  # JSON.stringify drops undefined fields

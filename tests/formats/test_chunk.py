@@ -186,7 +186,7 @@ FAILURES: list[tuple[str, Callable[[dict[str, Any]], None], ErrorCode]] = [
     ("vector empty", _set(V0 + ("vector",), []), ErrorCode.DIMENSION_MISMATCH),
     ("string item", _set(V0 + ("vector",), [1.5, "2.5", 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
     ("bool item", _set(V0 + ("vector",), [1.5, True, 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
-    ("bool item in a later row", _set(("vectors", 2, "vector"), [False, 0.5, 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
+    ("bool in row 2", _set(("vectors", 2, "vector"), [False, 0.5, 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
     ("null item", _set(V0 + ("vector",), [1.5, None, 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
     ("nested item", _set(V0 + ("vector",), [1.5, [2.5], 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
     ("map item", _set(V0 + ("vector",), [1.5, {}, 3.5, 4.5]), ErrorCode.INVALID_DATABASE),
@@ -200,7 +200,9 @@ FAILURES: list[tuple[str, Callable[[dict[str, Any]], None], ErrorCode]] = [
 
 @pytest.mark.parametrize("encoder", ENCODERS.values(), ids=ENCODERS.keys())
 @pytest.mark.parametrize(("change", "code"), [f[1:] for f in FAILURES], ids=[f[0] for f in FAILURES])
-def test_validation_failures(encoder: Callable[[Any], bytes], change: Callable[[Any], None], code: ErrorCode) -> None:
+def test_validation_failures(
+    encoder: Callable[[Any], bytes], change: Callable[[Any], None], code: ErrorCode
+) -> None:
     obj = chunk_obj()
     change(obj)
     with pytest.raises(FabstirError) as info:

@@ -165,7 +165,9 @@ VALID_MANIFEST = VALID["home/vector-databases/0xabc/db/manifest.json"]
     st.one_of(st.none(), st.integers(min_value=0)),
     st.booleans(),
 )
-def test_mutated_valid_files(base: bytes, flips: list[tuple[int, int]], cut: int | None, encrypt: bool) -> None:
+def test_mutated_valid_files(
+    base: bytes, flips: list[tuple[int, int]], cut: int | None, encrypt: bool
+) -> None:
     data = bytearray(base)
     for position, value in flips:
         data[position % len(data)] = value
@@ -191,10 +193,15 @@ def no_generic_cbor(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("encoding", ["float64", "float32", "typed"])
 def test_sdk_cbor_takes_the_fast_path(no_generic_cbor: None, encoding: str) -> None:
-    vectors = np.array([[0.5, -1.5, 2.25, 0.0], [1e-3, 2.0, -0.125, 7.5], [0.1, 0.2, 0.3, 0.4]], dtype=np.float32)
+    vectors = np.array(
+        [[0.5, -1.5, 2.25, 0.0], [1e-3, 2.0, -0.125, 7.5], [0.1, 0.2, 0.3, 0.4]], dtype=np.float32
+    )
     metadata = [{"k": UNDEFINED, "n": [1, 2.5]}, None, {}]
     files = build_database(
-        (["a", "b", "c"], vectors, metadata), owner="0xabc", name="db", cbor_vectors=encoding  # type: ignore[arg-type]
+        (["a", "b", "c"], vectors, metadata),
+        owner="0xabc",
+        name="db",
+        cbor_vectors=encoding,  # type: ignore[arg-type]
     )
     opened = open_blob(files["home/vector-databases/0xabc/db/chunk-0.json"], None)
     chunk = decode_chunk(opened, chunk_id=0, expected_count=3, dimensions=4)

@@ -36,7 +36,11 @@ def _load(files: dict[str, bytes], key: bytes | None) -> tuple[Any, list[Any]]:
         opened = open_blob(files[chunk_path(MANIFEST, ref.chunk_id)], key)
         out = matrix[row : row + ref.vector_count]
         chunk = decode_chunk(
-            opened, chunk_id=ref.chunk_id, expected_count=ref.vector_count, dimensions=manifest.dimensions, out=out
+            opened,
+            chunk_id=ref.chunk_id,
+            expected_count=ref.vector_count,
+            dimensions=manifest.dimensions,
+            out=out,
         )
         assert np.shares_memory(chunk.vectors, matrix)
         chunks.append(chunk)
@@ -48,7 +52,9 @@ def _load(files: dict[str, bytes], key: bytes | None) -> tuple[Any, list[Any]]:
 @pytest.mark.parametrize("key", [None, KEY])
 def test_round_trip_is_exact(data: Any, fmt: str, key: bytes | None) -> None:
     ids, vectors, metadata = data
-    files = build_database(data, owner=OWNER, name="db", format=fmt, key=key, chunk_size=100, now_ms=1764000000000)
+    files = build_database(
+        data, owner=OWNER, name="db", format=fmt, key=key, chunk_size=100, now_ms=1764000000000
+    )
     assert sorted(files) == sorted([MANIFEST] + [chunk_path(MANIFEST, i) for i in range(3)])
     manifest, chunks = _load(files, key)
     assert (manifest.vector_count, manifest.chunk_count, manifest.dimensions) == (250, 3, 24)
@@ -67,7 +73,9 @@ def test_digest_is_the_same_for_every_encoding(data: Any) -> None:
     digests = set()
     for fmt in ("cbor", "json"):
         for key in (None, KEY):
-            files = build_database(data, owner=OWNER, name="db", format=fmt, key=key, now_ms=5_000_000_000_000)
+            files = build_database(
+                data, owner=OWNER, name="db", format=fmt, key=key, now_ms=5_000_000_000_000
+            )
             digests.add(parse_manifest(decode_object(open_blob(files[MANIFEST], key))).digest)
     assert len(digests) == 1
 
@@ -109,11 +117,14 @@ def test_json_manifest_drops_undefined_description(data: Any) -> None:
 
 @pytest.mark.parametrize("encoding", ["float32", "typed"])
 def test_other_cbor_vector_encodings(data: Any, encoding: str) -> None:
-    files = build_database(data, owner=OWNER, name="db", chunk_size=1000, cbor_vectors=encoding)  # type: ignore[arg-type]
+    files = build_database(
+        data, owner=OWNER, name="db", chunk_size=1000, cbor_vectors=encoding  # type: ignore[arg-type]
+    )
     raw = cbor2.loads(files[chunk_path(MANIFEST, 0)])["vectors"][0]["vector"]
     if encoding == "typed":
         assert isinstance(raw, cbor2.CBORTag) and raw.tag == 85
-    chunk = decode_chunk(open_blob(files[chunk_path(MANIFEST, 0)], None), chunk_id=0, expected_count=250, dimensions=24)
+    opened = open_blob(files[chunk_path(MANIFEST, 0)], None)
+    chunk = decode_chunk(opened, chunk_id=0, expected_count=250, dimensions=24)
     assert np.array_equal(chunk.vectors, data[1])
 
 
@@ -126,7 +137,8 @@ def test_integral_components_are_written_as_integers_like_cbor_x() -> None:
     assert [type(x) for x in raw["vectors"][0]["vector"]] == [int, int, int, float]
     assert [type(x) for x in raw["vectors"][1]["vector"]] == [int, int, float, float]
     assert raw["vectors"][0]["metadata"] == {}
-    chunk = decode_chunk(open_blob(files[chunk_path(MANIFEST, 0)], None), chunk_id=0, expected_count=2, dimensions=4)
+    opened = open_blob(files[chunk_path(MANIFEST, 0)], None)
+    chunk = decode_chunk(opened, chunk_id=0, expected_count=2, dimensions=4)
     assert np.array_equal(chunk.vectors, np.abs(vectors) * np.sign(vectors) + 0.0)
     assert chunk.metadata == [b"{}", b'{"k":1}']
 
