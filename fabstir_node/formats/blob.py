@@ -192,7 +192,13 @@ def open_blob(data: bytes, key: bytes | None) -> OpenedBlob:
     * Neither, with a key: ``DECRYPTION_FAILED`` (wrong key or damaged file).
     * Neither, without a key: ``INVALID_SESSION_KEY`` — the database looks
       encrypted and this session has no key to open it.
+
+    A plaintext file read with a key that did not open it is marked
+    ``key_rejected``, so that a parse failure later reads as
+    ``DECRYPTION_FAILED`` (see :class:`OpenedBlob`).
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError("data must be bytes")
     data = bytes(data)
     if key is not None:
         key = _check_key(key)
