@@ -76,6 +76,10 @@ async def run_daemon(
     ws = WebSocketService(node)
     try:
         async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+            if handle_signals:  # before anything listens, so an early SIGTERM is a clean stop too
+                await nursery.start(_set_on_signal, stop)
+                await nursery.start(_reconfigure_logging_on_sighup, settings)
             await nursery.start(node.cache.run)
             port = await nursery.start(ws.run, settings.host, settings.port)
             metrics_port = None
@@ -97,11 +101,7 @@ async def run_daemon(
                 host_public_key=host_key.public_key_hex if host_key is not None else None,
                 host_address=host_key.address if host_key is not None else None,
             )
-            stop = trio.Event()
             task_status.started(DaemonHandle(node=node, websocket=ws, port=port, stop=stop, metrics_port=metrics_port))
-            if handle_signals:
-                nursery.start_soon(_set_on_signal, stop)
-                await nursery.start(_reconfigure_logging_on_sighup, settings)
             await stop.wait()
             log.info("shutdown_started", grace_seconds=settings.shutdown_grace_seconds, connections=ws.connection_count)
             async with trio.open_nursery() as shutdown:
@@ -132,8 +132,9 @@ class DaemonHandle:
     metrics_port: int | None = None
 
 
-async def _set_on_signal(stop: trio.Event) -> None:
+async def _set_on_signal(stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             log.info("signal_received", signal=signal.Signals(signum).name)
             stop.set()

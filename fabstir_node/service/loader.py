@@ -122,6 +122,8 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
             state.finish(error=error)
             await emit("loading_error", error.message, error_code=error.code.value, error=error.message)
     if scope.cancelled_caught:
+        if node.metrics is not None:
+            node.metrics.load_finished("cancelled", time.monotonic() - started)
         if state.release is not None and not state.done.is_set():
             state.drop()  # cancelled between getting the database and finishing: give it back
         log.info("load_cancelled", session_id=session.session_id)
@@ -153,6 +155,8 @@ async def _load(node: Any, state: DatabaseState, key: bytes | None, emit: Emit, 
             limiter=node.cpu_limiter,
         )
         stats.index_s = time.monotonic() - started
+        if node.metrics is not None:
+            node.metrics.index_build(stats.index_s)
         return engine
 
     entry = await node.cache.acquire(dkey, load_once, emit)
@@ -167,7 +171,9 @@ async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | N
     try:
         raw = await node.storage.get(path, max_bytes=MAX_MANIFEST_BYTES)
     except StorageError as exc:
+        _observe_download(node, started, exc)
         raise _storage_error(exc, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED) from None
+    _observe_download(node, started, None)
     stats.download_s += time.monotonic() - started
     stats.bytes += len(raw)
     settings = node.settings
@@ -206,7 +212,9 @@ async def fetch_chunks(
             try:
                 raw = await node.storage.get(path)
             except StorageError as exc:
+                _observe_download(node, started, exc)
                 raise _storage_error(exc, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED) from None
+            _observe_download(node, started, None)
             stats.download_s += time.monotonic() - started
             stats.bytes += len(raw)
         async with dims_lock:
@@ -245,6 +253,11 @@ async def fetch_chunks(
     all_ids = [item for part in ids for item in part]  # type: ignore[union-attr]
     all_meta = [item for part in metadata for item in part]  # type: ignore[union-attr]
     return all_ids, holder["matrix"], all_meta
+
+
+def _observe_download(node: Any, started: float, error: BaseException | None) -> None:
+    if node.metrics is not None:
+        node.metrics.download(time.monotonic() - started, error)
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

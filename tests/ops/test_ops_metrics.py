@@ -75,7 +75,6 @@ async def test_a_session_moves_the_right_series(ops_node, tmp_path):
     assert after["process_resident_memory_bytes"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="the loader does not call metrics.download()/index_build() yet (see report)")
 async def test_a_load_times_its_downloads_and_index_build(ops_node, tmp_path):
     db = publish(tmp_path / "store", "docs", count=25, chunk_size=10)
     async with ops_node() as running:
