@@ -150,6 +150,19 @@ OPTIONS: tuple[Option, ...] = (
            "Chunks downloaded in parallel per load.", "loading"),
     Option("s5_loading_timeout_minutes", "S5_LOADING_TIMEOUT_MINUTES", None, _float(0, strict=True), 5.0,
            "Deadline of a whole database load (fractions allowed); past it the load fails with TIMEOUT.", "loading"),
+    # --- rate limits
+    Option("s5_rate_limit_requests", "S5_RATE_LIMIT_REQUESTS", None, _int(1), 100,
+           "Storage downloads one session may start per window (shared loads count for the session "
+           "that started them).", "limits"),
+    Option("s5_rate_limit_window_seconds", "S5_RATE_LIMIT_WINDOW_SECONDS", None, _float(0, strict=True), 60.0,
+           "The window of S5_RATE_LIMIT_REQUESTS.", "limits"),
+    Option("s5_rate_limit_max_delay_seconds", "S5_RATE_LIMIT_MAX_DELAY_SECONDS", None, _float(0), 10.0,
+           "Over its download budget a load waits for a free slot up to this long, then fails with "
+           "RATE_LIMIT_EXCEEDED.", "limits"),
+    Option("request_rate_per_second", "FABSTIR_RATE_LIMIT_PER_SECOND", None, _float(0, strict=True), 100.0,
+           "Requests per second one connection may send on average (token bucket).", "limits"),
+    Option("request_rate_burst", "FABSTIR_RATE_LIMIT_BURST", None, _float(1), 400.0,
+           "Requests one connection may send in a burst; beyond it they get RATE_LIMIT_EXCEEDED.", "limits"),
     # --- engine and cache
     Option("vector_dtype", "VECTOR_DTYPE", None, _choice("f32", "f16"), "f16",
            "How loaded databases hold their vectors: f16 (half the memory, scores within ~1e-3) or f32. "
@@ -221,6 +234,11 @@ class Settings:
     max_chunks: int = 100_000
     vector_memory_limit_mb: float = 500.0
     vector_dtype: str = "f16"
+    s5_rate_limit_requests: int = 100
+    s5_rate_limit_window_seconds: float = 60.0
+    s5_rate_limit_max_delay_seconds: float = 10.0
+    request_rate_per_second: float = 100.0
+    request_rate_burst: float = 400.0
     cache_entries: int = 10
     cache_ttl_hours: float = 24.0
     cache_max_memory_mb: float = 1000.0

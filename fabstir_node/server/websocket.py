@@ -21,10 +21,12 @@ import structlog
 import trio
 from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest, WebSocketServer
 
+from ..errors import ErrorCode, FabstirError
 from ..logging import get_logger
 from ..protocol import codec
 from ..protocol import messages as m
 from ..service.connection import ConnectionService
+from ..service.ratelimit import TokenBucket
 
 log = get_logger(__name__)
 
@@ -38,6 +40,7 @@ _THREAD_PARSE_MIN = 256 * 1024
 class _Connection:
     conn_id: str
     ws: WebSocketConnection
+    bucket: TokenBucket
     busy: bool = False
     idle: trio.Event = attrs.field(factory=trio.Event)
     send_lock: trio.Lock = attrs.field(factory=trio.Lock)
@@ -118,7 +121,9 @@ class WebSocketService:
             ws = await request.accept()
         except Exception:  # noqa: BLE001 - failed handshake: nothing to serve
             return
-        conn = _Connection(conn_id=conn_id, ws=ws)
+        settings = self.node.settings
+        bucket = TokenBucket(rate=settings.request_rate_per_second, burst=settings.request_rate_burst)
+        conn = _Connection(conn_id=conn_id, ws=ws, bucket=bucket)
         self._connections[conn_id] = conn
         remote = getattr(request.remote, "address", None)
         with structlog.contextvars.bound_contextvars(conn_id=conn_id):
@@ -168,7 +173,8 @@ class WebSocketService:
                         return
                     conn.busy, conn.idle = True, trio.Event()
                     try:
-                        reply = await self._process(service, frame)
+                        allowed = conn.bucket.take(trio.current_time())
+                        reply = await self._process(service, frame, allowed)
                         await send(reply)
                     finally:
                         conn.busy = False
@@ -180,7 +186,7 @@ class WebSocketService:
                 service.close()
                 nursery.cancel_scope.cancel()
 
-    async def _process(self, service: ConnectionService, frame: str | bytes) -> dict[str, Any]:
+    async def _process(self, service: ConnectionService, frame: str | bytes, allowed: bool = True) -> dict[str, Any]:
         started = time.perf_counter()
         if len(frame) >= _THREAD_PARSE_MIN:
             decoded = await trio.to_thread.run_sync(codec.decode_frame, frame, limiter=self.node.cpu_limiter)
@@ -189,6 +195,10 @@ class WebSocketService:
         if isinstance(decoded, codec.Rejected):
             reply = m.error_reply(decoded.error, decoded.echo)
             kind = "invalid"
+        elif not allowed:
+            error = FabstirError(ErrorCode.RATE_LIMIT_EXCEEDED, "too many requests on this connection; slow down")
+            reply = m.error_reply(error, decoded.echo)
+            kind = type(decoded).__name__
         else:
             reply = await service.handle(decoded)
             kind = type(decoded).__name__

@@ -21,6 +21,7 @@ import trio
 from ..errors import ErrorCode, FabstirError
 from ..logging import get_logger
 from ..protocol import messages as m
+from .ratelimit import SlidingWindow
 from .sessions import DatabaseState, LoadStatus, Session
 
 log = get_logger(__name__)
@@ -118,7 +119,11 @@ class ConnectionService:
         if session is None:
             if len(self._sessions) >= self.node.settings.max_sessions_per_connection:
                 raise FabstirError(ErrorCode.LIMIT_EXCEEDED, "too many sessions on this connection")
-            session = Session(session_id=session_id, conn_id=self.conn_id, uploads=self.node.new_upload_store())
+            settings = self.node.settings
+            session = Session(
+                session_id=session_id, conn_id=self.conn_id, uploads=self.node.new_upload_store(),
+                downloads=SlidingWindow(settings.s5_rate_limit_requests, settings.s5_rate_limit_window_seconds),
+            )
             self.node.registry.add(session)
             try:
                 await self._nursery.start(session.run)

@@ -87,7 +87,7 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
         engine = None
         try:
             with trio.fail_after(settings.s5_loading_timeout_minutes * 60):
-                engine = await _load(node, state, session_key, emit, stats)
+                engine = await _load(node, state, session_key, emit, stats, _throttle(node, session))
         except trio.TooSlowError:
             minutes = settings.s5_loading_timeout_minutes
             error = FabstirError(ErrorCode.TIMEOUT, f"loading did not finish within {minutes:g} minutes")
@@ -129,25 +129,47 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
         log.info("load_cancelled", session_id=session.session_id)
 
 
-async def _load(node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats) -> Any:
+Throttle = Callable[[], Awaitable[None]]
+
+
+def _throttle(node: Any, session: Session) -> Throttle:
+    """Wait for the session's next download slot, or refuse when that is too far off."""
+    max_delay = node.settings.s5_rate_limit_max_delay_seconds
+
+    async def throttle() -> None:
+        window = session.downloads
+        if window is None:
+            return
+        now = trio.current_time()
+        delay = window.reserve(now)
+        if delay > max_delay:
+            window.cancel(delay, now)
+            raise FabstirError(
+                ErrorCode.RATE_LIMIT_EXCEEDED, "this session has started too many downloads; retry later"
+            )
+        if delay > 0:
+            await trio.sleep(delay)
+
+    return throttle
+
+
+async def _load(
+    node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle
+) -> Any:
     """Verify this session's manifest, then get the database from the shared cache (loading it once)."""
     settings = node.settings
     path = validate_path(state.ref.manifest_path)
+    await throttle()
     manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats)
     await emit("manifest_downloaded", "manifest downloaded and verified", total=manifest.chunk_count)
-    limit = settings.vector_memory_limit_mb * 1024 * 1024
-    if manifest.dimensions is not None and manifest.vector_count * manifest.dimensions * 4 > limit:
-        raise FabstirError(
-            ErrorCode.MEMORY_LIMIT_EXCEEDED,
-            f"database needs {manifest.vector_count * manifest.dimensions * 4 / 2**20:.0f} MB; "
-            f"this host allows {settings.vector_memory_limit_mb:g} MB per database",
-        )
+    if manifest.dimensions is not None:
+        _check_memory(node, manifest.vector_count * manifest.dimensions * 4)
     state.chunks_total = manifest.chunk_count
     backend = getattr(node.storage, "name", type(node.storage).__name__)
     dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
 
     async def load_once(flight: Flight) -> Any:
-        ids, matrix, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats)
+        ids, matrix, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats, throttle)
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
         engine = await trio.to_thread.run_sync(
@@ -189,6 +211,7 @@ async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | N
 
 async def fetch_chunks(
     node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
+    throttle: Throttle | None = None,
 ) -> tuple[list[str], np.ndarray, list[bytes]]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it."""
     settings = node.settings
@@ -208,6 +231,8 @@ async def fetch_chunks(
         ref = manifest.chunks[index]
         path = chunk_path(manifest_path, ref.chunk_id)
         async with limiter:
+            if throttle is not None:
+                await throttle()
             started = time.monotonic()
             try:
                 raw = await node.storage.get(path)
@@ -225,18 +250,22 @@ async def fetch_chunks(
                     limiter=node.cpu_limiter,
                 )
                 holder["dims"] = first.dimensions
+                _check_memory(node, manifest.vector_count * first.dimensions * 4)
                 holder["matrix"] = np.empty((manifest.vector_count, first.dimensions), dtype=np.float32)
         matrix = holder["matrix"]
         out = matrix[offsets[index]:offsets[index + 1]]
         started = time.monotonic()
         chunk = await trio.to_thread.run_sync(
             lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
-                                 dimensions=holder["dims"], out=out),
+                                 dimensions=holder["dims"], out=out, max_metadata_bytes=settings.max_metadata_bytes),
             limiter=node.cpu_limiter,
         )
         stats.decode_s += time.monotonic() - started
         del raw
         ids[index], metadata[index] = chunk.ids, chunk.metadata
+        # the manifest can lie about what the vectors cost: count ids and metadata as they arrive
+        holder["extra"] = holder.get("extra", 0) + sum(map(len, chunk.metadata)) + sum(map(len, chunk.ids))
+        _check_memory(node, matrix.nbytes + holder["extra"])
         done += 1
         stats.chunks = done
         await emit(
@@ -252,7 +281,18 @@ async def fetch_chunks(
         raise _first_leaf(group) from None
     all_ids = [item for part in ids for item in part]  # type: ignore[union-attr]
     all_meta = [item for part in metadata for item in part]  # type: ignore[union-attr]
+    if len(set(all_ids)) != len(all_ids):
+        raise FabstirError(ErrorCode.INVALID_DATABASE, "the database holds the same vector id more than once")
     return all_ids, holder["matrix"], all_meta
+
+
+def _check_memory(node: Any, nbytes: int) -> None:
+    limit_mb = node.settings.vector_memory_limit_mb
+    if nbytes > limit_mb * 2**20:
+        raise FabstirError(
+            ErrorCode.MEMORY_LIMIT_EXCEEDED,
+            f"database needs more than {limit_mb:g} MB, this host's limit per database",
+        )
 
 
 def _observe_download(node: Any, started: float, error: BaseException | None) -> None:

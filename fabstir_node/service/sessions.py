@@ -21,6 +21,7 @@ import trio
 
 from ..errors import ErrorCode, FabstirError
 from ..protocol.messages import VectorDatabaseRef
+from .ratelimit import SlidingWindow
 
 if TYPE_CHECKING:
     from ..engine.matrix import VectorMatrix
@@ -110,6 +111,8 @@ class Session:
     nursery: trio.Nursery | None = attrs.field(default=None, repr=False)
     scope: trio.CancelScope | None = attrs.field(default=None, repr=False)
     created_at: float = attrs.field(factory=time.monotonic)
+    #: Storage downloads this session started (S5_RATE_LIMIT_*); set by the connection.
+    downloads: SlidingWindow | None = attrs.field(default=None, repr=False)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Own a nursery for the session's background work until :meth:`close`."""
