@@ -134,7 +134,10 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     settings = settings_from_args(args)
     for option in OPTIONS:
-        print(f"{option.env}={getattr(settings, option.name)}")
+        value = getattr(settings, option.name)
+        if option.secret:
+            value = "(set)" if value else "(not set)"
+        print(f"{option.env}={value}")
     print(f"HOST_PRIVATE_KEY={'(set)' if settings.host_private_key else '(not set)'}")
     return 0
 

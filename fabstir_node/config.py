@@ -90,6 +90,44 @@ def _url(text: str) -> str | None:
     return value
 
 
+def _url_list(text: str) -> tuple[str, ...] | None:
+    urls = tuple(url for url in (_url(part) for part in text.split(",")) if url)
+    return urls or None
+
+
+def _portal_urls(value: Any) -> tuple[str, ...] | None:
+    """``Settings.s5_portal_url`` from a comma-separated string or a sequence."""
+    if value is None or isinstance(value, tuple):
+        return value or None
+    if isinstance(value, str):
+        return _url_list(value)
+    return tuple(value) or None
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _seed_phrase(text: str) -> str | None:
+    """A 15-word S5 seed phrase, checked; the message never repeats a word of it."""
+    phrase = " ".join(text.split())
+    if not phrase:
+        return None
+    from .errors import FabstirError
+    from .s5.seed import phrase_to_entropy
+
+    try:
+        phrase_to_entropy(phrase)
+    except FabstirError as exc:
+        raise ValueError(f"not a valid S5 seed phrase ({exc.message})") from None
+    return phrase
+
+
 def default_data_dir() -> Path:
     """``$XDG_DATA_HOME/fabstir-node`` or ``~/.local/share/fabstir-node``."""
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -107,6 +145,8 @@ class Option:
     default: Any
     help: str
     group: str = "server"
+    #: A secret: never printed by ``fabstir-node config``, never a flag, never logged.
+    secret: bool = False
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -197,6 +237,22 @@ OPTIONS: tuple[Option, ...] = (
            "File holding the host's secp256k1 private key (64 hex chars). HOST_PRIVATE_KEY may hold the "
            "key itself instead; neither is ever a command-line flag. Without a key, encrypted_session_init "
            "is answered with ENCRYPTION_NOT_SUPPORTED.", "encryption"),
+    # --- native S5 (docs/s5.md)
+    Option("s5_portal_url", "S5_PORTAL_URL", "--s5-portal", _url_list, None,
+           "S5 portals to read through natively, comma-separated, tried in order (e.g. https://s5.example). "
+           "When set, databases are resolved in S5 trees and every blob is BLAKE3-verified; no bridge is used.",
+           "s5"),
+    Option("s5_portal_token", "S5_PORTAL_TOKEN", None, _optional_str, None,
+           "Bearer token for the portals: one for all, or comma-separated in portal order. Sent only to "
+           "the portal's own origin, never to a host it redirects to.", "s5", secret=True),
+    Option("s5_seed_phrase", "S5_SEED_PHRASE", None, _seed_phrase, None,
+           "The host's own S5 identity (15 words): paths are resolved in this tree. A secret.", "s5", secret=True),
+    Option("s5_allow_wallet_identity", "S5_ALLOW_WALLET_IDENTITY", None, _bool, False,
+           "Also resolve paths in the tree the Fabstir SDK derives from the user's address and chain id. "
+           "Anyone who knows the address can read AND write that tree (docs/s5.md).", "s5"),
+    Option("s5_embedded_portal_dir", "S5_EMBEDDED_PORTAL_DIR", "--embedded-portal", _path, None,
+           "Run a local S5 portal over this directory inside the daemon (loopback, free port) and read "
+           "through it first; without S5_SEED_PHRASE the host identity is kept in DIR/host-seed-phrase.", "s5"),
 )
 
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
@@ -243,6 +299,12 @@ class Settings:
     cache_ttl_hours: float = 24.0
     cache_max_memory_mb: float = 1000.0
     host_private_key_file: Path | None = None
+    s5_portal_url: tuple[str, ...] | None = attrs.field(default=None, converter=_portal_urls)
+    #: Secrets: never logged, never shown by ``fabstir-node config``.
+    s5_portal_token: str | None = attrs.field(default=None, repr=False)
+    s5_seed_phrase: str | None = attrs.field(default=None, repr=False)
+    s5_allow_wallet_identity: bool = False
+    s5_embedded_portal_dir: Path | None = None
     #: The host key itself (hex), from HOST_PRIVATE_KEY or the key file; never logged.
     host_private_key: str | None = attrs.field(default=None, repr=False)
 

@@ -25,8 +25,34 @@ from .websocket import WebSocketService
 log = get_logger(__name__)
 
 
+def needs_http_client(settings: Settings) -> bool:
+    return bool(settings.s5_bridge_url or settings.s5_portal_url or settings.s5_embedded_portal_dir)
+
+
 def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Any:
-    """The storage backend the settings select: the S5 bridge, else the local store."""
+    """The storage backend the settings select: native S5 portals, the S5 bridge, else the local store."""
+    if settings.s5_portal_url:
+        from ..config import ConfigError
+        from ..storage.s5_portal import PortalClient, parse_portals
+        from ..storage.s5_store import S5Store
+        from ..storage.transfer import RetryPolicy
+
+        assert http_client is not None
+        try:
+            portals = parse_portals(settings.s5_portal_url, settings.s5_portal_token)
+        except ValueError as exc:
+            raise ConfigError(f"S5_PORTAL_URL / S5_PORTAL_TOKEN: {exc}") from None
+        portal = PortalClient(
+            portals,
+            client=http_client,
+            policy=RetryPolicy(settings.s5_max_retries, settings.s5_download_timeout_seconds),
+            max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
+        )
+        return S5Store(
+            portal,
+            seed_phrase=settings.s5_seed_phrase,
+            allow_wallet_identity=settings.s5_allow_wallet_identity,
+        )
     if settings.s5_bridge_url:
         from ..storage.bridge import BridgeStore
 
@@ -64,14 +90,15 @@ async def run_daemon(
     ``task_status.started`` receives a :class:`DaemonHandle` once the server listens.
     """
     http_client = None
-    if settings.s5_bridge_url:
-        from ..storage.bridge import make_http_client
+    if needs_http_client(settings):
+        from ..storage.transfer import make_http_client
 
         http_client = make_http_client(
             max_connections=max(20, settings.s5_max_parallel_chunks * 4),
             timeout=settings.s5_download_timeout_seconds,
         )
-    storage = build_storage(settings, http_client)
+    # the embedded portal's storage is built once the portal listens (below)
+    storage = None if settings.s5_embedded_portal_dir else build_storage(settings, http_client)
     node = Node(settings, storage=storage, host_key=host_key)
     ws = WebSocketService(node)
     try:
@@ -80,6 +107,8 @@ async def run_daemon(
             if handle_signals:  # before anything listens, so an early SIGTERM is a clean stop too
                 await nursery.start(_set_on_signal, stop)
                 await nursery.start(_reconfigure_logging_on_sighup, settings)
+            if settings.s5_embedded_portal_dir is not None:
+                node.storage = storage = await _start_embedded_portal(nursery, settings, http_client)
             await nursery.start(node.cache.run)
             port = await nursery.start(ws.run, settings.host, settings.port)
             metrics_port = None
@@ -117,6 +146,26 @@ async def run_daemon(
             if http_client is not None:
                 await http_client.aclose()
     log.info("server_stopped")
+
+
+async def _start_embedded_portal(nursery: trio.Nursery, settings: Settings, http_client: Any) -> Any:
+    """Run a local portal over ``S5_EMBEDDED_PORTAL_DIR`` in ``nursery``; storage that reads through it first."""
+    from .portal import embedded_seed_phrase, serve_portal
+
+    root = settings.s5_embedded_portal_dir
+    assert root is not None
+    port = await nursery.start(serve_portal, root, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{port}"
+    token = settings.s5_portal_token
+    if token and "," in token:  # one token per configured portal: none for the embedded one
+        token = "," + token
+    evolved = attrs.evolve(
+        settings,
+        s5_portal_url=(url, *(settings.s5_portal_url or ())),
+        s5_portal_token=token,
+        s5_seed_phrase=settings.s5_seed_phrase or embedded_seed_phrase(root),
+    )
+    return build_storage(evolved, http_client)
 
 
 @attrs.frozen

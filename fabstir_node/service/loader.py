@@ -87,7 +87,9 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
         engine = None
         try:
             with trio.fail_after(settings.s5_loading_timeout_minutes * 60):
-                engine = await _load(node, state, session_key, emit, stats, _throttle(node, session))
+                engine = await _load(
+                    node, state, session_key, emit, stats, _throttle(node, session), chain_id=session.chain_id
+                )
         except trio.TooSlowError:
             minutes = settings.s5_loading_timeout_minutes
             error = FabstirError(ErrorCode.TIMEOUT, f"loading did not finish within {minutes:g} minutes")
@@ -153,23 +155,39 @@ def _throttle(node: Any, session: Session) -> Throttle:
     return throttle
 
 
+def database_storage(node: Any, ref: Any, chain_id: int | None) -> Any:
+    """The storage that reads ``ref``'s database.
+
+    A backend that resolves paths in per-user trees (native S5) offers
+    ``for_database(ref, chain_id)``, a view that knows whose tree to read and
+    whose ``name`` says so (the cache key uses it); other backends serve every
+    database themselves.
+    """
+    for_database = getattr(node.storage, "for_database", None)
+    return node.storage if for_database is None else for_database(ref, chain_id)
+
+
 async def _load(
-    node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle
+    node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle,
+    *, chain_id: int | None = None,
 ) -> Any:
     """Verify this session's manifest, then get the database from the shared cache (loading it once)."""
     settings = node.settings
     path = validate_path(state.ref.manifest_path)
+    storage = database_storage(node, state.ref, chain_id)
     await throttle()
-    manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats)
+    manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats, storage=storage)
     await emit("manifest_downloaded", "manifest downloaded and verified", total=manifest.chunk_count)
     if manifest.dimensions is not None:
         _check_memory(node, manifest.vector_count * manifest.dimensions * 4)
     state.chunks_total = manifest.chunk_count
-    backend = getattr(node.storage, "name", type(node.storage).__name__)
+    backend = getattr(storage, "name", type(storage).__name__)
     dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
 
     async def load_once(flight: Flight) -> Any:
-        ids, matrix, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats, throttle)
+        ids, matrix, metadata = await fetch_chunks(
+            node, path, manifest, key, flight.emit, stats, throttle, storage=storage
+        )
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
         engine = await trio.to_thread.run_sync(
@@ -187,11 +205,17 @@ async def _load(
     return entry
 
 
-async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats) -> Manifest:
-    """Download, decrypt, parse and check one manifest (every session does this itself)."""
+async def fetch_manifest(
+    node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Any = None
+) -> Manifest:
+    """Download, decrypt, parse and check one manifest (every session does this itself).
+
+    ``storage`` is the database's view (:func:`database_storage`); default ``node.storage``.
+    """
+    storage = node.storage if storage is None else storage
     started = time.monotonic()
     try:
-        raw = await node.storage.get(path, max_bytes=MAX_MANIFEST_BYTES)
+        raw = await storage.get(path, max_bytes=MAX_MANIFEST_BYTES)
     except StorageError as exc:
         _observe_download(node, started, exc)
         raise _storage_error(exc, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED) from None
@@ -211,9 +235,10 @@ async def fetch_manifest(node: Any, path: str, user_address: str, key: bytes | N
 
 async def fetch_chunks(
     node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
-    throttle: Throttle | None = None,
+    throttle: Throttle | None = None, *, storage: Any = None,
 ) -> tuple[list[str], np.ndarray, list[bytes]]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it."""
+    storage = node.storage if storage is None else storage
     settings = node.settings
     counts = [ref.vector_count for ref in manifest.chunks]
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
@@ -235,7 +260,7 @@ async def fetch_chunks(
                 await throttle()
             started = time.monotonic()
             try:
-                raw = await node.storage.get(path)
+                raw = await storage.get(path)
             except StorageError as exc:
                 _observe_download(node, started, exc)
                 raise _storage_error(exc, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED) from None
