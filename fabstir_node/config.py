@@ -228,6 +228,8 @@ OPTIONS: tuple[Option, ...] = (
            "Sessions one WebSocket connection may hold.", "limits"),
     Option("max_sessions", "FABSTIR_MAX_SESSIONS", None, _int(1), 1000,
            "Sessions the daemon holds at once.", "limits"),
+    Option("max_manifest_bytes", "FABSTIR_MAX_MANIFEST_BYTES", None, _int(1024), 32 * 1024 * 1024,
+           "Largest manifest file accepted from storage.", "limits"),
     Option("max_chunks", "FABSTIR_MAX_CHUNKS", None, _int(1), 100_000,
            "Largest chunkCount accepted in a manifest.", "limits"),
     Option("vector_memory_limit_mb", "VECTOR_MEMORY_LIMIT_MB", None, _float(0, strict=True), 500.0,
@@ -288,6 +290,7 @@ class Settings:
     max_sessions_per_connection: int = 16
     max_sessions: int = 1000
     max_chunks: int = 100_000
+    max_manifest_bytes: int = 32 * 1024 * 1024
     vector_memory_limit_mb: float = 500.0
     vector_dtype: str = "f16"
     s5_rate_limit_requests: int = 100

@@ -55,6 +55,8 @@ __all__ = [
 KEY_SIZE = 32
 NONCE_SIZE = 12
 TAG_SIZE = 16
+#: An AES-GCM envelope is at least its nonce and tag.
+ENVELOPE_OVERHEAD = NONCE_SIZE + TAG_SIZE
 
 #: Deepest container nesting accepted in a stored file.  The formats need 4
 #: levels (chunk → vectors → record → metadata); the rest is for metadata.
@@ -218,10 +220,22 @@ def open_blob(data: bytes, key: bytes | None) -> OpenedBlob:
             ErrorCode.DECRYPTION_FAILED,
             "could not decrypt the database with the session key",
         )
+    if len(data) < ENVELOPE_OVERHEAD or _is_text(data):
+        # too short to be an envelope, or text: a damaged or foreign file, not an encrypted one
+        raise FabstirError(ErrorCode.INVALID_DATABASE, "file is neither JSON nor CBOR")
     raise FabstirError(
         ErrorCode.INVALID_SESSION_KEY,
         "database appears to be encrypted; this session has no session key",
     )
+
+
+def _is_text(data: bytes) -> bool:
+    """UTF-8 text (random ciphertext of envelope length practically never is)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # --- decoding -------------------------------------------------------------------

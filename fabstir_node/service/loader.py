@@ -39,9 +39,6 @@ log = get_logger(__name__)
 
 Emit = Callable[..., Awaitable[None]]
 
-#: A manifest larger than this is refused (a 100,000-chunk manifest is ~10 MB).
-MAX_MANIFEST_BYTES = 32 * 1024 * 1024
-
 
 @attrs.define
 class LoadStats:
@@ -215,7 +212,7 @@ async def fetch_manifest(
     storage = node.storage if storage is None else storage
     started = time.monotonic()
     try:
-        raw = await storage.get(path, max_bytes=MAX_MANIFEST_BYTES)
+        raw = await storage.get(path, max_bytes=node.settings.max_manifest_bytes)
     except StorageError as exc:
         _observe_download(node, started, exc)
         raise _storage_error(exc, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED) from None
