@@ -6,6 +6,7 @@ Subcommands:
 * ``publish`` write a vector database in the SDK layout to the store or bridge.
 * ``search``  a client for operators: init a session, show loading, search.
 * ``keygen``  make a host key pair.
+* ``portal``  run a local S5 portal backed by a directory (docs/s5.md).
 * ``config``  print every setting (``--markdown`` for the docs table).
 
 A bad setting exits with status 2 and one line naming the variable or flag.
@@ -17,6 +18,7 @@ import argparse
 import functools
 import os
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
@@ -53,6 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--out", required=True, help="file for the private key (written with mode 0600)")
     keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
 
+    portal = sub.add_parser("portal", help="run a local S5 portal backed by a directory")
+    portal.add_argument("--dir", required=True, type=Path, help="directory of blobs and registry entries")
+    portal.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    portal.add_argument("--port", type=int, default=5050, help="port (default 5050; 0 = any free port)")
+    portal.add_argument("--token-file", type=Path, help="file with a bearer token that uploads and registry writes need")
+    portal.add_argument("--redirect-base", metavar="URL",
+                        help="answer /s5/blob/{id} with a redirect to URL/s5/download/{id} (default: this portal)")
+
     config = sub.add_parser("config", help="print every setting")
     config.add_argument("--markdown", action="store_true", help="as a Markdown table (for the docs)")
     _add_setting_flags(config)
@@ -86,6 +96,8 @@ def _run(args: argparse.Namespace) -> int:
         return _keygen(args)
     if args.command == "config":
         return _config(args)
+    if args.command == "portal":
+        return _portal(args)
     return int(args.handler(args) or 0)
 
 
@@ -125,6 +137,27 @@ def _keygen(args: argparse.Namespace) -> int:
     print(f"private key written to {args.out} (mode 0600); set HOST_PRIVATE_KEY_FILE={args.out}")
     print(f"public key: {key.public_key_hex}")
     print(f"address:    {key.address}")
+    return 0
+
+
+def _portal(args: argparse.Namespace) -> int:
+    import trio
+
+    from .logging import configure
+    from .server.portal import serve_portal
+
+    token = None
+    if args.token_file is not None:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--token-file: cannot read {args.token_file}: {type(exc).__name__}") from None
+    configure("info", "auto")
+    trio.run(
+        functools.partial(
+            serve_portal, args.dir, args.host, args.port, token=token, redirect_base=args.redirect_base
+        )
+    )
     return 0
 
 

@@ -4,11 +4,21 @@ Input is a JSON Lines file of ``{"id", "vector", "metadata"}`` records, or
 synthetic clustered data (``--synthetic N --dim D --seed S``).  The files go
 to the local store, or through the S5 bridge (``PUT /s5/fs/{path}``) when
 ``--s5-bridge`` / ``ENHANCED_S5_URL`` is set.  Prints the manifest path.
+
+With ``--s5-portal URL`` (or ``S5_PORTAL_URL``) the database is written into
+an S5 tree through that portal as s5.js would write it (DirV1 directories,
+signed registry entries, the root encrypted; ``--encrypt-files`` adds s5.js's
+per-file XChaCha20-Poly1305).  The tree is the identity of
+``--seed-phrase-file`` / ``S5_SEED_PHRASE``, or with ``--wallet-identity`` the
+one the Fabstir SDK derives from ``--owner`` and ``--chain-id``.  It then also
+prints the database directory's public key (hex), which a user shares with a
+host as ``vectorDatabase.directoryKey``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -19,6 +29,7 @@ import orjson
 import trio
 
 from ..config import ConfigError, Settings
+from ..errors import FabstirError
 from ..formats.paths import manifest_path
 from ..formats.writer import build_database
 from .progress import ProgressBar
@@ -41,6 +52,17 @@ def add_parser(sub: Any) -> None:
     parser.add_argument("--chunk-size", type=int, default=10_000, help="vectors per chunk (default 10000)")
     parser.add_argument("--store-dir", dest="store_dir", help="local store directory (env FABSTIR_STORE_DIR)")
     parser.add_argument("--s5-bridge", dest="s5_bridge_url", help="write through this S5 bridge (env ENHANCED_S5_URL)")
+    s5 = parser.add_argument_group("native S5 (docs/s5.md)")
+    s5.add_argument("--s5-portal", dest="s5_portal_url", metavar="URL",
+                    help="write the s5.js layout through this S5 portal (env S5_PORTAL_URL)")
+    s5.add_argument("--seed-phrase-file", type=Path, metavar="FILE",
+                    help="file holding the S5 seed phrase of the tree to write (else env S5_SEED_PHRASE)")
+    s5.add_argument("--wallet-identity", action="store_true",
+                    help="write into the tree the Fabstir SDK derives from --owner and --chain-id "
+                         "(anyone who knows the address can read and write it)")
+    s5.add_argument("--chain-id", type=int, default=84532, help="chain id for --wallet-identity (default 84532)")
+    s5.add_argument("--encrypt-files", action="store_true",
+                    help="encrypt each file with its own XChaCha20-Poly1305 key, kept in the directory (s5.js option)")
     parser.set_defaults(handler=run)
 
 
@@ -105,8 +127,59 @@ async def write_files(settings: Settings, files: dict[str, bytes], bar: Progress
             await client.aclose()
 
 
+def s5_root(settings: Settings, *, seed_phrase_file: Path | None = None, wallet: tuple[str, int] | None = None) -> Any:
+    """Root keys of the tree to write: the SDK wallet identity, a seed phrase file, or ``S5_SEED_PHRASE``."""
+    from ..s5.identity import S5Identity
+
+    if wallet is not None:
+        return S5Identity.from_wallet(*wallet).root()
+    phrase = settings.s5_seed_phrase
+    if seed_phrase_file is not None:
+        try:
+            phrase = seed_phrase_file.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--seed-phrase-file: cannot read {seed_phrase_file}: {type(exc).__name__}") from None
+    if not phrase:
+        raise ConfigError("--s5-portal needs an identity: --seed-phrase-file, S5_SEED_PHRASE or --wallet-identity")
+    try:
+        return S5Identity.from_phrase(phrase).root()
+    except FabstirError as exc:
+        raise ConfigError(f"not a valid S5 seed phrase ({exc.message})") from None
+
+
+async def publish_s5(
+    settings: Settings, root: Any, files: dict[str, bytes], *, encrypt_files: bool = False
+) -> bytes:
+    """Write one database's files through ``settings.s5_portal_url``; returns its directory key (32 bytes)."""
+    from ..storage.s5_portal import PortalClient, parse_portals
+    from ..storage.s5_publish import publish_files
+    from ..storage.transfer import RetryPolicy, make_http_client
+
+    directories = {path.rpartition("/")[0] for path in files}
+    if len(directories) != 1:
+        raise ValueError("a database lives in one directory")
+    (directory,) = directories
+    assert settings.s5_portal_url
+    try:
+        portals = parse_portals(settings.s5_portal_url, settings.s5_portal_token)
+    except ValueError as exc:
+        raise ConfigError(f"S5_PORTAL_URL / S5_PORTAL_TOKEN: {exc}") from None
+    async with make_http_client(max_connections=8, timeout=settings.s5_download_timeout_seconds) as client:
+        portal = PortalClient(
+            portals, client=client, policy=RetryPolicy(settings.s5_max_retries, settings.s5_download_timeout_seconds)
+        )
+        keys = await publish_files(
+            portal,
+            root,
+            directory,
+            {path.rpartition("/")[2]: body for path, body in files.items()},
+            encryption_key=(lambda name: os.urandom(32)) if encrypt_files else None,
+        )
+    return keys.public_key32
+
+
 def run(args: argparse.Namespace) -> int:
-    flags = {"store_dir": args.store_dir, "s5_bridge_url": args.s5_bridge_url}
+    flags = {"store_dir": args.store_dir, "s5_bridge_url": args.s5_bridge_url, "s5_portal_url": args.s5_portal_url}
     settings = Settings.from_sources(dict(os.environ), flags)
     key = parse_key(args.encrypt_key)
     if args.synthetic is not None:
@@ -120,6 +193,23 @@ def run(args: argparse.Namespace) -> int:
     files = build_database(
         records, owner=args.owner, name=args.name, format=args.format, key=key, chunk_size=args.chunk_size
     )
+    if settings.s5_portal_url:
+        root = s5_root(
+            settings,
+            seed_phrase_file=args.seed_phrase_file,
+            wallet=(args.owner, args.chain_id) if args.wallet_identity else None,
+        )
+        directory_key = trio.run(
+            functools.partial(publish_s5, settings, root, files, encrypt_files=args.encrypt_files)
+        )
+        print(
+            f"published {len(records[0])} vectors in {len(files) - 1} chunks to {', '.join(settings.s5_portal_url)}; "
+            "share the directory key (second line) as vectorDatabase.directoryKey",
+            file=sys.stderr,
+        )
+        print(manifest_path(args.owner, args.name))
+        print(directory_key.hex())
+        return 0
     bar = ProgressBar()
     trio.run(write_files, settings, files, bar)
     bar.close()
