@@ -198,6 +198,14 @@ class PortalClient:
         for endpoint in ("blob", "download"):
             try:
                 body = await self._fetch(portal, f"{portal.url}/s5/{endpoint}/{text}", label, limit)
+            except StorageTooLarge:
+                if not blob_id.size:
+                    raise
+                # longer than the blob the id names: wrong bytes, like a hash mismatch
+                mismatch = FabstirError(
+                    ErrorCode.S5_HASH_MISMATCH, "downloaded blob has the wrong size", detail=f"over {limit} bytes"
+                )
+                continue
             except Transient as exc:
                 transient = exc
                 continue
