@@ -156,7 +156,7 @@ class ConnectionService:
         self._sessions.clear()
         self.current = None
 
-    def _require_session(self, echo: m.Echo) -> Session:
+    def _require_session(self) -> Session:
         if self.current is None:
             raise FabstirError(ErrorCode.NO_SESSION, "no session: send session_init first")
         return self.current
@@ -164,7 +164,7 @@ class ConnectionService:
     # --- RAG requests --------------------------------------------------------------
 
     async def _upload(self, request: m.UploadVectors) -> dict[str, Any]:
-        session = self._require_session(request.echo)
+        session = self._require_session()
         if len(request.vectors) > self.node.settings.max_upload_batch:
             raise FabstirError(
                 ErrorCode.LIMIT_EXCEEDED,
@@ -199,14 +199,13 @@ class ConnectionService:
                 return state.engine
             if state.status is LoadStatus.ERROR and state.error is not None:
                 raise FabstirError(state.error.code, f"vector database failed to load: {state.error.message}")
-            if len(session.uploads) == 0:
-                raise FabstirError(ErrorCode.VECTORS_LOADING, "vector database is still loading; retry shortly")
+            raise FabstirError(ErrorCode.VECTORS_LOADING, "vector database is still loading; retry shortly")
         if len(session.uploads) == 0:
             raise FabstirError(ErrorCode.NO_VECTORS, "no vectors: upload vectors or name a vector database")
         return session.uploads
 
     async def _search(self, request: m.SearchVectors) -> dict[str, Any]:
-        session = self._require_session(request.echo)
+        session = self._require_session()
         settings = self.node.settings
         if request.k < 1:
             raise FabstirError(ErrorCode.INVALID_MESSAGE, "k must be at least 1")
