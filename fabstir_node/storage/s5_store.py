@@ -87,7 +87,7 @@ def parse_directory_key(text: str) -> bytes:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
         except (binascii.Error, ValueError):
             raw = None
-    if raw is None or len(raw) not in (32, 33):
+    if raw is None or not (len(raw) == 32 or (len(raw) == 33 and raw[0] == 0xED)):
         raise FabstirError(
             ErrorCode.INVALID_SESSION_KEY,
             "vectorDatabase.directoryKey must be a 32-byte Ed25519 public key (hex or base64url)",
