@@ -151,7 +151,9 @@ async def run(url: str, frames: int, connections: int, seed: int) -> int:
 
 def start_daemon(store: str, log_path: str) -> tuple[subprocess.Popen, str]:
     """Start ``fabstir-node serve`` on a free port, logging to ``log_path``; returns it and its URL."""
-    env = dict(os.environ, FABSTIR_STORE_DIR=store, LOG_FORMAT="json", FABSTIR_METRICS_PORT="0")
+    # rate limits off: every frame should reach the handlers
+    env = dict(os.environ, FABSTIR_STORE_DIR=store, LOG_FORMAT="json", FABSTIR_METRICS_PORT="0",
+               FABSTIR_RATE_LIMIT_PER_SECOND="1000000", FABSTIR_RATE_LIMIT_BURST="1000000")
     log = open(log_path, "w")
     proc = subprocess.Popen([sys.executable, "-m", "fabstir_node", "serve", "--port", "0"],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
