@@ -134,6 +134,17 @@ def default_data_dir() -> Path:
     return Path(base) / "fabstir-node"
 
 
+def default_cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``$XDG_CACHE_HOME/fabstir-node`` or ``~/.cache/fabstir-node``."""
+    env = os.environ if env is None else env
+    base = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "fabstir-node"
+
+
+def _cache_dir(text: str) -> Path | None:
+    return None if text.strip().lower() == "off" else _path(text)
+
+
 @attrs.frozen
 class Option:
     """One setting: attribute name, environment variable, flag, parser, default, help."""
@@ -214,6 +225,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache_max_memory_mb", "VECTOR_CACHE_MAX_MEMORY_MB", None, _float(0, strict=True), 1000.0,
            "Memory budget of the cache, counted from the real sizes of loaded databases. "
            "Databases in use by a session are never evicted.", "cache"),
+    Option("cache_dir", "FABSTIR_CACHE_DIR", "--cache-dir", _cache_dir, None,
+           "Where loaded databases and their HNSW indexes are saved, by content digest, and reused after a "
+           "restart (memory-mapped, validated on open). Default: $XDG_CACHE_HOME/fabstir-node "
+           "(~/.cache/fabstir-node); off disables the disk cache and HNSW (every search exact).", "cache"),
+    Option("hnsw_min_vectors", "HNSW_MIN_VECTORS", None, _int(1), 20_000,
+           "Databases with at least this many vectors get an HNSW index, built in a background process "
+           "while exact search answers; smaller ones are searched exactly.", "cache"),
+    Option("hnsw_connectivity", "HNSW_CONNECTIVITY", None, _int(2, 256), 16,
+           "HNSW graph degree (M).", "cache"),
+    Option("hnsw_expansion_add", "HNSW_EXPANSION_ADD", None, _int(1, 4096), 128,
+           "HNSW build-time candidate list (efConstruction): higher = better recall, slower build.", "cache"),
+    Option("hnsw_expansion_search", "HNSW_EXPANSION_SEARCH", None, _int(1, 4096), 256,
+           "HNSW search-time candidate list (efSearch): higher = better recall, slower search.", "cache"),
     # --- limits
     Option("max_upload_batch", "FABSTIR_MAX_UPLOAD_BATCH", None, _int(1), 1000,
            "Vectors per uploadVectors message.", "limits"),
@@ -301,6 +325,12 @@ class Settings:
     cache_entries: int = 10
     cache_ttl_hours: float = 24.0
     cache_max_memory_mb: float = 1000.0
+    #: None: no disk cache and no HNSW (what ``Settings()`` gives tests); ``from_sources`` fills in the default.
+    cache_dir: Path | None = None
+    hnsw_min_vectors: int = 20_000
+    hnsw_connectivity: int = 16
+    hnsw_expansion_add: int = 128
+    hnsw_expansion_search: int = 256
     host_private_key_file: Path | None = None
     s5_portal_url: tuple[str, ...] | None = attrs.field(default=None, converter=_portal_urls)
     #: Secrets: never logged, never shown by ``fabstir-node config``.
@@ -338,6 +368,7 @@ class Settings:
                 values[option.name] = option.parse(raw) if isinstance(raw, str) else raw
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
+        values.setdefault("cache_dir", default_cache_dir(env))
         values["host_private_key"] = _read_host_key(env, values.get("host_private_key_file"))
         return cls(**values)
 

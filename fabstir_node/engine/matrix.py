@@ -15,8 +15,9 @@ hits come best first with ties broken by row order.
   it uses usearch's SIMD brute force, ``usearch.index.search(..., exact=True)``,
   whose cosine is computed on the float16 values (within about 1e-4 of float32).
 
-An approximate index (HNSW, later) can be attached with :meth:`with_index`;
-it then answers unfiltered searches while filtered ones stay exact.
+An approximate index (HNSW, ``hnsw.py``) can be attached with :meth:`with_index`;
+it then answers unfiltered searches, and filtered ones when it is a
+:class:`SubsetIndex` that takes them (else they stay exact).
 
 A matrix is immutable once built; searches are safe from several threads.
 """
@@ -47,6 +48,7 @@ __all__ = [
     "Hit",
     "PackedBlobs",
     "SearchResult",
+    "SubsetIndex",
     "VectorMatrix",
     "unit_vector",
     "vector_from_json",
@@ -76,6 +78,18 @@ class CandidateIndex(Protocol):
     """
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class SubsetIndex(CandidateIndex, Protocol):
+    """A :class:`CandidateIndex` that may also answer filtered searches.
+
+    ``search_subset`` gets the rows that pass the filter (sorted int64) and
+    returns the best ``k`` of them, or None to have the matrix search them exactly.
+    """
+
+    def search_subset(
+        self, query: np.ndarray, k: int, rows: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray] | None: ...
 
 
 # --- vectors from JSON ------------------------------------------------------------
@@ -171,6 +185,21 @@ class PackedBlobs(Sequence[bytes]):
         np.cumsum(np.fromiter(map(len, blobs), np.int64, len(blobs)), out=offsets[1:])
         self._offsets = offsets
         self._buffer = b"".join(blobs)
+
+    @classmethod
+    def from_parts(cls, buffer: bytes | memoryview | Any, offsets: np.ndarray) -> PackedBlobs:
+        """Wrap a joined buffer (bytes, mmap, ...) and its ``len + 1`` int64 offsets, sharing both."""
+        self = cls.__new__(cls)
+        self._buffer, self._offsets = buffer, offsets
+        return self
+
+    @property
+    def buffer(self) -> Any:
+        return self._buffer
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return self._offsets
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -350,6 +379,11 @@ class VectorMatrix:
     def ids(self) -> Sequence[str]:
         return self._ids
 
+    @property
+    def metadata(self) -> Sequence[bytes]:
+        """Each row's orjson-encoded metadata (``b""`` for none)."""
+        return self._metadata
+
     def row_of(self, ident: str) -> int | None:
         """The row holding ``ident`` (the map is built on first use)."""
         if self._row_of is None:
@@ -419,7 +453,12 @@ class VectorMatrix:
             rows = np.flatnonzero(flt.mask(self))
             if len(rows) == n:
                 rows = None
-        if rows is None and self.index is not None:
+        subset = None
+        if rows is not None and self.index is not None and hasattr(self.index, "search_subset"):
+            subset = self.index.search_subset(q, k, rows, n)
+        if subset is not None:
+            found, scores = subset
+        elif rows is None and self.index is not None:
             found, scores = self.index.search(q, min(k, n))
             found = np.asarray(found, np.int64)
             scores = np.asarray(scores, np.float32)

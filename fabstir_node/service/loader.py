@@ -182,6 +182,10 @@ async def _load(
     dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
 
     async def load_once(flight: Flight) -> Any:
+        saved = await node.indexer.lookup(dkey)  # the disk cache (a restart, or an evicted entry)
+        if saved is not None:
+            await flight.emit("index_building", "opening the saved search index")
+            return saved
         ids, matrix, metadata = await fetch_chunks(
             node, path, manifest, key, flight.emit, stats, throttle, storage=storage
         )

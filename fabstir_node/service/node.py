@@ -17,6 +17,7 @@ import trio
 from ..config import Settings
 from ..logging import get_logger
 from .cache import DatabaseCache
+from .indexer import Indexer
 from .sessions import SessionRegistry
 
 log = get_logger(__name__)
@@ -35,11 +36,14 @@ class Node:
         self.started_at = time.time()
         self.connections = 0
         self.metrics: Any = None
+        #: Saves loaded databases to the disk cache and builds their HNSW indexes (service/indexer.py).
+        self.indexer = Indexer.from_settings(settings)
         self.cache = DatabaseCache(
             max_entries=settings.cache_entries,
             ttl_seconds=settings.cache_ttl_hours * 3600,
             max_bytes=int(settings.cache_max_memory_mb * 2**20),
             load_timeout=settings.s5_loading_timeout_minutes * 60,
+            on_loaded=self.indexer.on_loaded,
         )
 
     # --- factories ---------------------------------------------------------------

@@ -1,0 +1,99 @@
+"""Build the HNSW graph of a saved database, in a process of its own.
+
+    python -m fabstir_node.engine.build DIRECTORY --key KEY [--connectivity 16]
+        [--expansion-add 160] [--threads 0] [--nice 10]
+
+The daemon runs this with ``trio.run_process`` after ``persist.save`` wrote
+the matrix.  It validates and memory-maps the saved vectors, adds them to a
+float16 cosine usearch index (keys = row numbers) in slices, and writes the
+graph beside them with ``persist.save_index``; the daemon then ``view()``\\ s
+it and swaps it in.
+
+Why a process: usearch's worker threads take the GIL back after every
+vector (engine-notes §1.4), so a build in a daemon thread would stall
+behind — and stall — the event loop and every exact search.  A separate
+process has its own GIL; it also runs at a lower priority (``--nice``) so
+the daemon's searches win the CPU while it builds, and it can be killed.
+
+Exit status: 0 built, 2 bad arguments, 3 the saved matrix is invalid (the
+daemon discards it), 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from . import persist
+
+#: Vectors added per ``Index.add`` call (progress and a chance to be killed between slices).
+SLICE = 20_000
+#: The graph stores float16 whatever the matrix holds; candidates are re-scored on the matrix rows.
+INDEX_DTYPE = "f16"
+
+
+def build_index(
+    vectors: np.ndarray, *, connectivity: int, expansion_add: int, threads: int = 0
+):  # -> usearch.index.Index
+    """A cosine HNSW graph over ``vectors`` with key ``i`` for row ``i``."""
+    from usearch.index import Index
+
+    index = Index(
+        ndim=vectors.shape[1],
+        metric="cos",
+        dtype=INDEX_DTYPE,
+        connectivity=connectivity,
+        expansion_add=expansion_add,
+    )
+    for start in range(0, len(vectors), SLICE):
+        block = np.asarray(vectors[start : start + SLICE])
+        index.add(np.arange(start, start + len(block), dtype=np.uint64), block, threads=threads)
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fabstir_node.engine.build", description=__doc__.split("\n")[0])
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--connectivity", type=int, default=16)
+    parser.add_argument("--expansion-add", type=int, default=160)
+    parser.add_argument("--threads", type=int, default=0, help="0 = every core")
+    parser.add_argument("--nice", type=int, default=10, help="lower this process's priority by this much")
+    args = parser.parse_args(argv)
+    if args.nice > 0:
+        os.nice(args.nice)
+    started = time.monotonic()
+    try:
+        matrix = persist.open_matrix(args.directory, key=args.key, with_index=False)
+    except persist.CorruptCache as exc:
+        print(orjson.dumps({"event": "build_failed", "reason": str(exc)}).decode(), flush=True)
+        return 3
+    index = build_index(
+        matrix.vectors, connectivity=args.connectivity, expansion_add=args.expansion_add, threads=args.threads
+    )
+    built = time.monotonic()
+    persist.save_index(
+        args.directory,
+        index,
+        key=args.key,
+        parameters={"connectivity": args.connectivity, "expansion_add": args.expansion_add, "dtype": INDEX_DTYPE},
+    )
+    report = {
+        "event": "index_built",
+        "vectors": len(index),
+        "build_s": round(built - started, 3),
+        "save_s": round(time.monotonic() - built, 3),
+        "hardware": str(index.hardware_acceleration),
+    }
+    print(orjson.dumps(report).decode(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

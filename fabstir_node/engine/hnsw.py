@@ -1,0 +1,97 @@
+"""An HNSW index over the rows of one :class:`~.matrix.VectorMatrix`.
+
+:class:`HnswIndex` wraps a usearch graph (built by ``build.py`` in another
+process, opened here with ``view()``) whose keys are the matrix's row
+numbers.  It is the matrix's :class:`~.matrix.SubsetIndex`, and decides how
+each search runs:
+
+* **Unfiltered**: walk the graph with ``expansion_search`` for twice the
+  wanted count, re-score those candidates on the matrix's own vectors
+  (float32 arithmetic), keep the best.  So scores, and the ``threshold``
+  applied to them, are true cosines of the stored rows on both paths.
+* **Filtered, selective** (fewer than :data:`SELECTIVE` of the rows pass, or
+  the oversampling below would need more than :data:`MAX_CANDIDATES`
+  candidates): decline, so the matrix searches the passing rows exactly —
+  the answer is exactly what exact search gives.
+* **Filtered, broad**: walk the graph for ``2k / fraction + 16`` candidates,
+  keep those that pass, and answer when at least ``k`` do; otherwise decline
+  (exact fallback).
+
+The graph is never mutated: a new database means a new graph, swapped in
+by reference.  Searches from several threads are safe (usearch serialises
+them on its own lock).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = ["HnswIndex", "MAX_CANDIDATES", "SELECTIVE"]
+
+#: Filters passing fewer than this fraction of rows are searched exactly over the passing rows.
+SELECTIVE = 0.1
+#: Graph candidates a filtered search may ask for before it falls back to exact search.
+MAX_CANDIDATES = 4096
+
+
+class HnswIndex:
+    """Approximate candidates from a usearch graph, re-scored on ``vectors`` (the matrix rows)."""
+
+    def __init__(self, index: Any, vectors: np.ndarray, *, expansion_search: int = 64) -> None:
+        if len(index) != len(vectors):
+            raise ValueError(f"the graph has {len(index)} rows, the matrix {len(vectors)}")
+        self._index = index
+        self._vectors = vectors
+        self.expansion_search = expansion_search
+        index.expansion_search = expansion_search
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __repr__(self) -> str:
+        return f"HnswIndex(n={len(self)}, expansion_search={self.expansion_search})"
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the graph file (memory-mapped; resident only as far as searches touch it)."""
+        return int(self._index.serialized_length)
+
+    def _candidates(self, query: np.ndarray, count: int) -> np.ndarray:
+        matches = self._index.search(query, count, threads=1)
+        return np.asarray(matches.keys, np.int64)
+
+    def _rescore(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return (np.asarray(self._vectors[rows], np.float32) @ query).astype(np.float32)
+
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector)."""
+        n = len(self)
+        if n == 0 or count < 1:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        rows = self._candidates(query, min(n, 2 * count))
+        scores = self._rescore(query, rows)
+        order = np.lexsort((rows, -scores))[:count]
+        return rows[order], scores[order]
+
+    def search_subset(
+        self, query: np.ndarray, k: int, rows: np.ndarray, n: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The best ``k`` of ``rows`` (the rows a filter passes), or None: search them exactly."""
+        if len(rows) == 0 or len(rows) < SELECTIVE * n:
+            return None
+        fraction = len(rows) / n
+        count = math.ceil(2 * k / fraction) + 16
+        if count > MAX_CANDIDATES or count >= n:
+            return None
+        found = self._candidates(query, count)
+        passing = np.zeros(n, bool)
+        passing[rows] = True
+        found = found[passing[found]]
+        if len(found) < k:
+            return None  # the filter removed too many candidates: exact fallback
+        scores = self._rescore(query, found)
+        order = np.lexsort((found, -scores))[:k]
+        return found[order], scores[order]

@@ -1,0 +1,297 @@
+"""Saving a loaded database to disk and opening it again, memory-mapped.
+
+This is the engine's one file-touching module (blocking calls; the service
+runs them in threads or in the index builder's process).  A database is a
+directory ``{cache_dir}/{key}/`` named by the cache key (a digest of the
+backend, the manifest path, the manifest's content and the vector dtype):
+
+=====================  ==================================================
+``vectors.npy``        the unit rows, float16 or float32 (``n × d``)
+``ids.json``           the ids, one JSON array
+``metadata.bin``       every row's orjson metadata, joined
+``metadata.idx.npy``   ``n + 1`` int64 offsets into ``metadata.bin``
+``manifest.json``      format, key, shape, dtype, and each file's size and BLAKE3
+``index.usearch``      the HNSW graph (written later by ``build.py``)
+``index.json``         the graph's parameters, size and BLAKE3
+=====================  ==================================================
+
+**Atomic**: :func:`save` writes a sibling temporary directory and renames it
+into place, so a reader sees a whole directory or none; :func:`save_index`
+renames ``index.usearch`` into place before ``index.json``, and a graph
+without a matching ``index.json`` is ignored.
+
+**Validated**: :func:`open_matrix` checks the manifest against the key, the
+format version and every file's size and BLAKE3 digest (hashed over an mmap,
+~0.1 s per 100K × 384) before it maps anything, and raises
+:class:`CorruptCache` otherwise; :func:`open_index` does the same for the
+graph.  The caller discards what fails (:func:`discard`) and rebuilds it.
+
+**Memory-mapped**: vectors come back as a read-only ``np.memmap``, metadata
+as an ``mmap`` behind :class:`~.matrix.PackedBlobs`, and the graph through
+usearch's ``view()``, so opening costs page-cache pages, not copies.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+import shutil
+from pathlib import Path
+from typing import Any
+
+import blake3
+import numpy as np
+import orjson
+
+from .matrix import PackedBlobs, VectorMatrix
+
+__all__ = [
+    "FORMAT",
+    "CorruptCache",
+    "IndexInfo",
+    "discard",
+    "has_index",
+    "open_index",
+    "open_matrix",
+    "save",
+    "save_index",
+]
+
+#: Bumped whenever the layout changes; other versions are discarded and rebuilt.
+FORMAT = 1
+_MATRIX_FILES = ("vectors.npy", "ids.json", "metadata.bin", "metadata.idx.npy")
+_MANIFEST = "manifest.json"
+_INDEX = "index.usearch"
+_INDEX_INFO = "index.json"
+
+
+class CorruptCache(Exception):
+    """A cached directory is missing, truncated, tampered with or from another key or format."""
+
+
+def _digest(path: Path) -> str:
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    if path.stat().st_size:
+        hasher.update_mmap(str(path))
+    return hasher.hexdigest()
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    return {"size": path.stat().st_size, "blake3": _digest(path)}
+
+
+def _check(path: Path, expected: object) -> None:
+    if not isinstance(expected, dict):
+        raise CorruptCache(f"{path.name}: no size and digest recorded")
+    try:
+        size = path.stat().st_size
+    except OSError:
+        raise CorruptCache(f"{path.name} is missing") from None
+    if size != expected.get("size"):
+        raise CorruptCache(f"{path.name} has {size} bytes, {expected.get('size')} recorded")
+    if _digest(path) != expected.get("blake3"):
+        raise CorruptCache(f"{path.name} does not match its digest")
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` to a temporary name, flush it to disk, rename it into place."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    with open(tmp, "wb") as f:
+        f.write(orjson.dumps(value))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise CorruptCache(f"{path.name} unreadable ({exc.__class__.__name__})") from None
+    if not isinstance(value, dict):
+        raise CorruptCache(f"{path.name} is not an object")
+    return value
+
+
+# --- the matrix ----------------------------------------------------------------------
+
+
+def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
+    """Write ``matrix`` to ``directory`` atomically; False if a directory is already there.
+
+    An existing directory is left alone (another writer got there first, or a
+    previous run did; :func:`open_matrix` validates it).
+    """
+    if directory.exists():
+        return False
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = directory.with_name(f".{directory.name}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        np.save(tmp / "vectors.npy", np.ascontiguousarray(matrix.vectors), allow_pickle=False)
+        (tmp / "ids.json").write_bytes(orjson.dumps(list(matrix.ids)))
+        meta = matrix.metadata
+        if not isinstance(meta, PackedBlobs):
+            meta = PackedBlobs(list(meta))
+        with open(tmp / "metadata.bin", "wb") as f:
+            f.write(meta.buffer)
+        np.save(tmp / "metadata.idx.npy", np.asarray(meta.offsets, np.int64), allow_pickle=False)
+        for name in _MATRIX_FILES:
+            with open(tmp / name, "rb+") as f:
+                os.fsync(f.fileno())
+        manifest = {
+            "format": FORMAT,
+            "key": key,
+            "count": len(matrix),
+            "dimensions": matrix.dimensions,
+            "dtype": matrix.dtype,
+            "degenerate_rows": matrix.degenerate_rows,
+            "dropped_duplicates": matrix.dropped_duplicates,
+            "files": {name: _describe(tmp / name) for name in _MATRIX_FILES},
+        }
+        _write_json(tmp / _MANIFEST, manifest)
+        try:
+            os.rename(tmp, directory)  # the commit point; fails if another writer won
+        except OSError:
+            if directory.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                return False
+            raise
+        return True
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(directory: Path, *, key: str) -> dict[str, Any]:
+    """The manifest of ``directory`` after checking its format and key (not the files)."""
+    manifest = _read_json(directory / _MANIFEST)
+    if manifest.get("format") != FORMAT:
+        raise CorruptCache(f"format {manifest.get('format')!r}, this version reads {FORMAT}")
+    if manifest.get("key") != key:
+        raise CorruptCache("the directory belongs to another key")
+    count, dims = manifest.get("count"), manifest.get("dimensions")
+    if not (isinstance(count, int) and isinstance(dims, int) and count >= 0 and dims >= 1):
+        raise CorruptCache("bad shape in the manifest")
+    if manifest.get("dtype") not in ("f16", "f32"):
+        raise CorruptCache("bad dtype in the manifest")
+    return manifest
+
+
+def open_matrix(directory: Path, *, key: str, with_index: bool = True, expansion_search: int = 64) -> VectorMatrix:
+    """The saved matrix, memory-mapped, with its HNSW index attached when one is saved and valid.
+
+    Raises :class:`CorruptCache` when the matrix files fail validation.  A bad
+    index is discarded (its two files removed) and the matrix returned without one.
+    """
+    manifest = read_manifest(directory, key=key)
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise CorruptCache("no file list in the manifest")
+    for name in _MATRIX_FILES:
+        _check(directory / name, files.get(name))
+    count, dims = manifest["count"], manifest["dimensions"]
+    want = np.float16 if manifest["dtype"] == "f16" else np.float32
+    try:
+        vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        offsets = np.load(directory / "metadata.idx.npy", allow_pickle=False)
+        ids = orjson.loads((directory / "ids.json").read_bytes())
+    except (OSError, ValueError, orjson.JSONDecodeError) as exc:
+        raise CorruptCache(f"unreadable matrix files ({exc.__class__.__name__})") from None
+    if vectors.shape != (count, dims) or vectors.dtype != want:
+        raise CorruptCache("vectors do not have the recorded shape and dtype")
+    if not (isinstance(ids, list) and len(ids) == count and all(isinstance(i, str) for i in ids)):
+        raise CorruptCache("ids do not match the manifest")
+    meta_size = files["metadata.bin"]["size"]
+    if (
+        offsets.shape != (count + 1,)
+        or offsets.dtype != np.int64
+        or (count + 1 > 0 and (offsets[0] != 0 or offsets[-1] != meta_size))
+        or np.any(np.diff(offsets) < 0)
+    ):
+        raise CorruptCache("metadata offsets do not match the manifest")
+    metadata = PackedBlobs.from_parts(_map(directory / "metadata.bin"), offsets)
+    matrix = VectorMatrix(
+        vectors=vectors,
+        ids=ids,
+        metadata=metadata,
+        degenerate_rows=int(manifest.get("degenerate_rows", 0)),
+        dropped_duplicates=int(manifest.get("dropped_duplicates", 0)),
+    )
+    if with_index and has_index(directory):
+        try:
+            return matrix.with_index(open_index(directory, matrix, key=key, expansion_search=expansion_search))
+        except CorruptCache:
+            discard_index(directory)
+    return matrix
+
+
+def _map(path: Path) -> bytes | mmap.mmap:
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def discard(directory: Path) -> None:
+    """Remove a cached directory (after it failed validation)."""
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- the HNSW index ------------------------------------------------------------------
+
+
+def has_index(directory: Path) -> bool:
+    return (directory / _INDEX_INFO).exists()
+
+
+def save_index(directory: Path, index: Any, *, key: str, parameters: dict[str, Any]) -> None:
+    """Save a built usearch ``index`` beside its matrix: graph first, then ``index.json``."""
+    read_manifest(directory, key=key)  # the matrix it belongs to is still there
+    target = directory / _INDEX
+    tmp = directory / f".{_INDEX}.{secrets.token_hex(4)}"
+    try:
+        index.save(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        info = {"format": FORMAT, "key": key, "count": len(index), **parameters, "file": _describe(tmp)}
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _write_json(directory / _INDEX_INFO, info)
+
+
+def discard_index(directory: Path) -> None:
+    (directory / _INDEX_INFO).unlink(missing_ok=True)
+    (directory / _INDEX).unlink(missing_ok=True)
+
+
+def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_search: int = 64) -> Any:
+    """The saved graph over ``matrix`` as an :class:`~.hnsw.HnswIndex`, opened with ``view()``.
+
+    Raises :class:`CorruptCache` when ``index.json`` or the graph fail validation.
+    """
+    from usearch.index import Index
+
+    from .hnsw import HnswIndex
+
+    info = _read_json(directory / _INDEX_INFO)
+    if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != len(matrix):
+        raise CorruptCache("index.json does not match the matrix")
+    path = directory / _INDEX
+    _check(path, info.get("file"))
+    try:
+        meta = Index.metadata(str(path))
+    except (RuntimeError, ValueError) as exc:
+        raise CorruptCache(f"not a usearch index ({exc})") from None
+    if not meta or meta.get("dimensions") != matrix.dimensions:
+        raise CorruptCache("the graph does not match the matrix dimensions")
+    try:
+        index = Index.restore(str(path), view=True)
+    except (RuntimeError, ValueError) as exc:
+        raise CorruptCache(f"usearch could not view the graph ({exc})") from None
+    if index is None or len(index) != len(matrix) or index.ndim != matrix.dimensions:
+        raise CorruptCache("the graph does not hold every row of the matrix")
+    return HnswIndex(index, matrix.vectors, expansion_search=expansion_search)

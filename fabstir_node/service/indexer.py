@@ -1,0 +1,176 @@
+"""Persisting loaded databases and building their HNSW graphs in the background.
+
+The :class:`Indexer` is the cache's ``on_loaded`` hook and the loader's disk
+lookup.  For every database the cache loads it:
+
+1. **persists** it under ``{cache_dir}/{key}/`` (``engine/persist.py``, in a
+   thread: it is file I/O and hashing, which release the GIL), unless it came
+   from there;
+2. when it has at least ``hnsw_min_vectors`` rows and no graph yet, runs
+   ``python -m fabstir_node.engine.build`` with ``trio.run_process`` — a
+   separate process, so usearch's GIL convoy (engine-notes §1.4) cannot touch
+   the daemon — under a deadline, in the cache's nursery (so shutdown kills
+   it), while exact search keeps answering;
+3. **views** the graph (``view()``: memory-mapped, no copy) and swaps
+   ``engine.with_index(graph)`` into the cache entry in one assignment; the
+   next search of every session uses it.
+
+:meth:`Indexer.lookup` serves the loader on a memory miss: it opens the
+saved directory (validated, memory-mapped, graph attached when there is a
+valid one), or discards a corrupt directory and returns None so the loader
+downloads the chunks again.
+
+Without a ``cache_dir`` nothing is persisted and no graph is built: every
+search is exact.  A build that fails, crashes or overruns its deadline is
+logged; the database stays on exact search.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..engine import persist
+from ..logging import get_logger
+
+log = get_logger(__name__)
+
+#: A build may take this long, plus this much per 1,000 vectors, before it is killed.
+BUILD_DEADLINE_BASE = 60.0
+BUILD_DEADLINE_PER_1000 = 1.0
+
+
+class Indexer:
+    """The ``on_loaded`` hook and disk lookup of one daemon's cache."""
+
+    def __init__(
+        self,
+        cache_dir: Path | None,
+        *,
+        min_vectors: int = 20_000,
+        connectivity: int = 16,
+        expansion_add: int = 160,
+        expansion_search: int = 256,
+        build_threads: int = 0,
+    ) -> None:
+        self.cache_dir = cache_dir
+        self.min_vectors = min_vectors
+        self.connectivity = connectivity
+        self.expansion_add = expansion_add
+        self.expansion_search = expansion_search
+        self.build_threads = build_threads
+        #: Keys whose graph is being built (one build per key at a time).
+        self._building: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Indexer:
+        return cls(
+            getattr(settings, "cache_dir", None),
+            min_vectors=getattr(settings, "hnsw_min_vectors", 20_000),
+            connectivity=getattr(settings, "hnsw_connectivity", 16),
+            expansion_add=getattr(settings, "hnsw_expansion_add", 160),
+            expansion_search=getattr(settings, "hnsw_expansion_search", 256),
+        )
+
+    def directory(self, key: str) -> Path:
+        assert self.cache_dir is not None
+        return self.cache_dir / key
+
+    # --- the loader's disk lookup ------------------------------------------------
+
+    async def lookup(self, key: str) -> Any | None:
+        """The saved engine for ``key`` (memory-mapped), or None when there is none or it is corrupt."""
+        if self.cache_dir is None:
+            return None
+        directory = self.directory(key)
+        if not directory.exists():
+            return None
+
+        started = time.monotonic()
+        engine = await trio.to_thread.run_sync(self._open, directory, key)
+        if engine is not None:
+            log.info(
+                "disk_cache_hit", cache_key=key[:16], vectors=len(engine),
+                hnsw=engine.index is not None, open_ms=round((time.monotonic() - started) * 1000, 1),
+            )
+        return engine
+
+    # --- the cache's on_loaded hook ------------------------------------------------
+
+    async def on_loaded(self, entry: Any) -> None:
+        """Persist ``entry``, then build, view and swap in its graph when it is large enough."""
+        if entry.engine.index is not None:
+            entry.swap(entry.engine, "hnsw")  # opened from disk with its graph
+            return
+        if self.cache_dir is None or entry.key in self._building:
+            return
+        self._building.add(entry.key)
+        try:
+            await self._persist_and_index(entry)
+        except Exception:  # noqa: BLE001 - background work: log it, the entry stays on exact search
+            log.exception("indexing_failed", cache_key=entry.key[:16])
+        finally:
+            self._building.discard(entry.key)
+
+    async def _persist_and_index(self, entry: Any) -> None:
+        key, engine = entry.key, entry.engine
+        directory = self.directory(key)
+        started = time.monotonic()
+        saved = await trio.to_thread.run_sync(lambda: persist.save(directory, engine, key=key))
+        if saved:
+            log.info("disk_cache_saved", cache_key=key[:16], ms=round((time.monotonic() - started) * 1000, 1))
+        # Serve from the saved files from now on: metadata is then read only for the hits, and the
+        # in-memory copies are freed (the cache's byte budget counts what stays resident).
+        mapped = await trio.to_thread.run_sync(self._open, directory, key)
+        if mapped is None:
+            return
+        entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
+        if mapped.index is not None or len(mapped) < self.min_vectors:
+            return
+        if not await self._build(key, directory, len(mapped)):
+            return
+        # A fresh mapping: pages the exact scans touched are not carried over to the graph's era.
+        fresh = await trio.to_thread.run_sync(self._open, directory, key)
+        if fresh is None or fresh.index is None:
+            return
+        entry.swap(fresh, "hnsw")
+        log.info("hnsw_ready", cache_key=key[:16], vectors=len(fresh), ms=round((time.monotonic() - started) * 1000))
+
+    def _open(self, directory: Path, key: str) -> Any | None:
+        try:
+            return persist.open_matrix(directory, key=key, expansion_search=self.expansion_search)
+        except (persist.CorruptCache, OSError) as exc:
+            log.warning("disk_cache_discarded", cache_key=key[:16], reason=str(exc))
+            persist.discard(directory)
+            return None
+
+    async def _build(self, key: str, directory: Path, count: int) -> bool:
+        """Run the builder process; True when it wrote a graph."""
+        command = [
+            sys.executable, "-m", "fabstir_node.engine.build", str(directory), "--key", key,
+            "--connectivity", str(self.connectivity), "--expansion-add", str(self.expansion_add),
+            "--threads", str(self.build_threads),
+        ]
+        deadline = BUILD_DEADLINE_BASE + BUILD_DEADLINE_PER_1000 * count / 1000
+        started = time.monotonic()
+        log.info("hnsw_build_started", cache_key=key[:16], vectors=count)
+        with trio.move_on_after(deadline) as scope:
+            result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+        seconds = time.monotonic() - started
+        if scope.cancelled_caught:
+            log.warning("hnsw_build_timed_out", cache_key=key[:16], seconds=round(seconds, 1))
+            return False
+        if result.returncode != 0:
+            log.warning(
+                "hnsw_build_failed", cache_key=key[:16], returncode=result.returncode,
+                output=(result.stdout + result.stderr)[-2000:].decode(errors="replace"),
+            )
+            if result.returncode == 3:
+                persist.discard(directory)
+            return False
+        log.info("hnsw_built", cache_key=key[:16], vectors=count, seconds=round(seconds, 2))
+        return True
