@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import trio
 
 from fabstir_node.client import NodeClient
+from fabstir_node.testing import spawn_daemon
 
 VALID = [
     {"type": "session_init", "session_id": "fz", "job_id": 1, "chain_id": 84532},
@@ -149,29 +149,6 @@ async def run(url: str, frames: int, connections: int, seed: int) -> int:
     return 1 if failures else 0
 
 
-def start_daemon(store: str, log_path: str) -> tuple[subprocess.Popen, str]:
-    """Start ``fabstir-node serve`` on a free port, logging to ``log_path``; returns it and its URL."""
-    # rate limits off: every frame should reach the handlers
-    env = dict(os.environ, FABSTIR_STORE_DIR=store, LOG_FORMAT="json", FABSTIR_METRICS_PORT="0",
-               FABSTIR_RATE_LIMIT_PER_SECOND="1000000", FABSTIR_RATE_LIMIT_BURST="1000000")
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "fabstir_node", "serve", "--port", "0"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        with open(log_path) as handle:
-            for line in handle:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if event.get("event") == "server_started":
-                    return proc, f"ws://127.0.0.1:{event['port']}/v1/ws"
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"the daemon did not start; see {log_path}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=100_000)
@@ -182,16 +159,14 @@ def main() -> int:
     if args.url:
         return trio.run(run, args.url, args.frames, args.connections, args.seed)
     with tempfile.TemporaryDirectory() as store:
-        proc, url = start_daemon(store, os.path.join(store, "daemon.log"))
+        # rate limits off: every frame should reach the handlers
+        daemon = spawn_daemon(os.path.join(store, "daemon.log"), env={
+            "FABSTIR_STORE_DIR": store, "FABSTIR_RATE_LIMIT_PER_SECOND": "1000000",
+            "FABSTIR_RATE_LIMIT_BURST": "1000000"})
         try:
-            code = trio.run(run, url, args.frames, args.connections, args.seed)
+            code = trio.run(run, daemon.url, args.frames, args.connections, args.seed)
         finally:
-            proc.terminate()
-            try:
-                status = proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                status = "killed"
+            status = daemon.stop()
             print(f"fuzz: daemon exited with {status}")
         return code if status == 0 else 1
 

@@ -17,10 +17,8 @@ must level off), and exits 1 on any error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +27,7 @@ import numpy as np
 import trio
 
 from fabstir_node.client import NodeClient
+from fabstir_node.testing import spawn_daemon
 
 OWNER = "0x00000000000000000000000000000000000050a4"
 
@@ -44,27 +43,6 @@ def publish(store: str, n: int, dim: int) -> str:
         with open(path, "wb") as handle:
             handle.write(body)
     return manifest_path(OWNER, "soak")
-
-
-def start_daemon(store: str, log_path: str, sessions: int) -> tuple[subprocess.Popen, str]:
-    env = dict(os.environ, FABSTIR_STORE_DIR=store, LOG_FORMAT="json", LOG_LEVEL="warning",
-               FABSTIR_METRICS_PORT="0", FABSTIR_MAX_SESSIONS=str(max(1000, sessions * 4)))
-    log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "fabstir_node", "serve", "--port", "0", "--log-level", "info"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and proc.poll() is None:
-        with open(log_path) as handle:
-            for line in handle:
-                try:
-                    event = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if event.get("event") == "server_started":
-                    return proc, f"ws://127.0.0.1:{event['port']}/v1/ws"
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"the daemon did not start; see {log_path}")
 
 
 def rss_mb(pid: int) -> float:
@@ -167,16 +145,13 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as store:
         path = publish(store, args.vectors, args.dim)
-        proc, url = start_daemon(store, os.path.join(store, "daemon.log"), args.sessions)
+        daemon = spawn_daemon(os.path.join(store, "daemon.log"), env={
+            "FABSTIR_STORE_DIR": store,
+            "FABSTIR_MAX_SESSIONS": str(max(1000, args.sessions * 4))})
         try:
-            code = trio.run(run, url, proc.pid, path, args)
+            code = trio.run(run, daemon.url, daemon.pid, path, args)
         finally:
-            proc.terminate()
-            try:
-                status = proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                status = "killed"
+            status = daemon.stop()
         print(f"soak: daemon exited with {status}")
         return code if status == 0 else 1
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import trio
 
 from fabstir_node.cli import main
 from fabstir_node.crypto.keys import HostKey
+from fabstir_node.testing import spawn_daemon
 
 OWNER = "0x00000000000000000000000000000000000c11ce"
 
@@ -99,37 +98,14 @@ async def test_publish_through_a_bridge_stand_in(tmp_path, nursery):
 
 
 def start_serve(tmp_path: Path, *extra: str, env: dict | None = None):
-    log = tmp_path / "daemon.log"
-    handle = open(log, "w")
-    proc = subprocess.Popen([sys.executable, "-m", "fabstir_node", "serve", "--port", "0", *extra],
-                            env={**os.environ, "LOG_FORMAT": "json", "FABSTIR_METRICS_PORT": "0",
-                                 "FABSTIR_STORE_DIR": str(tmp_path / "store"), **(env or {})},
-                            stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        for line in log.read_text().splitlines():
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if event.get("event") == "server_started":
-                return proc, event
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(log.read_text())
-
-
-def stop(proc) -> int:
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(timeout=10)
+    return spawn_daemon(tmp_path / "daemon.log", args=extra, env={"FABSTIR_STORE_DIR": str(tmp_path / "store"),
+                                                                   **(env or {})})
 
 
 def test_serve_sample_then_search_cli(tmp_path):
-    proc, started = start_serve(tmp_path, "--sample")
+    daemon = start_serve(tmp_path, "--sample")
     try:
-        url = f"ws://127.0.0.1:{started['port']}/v1/ws"
+        url = daemon.url
         sample = "home/vector-databases/0x0000000000000000000000000000000000000001/sample/manifest.json"
         result = run_cli("search", "--url", url, "--manifest-path", sample,
                          "--user-address", "0x0000000000000000000000000000000000000001", "--random", "-k", "3")
@@ -146,19 +122,20 @@ def test_serve_sample_then_search_cli(tmp_path):
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["results"][0]["id"] == "q2"
     finally:
-        assert stop(proc) == 0
+        assert daemon.stop() == 0
 
 
 def test_serve_logs_host_public_key_from_key_file(tmp_path):
     key = HostKey.generate()
     key_file = tmp_path / "k"
     key_file.write_text(key.private_key.hex())
-    proc, started = start_serve(tmp_path, env={"HOST_PRIVATE_KEY_FILE": str(key_file)})
+    daemon = start_serve(tmp_path, env={"HOST_PRIVATE_KEY_FILE": str(key_file)})
+    started = daemon.started
     try:
         assert started["host_public_key"] == key.public_key_hex and started["host_address"] == key.address
         assert started["encryption"] is True
     finally:
-        assert stop(proc) == 0
+        assert daemon.stop() == 0
     assert key.private_key.hex() not in (tmp_path / "daemon.log").read_text()
 
 
