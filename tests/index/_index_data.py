@@ -1,0 +1,26 @@
+"""Small clustered databases for the persistence and HNSW tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import orjson
+
+from fabstir_node.engine.matrix import VectorMatrix
+from fabstir_node.formats.synthetic import synthetic_records
+
+
+def make_matrix(n: int = 3000, dim: int = 32, *, dtype: str = "f16", seed: int = 0) -> tuple[VectorMatrix, np.ndarray]:
+    """A matrix of ``n`` clustered records (SDK-like metadata) and its float32 source vectors."""
+    ids, vectors, metadata = synthetic_records(n, dim, seed)
+    matrix = VectorMatrix.from_arrays(ids, vectors.copy(), [orjson.dumps(m) for m in metadata], dtype=dtype)
+    return matrix, vectors
+
+
+def queries(vectors: np.ndarray, count: int = 40, *, seed: int = 7) -> np.ndarray:
+    """Queries near stored vectors (cosine ~0.9 to their source), as an SDK would send."""
+    rng = np.random.default_rng(seed)
+    picks = vectors[rng.integers(0, len(vectors), count)]
+    noise = rng.standard_normal(picks.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    out = picks + 0.5 * noise
+    return out / np.linalg.norm(out, axis=1, keepdims=True)

@@ -1,0 +1,192 @@
+"""Saving and reopening databases: same answers, memory-mapped, corruption detected."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from _index_data import make_matrix, queries
+
+from fabstir_node.engine import persist
+from fabstir_node.engine.build import build_index
+from fabstir_node.engine.filters import compile_filter
+from fabstir_node.engine.hnsw import HnswIndex
+from fabstir_node.engine.matrix import VectorMatrix
+
+KEY = "ab" * 32
+
+
+def same_answers(a: VectorMatrix, b: VectorMatrix, qs: np.ndarray, **kwargs) -> None:
+    for q in qs:
+        left, right = a.search(q, 10, **kwargs), b.search(q, 10, **kwargs)
+        assert [(h.id, h.score, h.metadata) for h in left.hits] == [(h.id, h.score, h.metadata) for h in right.hits]
+        assert left.total == right.total
+
+
+def save_with_index(directory: Path, matrix: VectorMatrix) -> None:
+    assert persist.save(directory, matrix, key=KEY)
+    graph = build_index(matrix.vectors, connectivity=16, expansion_add=64, threads=1)
+    persist.save_index(directory, graph, key=KEY, parameters={"connectivity": 16})
+
+
+@pytest.mark.parametrize("dtype", ["f16", "f32"])
+def test_round_trip_gives_the_same_answers_from_mapped_files(tmp_path, dtype):
+    matrix, vectors = make_matrix(1500, 24, dtype=dtype)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    opened = persist.open_matrix(directory, key=KEY)
+    assert isinstance(opened.vectors.base, np.memmap) or isinstance(opened.vectors, np.memmap)
+    assert (len(opened), opened.dimensions, opened.dtype) == (len(matrix), matrix.dimensions, dtype)
+    assert list(opened.ids) == list(matrix.ids) and list(opened.metadata) == list(matrix.metadata)
+    assert opened.index is None
+    qs = queries(vectors, 10)
+    same_answers(matrix, opened, qs)
+    same_answers(matrix, opened, qs, threshold=0.7)
+    same_answers(matrix, opened, qs, flt=compile_filter({"folderPath": "/legal/contracts"}))
+
+
+def test_build_counters_and_odd_rows_survive(tmp_path):
+    vectors = np.ones((4, 3), np.float32)
+    vectors[1] = 0  # a degenerate row
+    ids = ["a", "b", "a", "c"]  # "a" repeats: one row dropped
+    matrix = VectorMatrix.from_arrays(ids, vectors, [b"", b'{"x":1}', b'{"t":"\\u00e9"}', b""], dtype="f16")
+    assert persist.save(tmp_path / KEY, matrix, key=KEY)
+    opened = persist.open_matrix(tmp_path / KEY, key=KEY)
+    assert (opened.degenerate_rows, opened.dropped_duplicates) == (matrix.degenerate_rows, matrix.dropped_duplicates)
+    assert list(opened.ids) == ["b", "a", "c"]
+    assert [opened.search([1, 1, 1], 3).hits[i].metadata for i in range(3)] == [
+        h.metadata for h in matrix.search([1, 1, 1], 3).hits
+    ]
+
+
+def test_save_never_overwrites_and_leaves_no_temporary_directory(tmp_path):
+    matrix, _ = make_matrix(200, 8)
+    assert persist.save(tmp_path / KEY, matrix, key=KEY)
+    assert not persist.save(tmp_path / KEY, make_matrix(300, 8)[0], key=KEY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [KEY]
+    assert len(persist.open_matrix(tmp_path / KEY, key=KEY)) == 200
+
+
+def test_an_empty_database_round_trips(tmp_path):
+    matrix = VectorMatrix.from_arrays([], np.empty((0, 5), np.float32), [], dtype="f16")
+    assert persist.save(tmp_path / KEY, matrix, key=KEY)
+    opened = persist.open_matrix(tmp_path / KEY, key=KEY)
+    assert len(opened) == 0 and opened.search([1, 0, 0, 0, 0], 3).hits == []
+
+
+def _truncate(path: Path) -> None:
+    with open(path, "rb+") as f:
+        f.truncate(path.stat().st_size - 7)
+
+
+def _flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _rewrite_manifest(field: str, value: object):
+    def change(directory: Path) -> None:
+        manifest = orjson.loads((directory / "manifest.json").read_bytes())
+        manifest[field] = value
+        (directory / "manifest.json").write_bytes(orjson.dumps(manifest))
+
+    return change
+
+
+DAMAGE = {
+    "vectors truncated": lambda d: _truncate(d / "vectors.npy"),
+    "vectors flipped": lambda d: _flip(d / "vectors.npy"),
+    "metadata flipped": lambda d: _flip(d / "metadata.bin"),
+    "offsets flipped": lambda d: _flip(d / "metadata.idx.npy"),
+    "ids removed": lambda d: (d / "ids.json").unlink(),
+    "manifest garbage": lambda d: (d / "manifest.json").write_bytes(b"\x00not json"),
+    "manifest missing": lambda d: (d / "manifest.json").unlink(),
+    "other format": _rewrite_manifest("format", 999),
+    "other key": _rewrite_manifest("key", "cd" * 32),
+    "other shape": _rewrite_manifest("count", 5),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_matrix_files_are_detected(tmp_path, damage):
+    matrix, _ = make_matrix(400, 16)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    DAMAGE[damage](directory)
+    with pytest.raises(persist.CorruptCache):
+        persist.open_matrix(directory, key=KEY)
+    persist.discard(directory)
+    assert not directory.exists()
+
+
+def test_a_valid_index_is_attached_and_viewed(tmp_path):
+    matrix, vectors = make_matrix(2000, 24)
+    directory = tmp_path / KEY
+    save_with_index(directory, matrix)
+    opened = persist.open_matrix(directory, key=KEY, expansion_search=128)
+    assert isinstance(opened.index, HnswIndex) and opened.index.expansion_search == 128
+    hits = opened.search(vectors[17], 1).hits
+    assert hits[0].id == matrix.ids[17] and hits[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["graph truncated", "graph flipped", "graph missing", "info garbage", "info of another key", "graph of another db"],
+)
+def test_a_damaged_index_is_discarded_and_the_matrix_still_opens(tmp_path, damage):
+    matrix, vectors = make_matrix(1000, 16)
+    directory = tmp_path / KEY
+    save_with_index(directory, matrix)
+    graph, info = directory / "index.usearch", directory / "index.json"
+    if damage == "graph truncated":
+        _truncate(graph)
+    elif damage == "graph flipped":
+        _flip(graph)
+    elif damage == "graph missing":
+        graph.unlink()
+    elif damage == "info garbage":
+        info.write_bytes(b"[]")
+    elif damage == "info of another key":
+        info.write_bytes(orjson.dumps({**orjson.loads(info.read_bytes()), "key": "x"}))
+    else:  # a well-formed graph with fewer rows, its digest recorded: only the row count gives it away
+        other = build_index(matrix.vectors[:900], connectivity=8, expansion_add=32, threads=1)
+        persist.save_index(directory, other, key=KEY, parameters={})
+        info.write_bytes(orjson.dumps({**orjson.loads(info.read_bytes()), "count": len(matrix)}))
+    opened = persist.open_matrix(directory, key=KEY)
+    assert opened.index is None and not persist.has_index(directory) and not graph.exists()
+    same_answers(matrix, opened, queries(vectors, 5))
+
+
+def test_the_builder_process_writes_an_index_the_daemon_can_view(tmp_path):
+    matrix, vectors = make_matrix(1200, 16)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    done = subprocess.run(
+        [sys.executable, "-m", "fabstir_node.engine.build", str(directory), "--key", KEY,
+         "--connectivity", "8", "--expansion-add", "32", "--threads", "1"],
+        capture_output=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert orjson.loads(done.stdout.splitlines()[-1])["vectors"] == 1200
+    info = orjson.loads((directory / "index.json").read_bytes())
+    assert (info["connectivity"], info["expansion_add"], info["count"]) == (8, 32, 1200)
+    assert persist.open_matrix(directory, key=KEY).index is not None
+
+
+def test_the_builder_refuses_a_corrupt_matrix_with_status_3(tmp_path):
+    matrix, _ = make_matrix(300, 8)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    _flip(directory / "vectors.npy")
+    done = subprocess.run(
+        [sys.executable, "-m", "fabstir_node.engine.build", str(directory), "--key", KEY, "--nice", "0"],
+        capture_output=True, timeout=120,
+    )
+    assert done.returncode == 3 and not (directory / "index.usearch").exists()
+    assert b"build_failed" in done.stdout and os.listdir(directory).count("index.json") == 0
