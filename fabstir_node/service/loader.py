@@ -120,10 +120,10 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
         else:
             state.finish(error=error)
             await emit("loading_error", error.message, error_code=error.code.value, error=error.message)
-    if scope.cancelled_caught:
+    if scope.cancelled_caught and not state.done.is_set():
         if node.metrics is not None:
             node.metrics.load_finished("cancelled", time.monotonic() - started)
-        if state.release is not None and not state.done.is_set():
+        if state.release is not None:
             state.drop()  # cancelled between getting the database and finishing: give it back
         log.info("load_cancelled", session_id=session.session_id)
 
