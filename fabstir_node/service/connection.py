@@ -199,7 +199,12 @@ class ConnectionService:
                 return state.engine
             if state.status is LoadStatus.ERROR and state.error is not None:
                 raise FabstirError(state.error.code, f"vector database failed to load: {state.error.message}")
-            raise FabstirError(ErrorCode.VECTORS_LOADING, "vector database is still loading; retry shortly")
+            status = state.summary()
+            raise FabstirError(
+                ErrorCode.VECTORS_LOADING,
+                f"vector database is still loading ({status['chunks_done']}/{status['chunks_total']} chunks, "
+                f"{status['duration_ms'] / 1000:.1f} s so far); retry shortly",
+            )
         if len(session.uploads) == 0:
             raise FabstirError(ErrorCode.NO_VECTORS, "no vectors: upload vectors or name a vector database")
         return session.uploads
