@@ -6,8 +6,9 @@ numbers.  It is the matrix's :class:`~.matrix.SubsetIndex`, and decides how
 each search runs:
 
 * **Unfiltered**: walk the graph with ``expansion_search`` for twice the
-  wanted count, re-score those candidates on the matrix's own vectors
-  (float32 arithmetic), keep the best.  So scores, and the ``threshold``
+  wanted count, re-score those candidates on the stored rows (float32
+  arithmetic; read from the graph when it holds the same float16 rows as the
+  matrix, so the matrix's pages stay cold), keep the best.  So scores, and the ``threshold``
   applied to them, are true cosines of the stored rows on both paths.
 * **Filtered, selective** (fewer than :data:`SELECTIVE` of the rows pass, or
   the oversampling below would need more than :data:`MAX_CANDIDATES`
@@ -64,7 +65,16 @@ class HnswIndex:
         return np.asarray(matches.keys, np.int64)
 
     def _rescore(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        return (np.asarray(self._vectors[rows], np.float32) @ query).astype(np.float32)
+        if len(rows) == 0:
+            return np.empty(0, np.float32)
+        if self._vectors.dtype == np.float16:
+            # the graph stores the very same float16 rows: reading them there leaves the matrix's
+            # pages untouched, so only the graph's file stays resident once HNSW answers
+            stored = self._index.get(rows.astype(np.uint64), dtype=np.float32)
+            rows_f32 = np.asarray(stored, np.float32).reshape(len(rows), -1)
+        else:
+            rows_f32 = np.asarray(self._vectors[rows], np.float32)
+        return (rows_f32 @ query).astype(np.float32)
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector)."""

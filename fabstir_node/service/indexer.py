@@ -5,15 +5,15 @@ lookup.  For every database the cache loads it:
 
 1. **persists** it under ``{cache_dir}/{key}/`` (``engine/persist.py``, in a
    thread: it is file I/O and hashing, which release the GIL), unless it came
-   from there;
+   from there, and swaps in the memory-mapped copy, freeing the in-memory one;
 2. when it has at least ``hnsw_min_vectors`` rows and no graph yet, runs
    ``python -m fabstir_node.engine.build`` with ``trio.run_process`` — a
    separate process, so usearch's GIL convoy (engine-notes §1.4) cannot touch
-   the daemon — under a deadline, in the cache's nursery (so shutdown kills
-   it), while exact search keeps answering;
-3. **views** the graph (``view()``: memory-mapped, no copy) and swaps
-   ``engine.with_index(graph)`` into the cache entry in one assignment; the
-   next search of every session uses it.
+   the daemon — under a deadline, in the cache's nursery (so shutdown or
+   cancellation kills it), while exact search keeps answering;
+3. reopens the directory with the graph (``view()``: memory-mapped, no copy)
+   and swaps that engine into the cache entry in one assignment; the next
+   search of every session uses it.
 
 :meth:`Indexer.lookup` serves the loader on a memory miss: it opens the
 saved directory (validated, memory-mapped, graph attached when there is a

@@ -1,0 +1,360 @@
+"""End-to-end benchmark: databases behind a loopback bridge, the daemon as a subprocess, a real client.
+
+    scripts/bench [--sizes 1000,10000,100000] [--queries 500] [--out bench-results.json] [--keep DIR]
+
+Publishes clustered 384-d databases (CBOR, the SDK's layout) into a stand-in
+S5 bridge (a subprocess on 127.0.0.1), starts ``fabstir-node serve`` as a
+subprocess with a fresh disk cache, and measures through a WebSocket client:
+
+* cold load: session_init → loading_complete, → first search answered,
+  → HNSW ready (the daemon's ``hnsw_ready`` log line);
+* search round trips (k=10) while exact search answers and once HNSW is
+  ready, p50/p99, and recall@10 against float32 brute force;
+* a second session on the same database (memory cache hit);
+* a restart on the same cache directory, then a session (disk cache);
+* daemon RSS growth per database (VmRSS, and its anonymous/file-backed parts),
+  also for 100K records with 500-character texts.
+
+Prints a table beside the targets and writes ``bench-results.json``.  Only
+loopback addresses are used; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import numpy as np
+import trio
+
+from fabstir_node.client import NodeClient
+from fabstir_node.formats.paths import manifest_path
+from fabstir_node.formats.synthetic import synthetic_records
+from fabstir_node.formats.writer import build_database
+
+OWNER = "0x00000000000000000000000000000000000b3c40"
+DIM = 384
+
+
+# --- data ----------------------------------------------------------------------------
+
+
+def publish(root: Path, n: int, name: str, text_chars: int | None = None) -> tuple[str, np.ndarray, list[str]]:
+    ids, vectors, metadata = synthetic_records(n, DIM, seed=n + (text_chars or 0), text_chars=text_chars)
+    for rel, body in build_database((ids, vectors, metadata), owner=OWNER, name=name).items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
+    return manifest_path(OWNER, name), vectors, ids
+
+
+def near_queries(vectors: np.ndarray, count: int, seed: int = 99) -> np.ndarray:
+    """Queries with cosine ~0.9 to a stored vector (like a user's question about a document)."""
+    rng = np.random.default_rng(seed)
+    picks = vectors[rng.integers(0, len(vectors), count)]
+    noise = rng.standard_normal(picks.shape).astype(np.float32)
+    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+    out = picks + 0.5 * noise
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> list[set[int]]:
+    out = []
+    for start in range(0, len(queries), 50):
+        scores = queries[start : start + 50] @ vectors.T
+        out.extend(set(np.argpartition(-row, 10)[:10].tolist()) for row in scores)
+    return out
+
+
+# --- processes -----------------------------------------------------------------------
+
+
+class Daemon:
+    """``fabstir-node serve`` as a subprocess; its JSON log lines are collected with arrival times."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[tuple[float, dict[str, Any]]] = []
+        self.port: int | None = None
+        self.started = trio.Event()
+        self._new_line = trio.Event()
+
+    async def read(self) -> None:
+        buffer = b""
+        assert self.process.stdout is not None
+        async for data in self.process.stdout:
+            buffer += data
+            *complete, buffer = buffer.split(b"\n")
+            for raw in complete:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                self.lines.append((time.perf_counter(), line))
+                if line.get("event") == "server_started":
+                    self.port = line["port"]
+                    self.started.set()
+            self._new_line.set()
+            self._new_line = trio.Event()
+
+    async def wait_for(self, event: str, after: float, seconds: float) -> float | None:
+        """Arrival time of the first ``event`` line logged after ``after``, or None at the deadline."""
+        with trio.move_on_after(seconds):
+            while True:
+                for at, line in self.lines:
+                    if at >= after and line.get("event") == event:
+                        return at
+                await self._new_line.wait()
+        return None
+
+    def rss_mb(self) -> dict[str, float]:
+        fields = {}
+        for row in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            name, _, value = row.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile"):
+                fields[name] = int(value.split()[0]) / 1024
+        return fields
+
+
+@asynccontextmanager
+async def running_daemon(nursery: trio.Nursery, env: dict[str, str]) -> AsyncIterator[Daemon]:
+    command = [sys.executable, "-m", "fabstir_node", "serve", "--port", "0", "--metrics-port", "0"]
+    process = await trio.lowlevel.open_process(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    daemon = Daemon(process)
+    nursery.start_soon(daemon.read)
+    try:
+        with trio.fail_after(60):
+            await daemon.started.wait()
+        yield daemon
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.move_on_after(20):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def start_bridge(nursery: trio.Nursery, root: Path) -> tuple[trio.Process, str]:
+    command = [sys.executable, "-m", "fabstir_node.storage.bridge_server", str(root), "--port", "0"]
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdout is not None
+    text = b""
+    with trio.fail_after(30):
+        while b"\n" not in text:
+            text += await process.stdout.receive_some(4096)
+    return process, text.decode().split(" at ")[-1].strip()
+
+
+# --- measurements ----------------------------------------------------------------------
+
+
+def percentiles(times: list[float]) -> dict[str, float | int | None]:
+    if not times:
+        return {"p50_ms": None, "p99_ms": None, "count": 0}
+    ms = np.array(times) * 1000
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "count": len(times)}
+
+
+async def timed_search(client: NodeClient, query: np.ndarray) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    reply = await client.search(query.tolist(), 10)
+    elapsed = time.perf_counter() - started
+    assert reply.get("type") == "searchVectorsResponse", reply
+    return elapsed, [r["id"] for r in reply["results"]]
+
+
+async def open_session(client: NodeClient, path: str, session_id: str) -> tuple[float, float, dict]:
+    started = time.perf_counter()
+    ack = await client.session_init(session_id, manifest_path=path, user_address=OWNER)
+    assert ack["type"] == "session_init_ack", ack
+    final = await client.wait_loaded(300)
+    assert final["event"] == "loading_complete", final
+    return started, time.perf_counter() - started, final
+
+
+async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str], queries: int,
+               expect_hnsw: bool) -> dict[str, Any]:
+    url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
+    qs = near_queries(vectors, queries)
+    truth = exact_top10(vectors, qs)
+    rss_before = daemon.rss_mb()
+    result: dict[str, Any] = {"vectors": len(vectors)}
+    async with NodeClient.connect(url, timeout=300) as client:
+        started, loaded, _ = await open_session(client, path, "bench")
+        first, _ = await timed_search(client, qs[0])
+        result["load_s"] = round(loaded, 3)
+        result["searchable_s"] = round(loaded + first, 3)
+        exact_times: list[float] = []
+        i = 0
+        if expect_hnsw:  # search while the graph is built in the background, at a steady 20 per second
+            ready = None
+            while i < min(queries, 200) and ready is None:
+                elapsed, _ = await timed_search(client, qs[i])
+                exact_times.append(elapsed)
+                i += 1
+                await trio.sleep(max(0.0, 0.05 - elapsed))
+                ready = await daemon.wait_for("hnsw_ready", started, 0)
+            ready = ready or await daemon.wait_for("hnsw_ready", started, 240)
+            result["hnsw_ready_s"] = round(ready - started, 3) if ready is not None else None
+            result["search_before_hnsw"] = percentiles(exact_times)
+        times, hits = [], 0
+        for j, q in enumerate(qs):
+            elapsed, found = await timed_search(client, q)
+            times.append(elapsed)
+            hits += len({ids_of[r] for r in truth[j]} & set(found))
+        result["search"] = percentiles(times)
+        result["search_path"] = "hnsw" if expect_hnsw else "exact"
+        result["recall_at_10"] = round(hits / (10 * len(qs)), 4)
+    async with NodeClient.connect(url, timeout=60) as client:
+        _, again, _ = await open_session(client, path, "bench-2")
+        result["second_session_s"] = round(again, 4)
+    for _, line in daemon.lines:
+        if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors):
+            result["load_breakdown_ms"] = {k: line.get(k) for k in ("download_ms", "decode_ms", "index_ms")}
+        if line.get("event") == "hnsw_built" and line.get("vectors") == len(vectors):
+            result["hnsw_build_s"] = line.get("seconds")
+    after = daemon.rss_mb()
+    result["rss_mb"] = {name: round(after[name] - rss_before[name], 1) for name in after}
+    return result
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    return "—" if value is None else f"{value}{unit}"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [("measure", "1K", "10K", "100K", "target (original / issue)")]
+    sizes = [results["databases"].get(k, {}) for k in ("1000", "10000", "100000")]
+
+    def row(label: str, get, target: str) -> None:
+        rows.append((label, *[fmt(get(s)) if s else "—" for s in sizes], target))
+
+    row("cold: session_init → loading_complete (s)", lambda s: s.get("load_s"), "1K < 2, 10K < 5, 100K < 30 / —")
+    row("cold: → first search answered (s)", lambda s: s.get("searchable_s"), "— / 100K ≤ 3")
+    row("cold: → HNSW ready (s)", lambda s: s.get("hnsw_ready_s"), "— / 100K ≤ 15")
+    row("search p50 / p99 before HNSW (ms)",
+        lambda s: s.get("search_before_hnsw") and f"{s['search_before_hnsw']['p50_ms']} / {s['search_before_hnsw']['p99_ms']}",
+        "< 100 / p99 ≤ 25")
+    row("search p50 / p99 (ms, final path)",
+        lambda s: f"{s['search']['p50_ms']} / {s['search']['p99_ms']} ({s['search_path']})", "< 100 / p99 ≤ 5 on HNSW")
+    row("recall@10 vs float32 exact", lambda s: s.get("recall_at_10"), "— / ≥ 0.99")
+    row("second session (cache hit, s)", lambda s: s.get("second_session_s"), "< 0.1 / ≤ 0.02")
+    row("RSS growth VmRSS (MB)", lambda s: s["rss_mb"].get("VmRSS"), "< 100 per 100K / ≤ 80")
+    row("  of which anonymous / file-backed (MB)",
+        lambda s: f"{s['rss_mb'].get('RssAnon')} / {s['rss_mb'].get('RssFile')}", "")
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
+    lines.insert(1, "-+-".join("-" * w for w in widths))
+    extra = []
+    texts = results["databases"].get("100000-texts")
+    if texts:
+        extra.append(f"100K with 500-char texts: RSS growth {texts['rss_mb']}, load {texts['load_s']} s, "
+                     f"HNSW ready {texts.get('hnsw_ready_s')} s")
+    restart = results.get("restart")
+    if restart:
+        extra.append(f"after a restart (disk cache): session_init → loading_complete {restart['load_s']} s, "
+                     f"→ first search {restart['searchable_s']} s, search p50/p99 {restart['search']['p50_ms']} / "
+                     f"{restart['search']['p99_ms']} ms (target ≤ 0.5 s)")
+    return "\n".join(lines + [""] + extra)
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fabstir-bench-"))
+    bridge_root, cache_dir = work / "bridge", work / "cache"
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"publishing {sizes} x {DIM} (+ 100K with 500-char texts) in {work}", flush=True)
+    started = time.perf_counter()
+    published = {str(n): publish(bridge_root, n, f"bench-{n}") for n in sizes}
+    if args.texts and 100_000 in sizes:
+        published["100000-texts"] = publish(bridge_root, 100_000, "bench-100000-texts", text_chars=500)
+    print(f"published in {time.perf_counter() - started:.1f} s", flush=True)
+    results: dict[str, Any] = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or _cpu_name()}, "
+                   f"Python {platform.python_version()}",
+        "queries": args.queries,
+        "databases": {},
+    }
+    async with trio.open_nursery() as nursery:
+        bridge, url = await start_bridge(nursery, bridge_root)
+        env = {
+            **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
+            "FABSTIR_STORE_DIR": str(work / "store"), "FABSTIR_RATE_LIMIT_PER_SECOND": "100000",
+            "FABSTIR_RATE_LIMIT_BURST": "100000", "S5_RATE_LIMIT_REQUESTS": "100000",
+            "VECTOR_CACHE_MAX_MEMORY_MB": "4000",
+        }
+        try:
+            async with running_daemon(nursery, env) as daemon:
+                results["hnsw_min_vectors"] = int(os.environ.get("HNSW_MIN_VECTORS", "20000"))
+                for name, (path, vectors, ids_of) in published.items():
+                    hnsw = len(vectors) >= results["hnsw_min_vectors"]
+                    print(f"-- {name}: cold load, searches, second session", flush=True)
+                    results["databases"][name] = await cold(daemon, path, vectors, ids_of, args.queries, hnsw)
+            if "100000" in published:
+                print("-- restart, then a session on 100K (disk cache)", flush=True)
+                async with running_daemon(nursery, env) as daemon:
+                    path, vectors, _ = published["100000"]
+                    qs = near_queries(vectors, args.queries, seed=5)
+                    async with NodeClient.connect(f"ws://127.0.0.1:{daemon.port}/v1/ws", timeout=60) as client:
+                        _, loaded, _ = await open_session(client, path, "restart")
+                        first, _ = await timed_search(client, qs[0])
+                        times = [(await timed_search(client, q))[0] for q in qs]
+                    results["restart"] = {"load_s": round(loaded, 3), "searchable_s": round(loaded + first, 3),
+                                          "search": percentiles(times)}
+        finally:
+            bridge.kill()
+            with trio.move_on_after(5):
+                await bridge.wait()
+            nursery.cancel_scope.cancel()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--no-texts", dest="texts", action="store_false", help="skip the 500-char-text database")
+    parser.add_argument("--out", default="bench-results.json")
+    parser.add_argument("--keep", help="work directory to use and keep (default: a temporary one)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    results = trio.run(main, args)
+    results["total_s"] = round(time.perf_counter() - started, 1)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(f"fabstir-node bench, {results['date']}, {results['machine']}")
+    print(table(results))
+    print(f"\nwrote {args.out} ({results['total_s']} s in all)")
+
+
+if __name__ == "__main__":
+    cli()
