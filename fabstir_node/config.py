@@ -234,7 +234,7 @@ OPTIONS: tuple[Option, ...] = (
            "while exact search answers; smaller ones are searched exactly.", "cache"),
     Option("hnsw_connectivity", "HNSW_CONNECTIVITY", None, _int(2, 256), 16,
            "HNSW graph degree (M).", "cache"),
-    Option("hnsw_expansion_add", "HNSW_EXPANSION_ADD", None, _int(1, 4096), 128,
+    Option("hnsw_expansion_add", "HNSW_EXPANSION_ADD", None, _int(1, 4096), 160,
            "HNSW build-time candidate list (efConstruction): higher = better recall, slower build.", "cache"),
     Option("hnsw_expansion_search", "HNSW_EXPANSION_SEARCH", None, _int(1, 4096), 256,
            "HNSW search-time candidate list (efSearch): higher = better recall, slower search.", "cache"),
@@ -329,7 +329,7 @@ class Settings:
     cache_dir: Path | None = None
     hnsw_min_vectors: int = 20_000
     hnsw_connectivity: int = 16
-    hnsw_expansion_add: int = 128
+    hnsw_expansion_add: int = 160
     hnsw_expansion_search: int = 256
     host_private_key_file: Path | None = None
     s5_portal_url: tuple[str, ...] | None = attrs.field(default=None, converter=_portal_urls)

@@ -39,6 +39,23 @@ from ..logging import get_logger
 
 log = get_logger(__name__)
 
+
+def release_free_memory() -> None:
+    """Hand the allocator's free pages back to the system (glibc ``malloc_trim``; elsewhere a no-op).
+
+    A load's transient buffers (chunk bodies, the float32 matrix) are freed
+    from worker threads' malloc arenas, which keep them mapped; without this
+    a 100K load leaves 200–350 MB of free-but-resident memory behind.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
 #: A build may take this long, plus this much per 1,000 vectors, before it is killed.
 BUILD_DEADLINE_BASE = 60.0
 BUILD_DEADLINE_PER_1000 = 1.0
@@ -129,6 +146,8 @@ class Indexer:
         if mapped is None:
             return
         entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
+        del engine
+        await trio.to_thread.run_sync(release_free_memory)
         if mapped.index is not None or len(mapped) < self.min_vectors:
             return
         if not await self._build(key, directory, len(mapped)):
