@@ -223,7 +223,8 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
         _, again, _ = await open_session(client, path, "bench-2")
         result["second_session_s"] = round(again, 4)
     for _, line in daemon.lines:
-        if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors):
+        if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors) \
+                and "load_breakdown_ms" not in result:  # the cold load, not the second session's
             result["load_breakdown_ms"] = {k: line.get(k) for k in ("download_ms", "decode_ms", "index_ms")}
         if line.get("event") == "hnsw_built" and line.get("vectors") == len(vectors):
             result["hnsw_build_s"] = line.get("seconds")
