@@ -111,15 +111,33 @@ def _text(value: str) -> bytes:
     return _head(3, len(raw)) + raw
 
 
+# The encodings of recent object keys: a chunk repeats the same few keys 10,000 times.
+_KEYS: dict[str, bytes] = {}
+_KEY_CACHE_LIMIT = 4096
+
+
 def _plain_object(value: Mapping, out: list[Any], js_numbers: bool, depth: int) -> None:
     # A plain JS object: cbor-x reserves a 16-bit length header.
     count = len(value)
-    out.append(b"\xb9" + count.to_bytes(2, "big") if count < 0x10000 else _head(5, count))
+    append = out.append
+    append(b"\xb9" + count.to_bytes(2, "big") if count < 0x10000 else _head(5, count))
+    leaf_ok = depth < MAX_DEPTH
     for key, item in value.items():
-        if type(key) is not str:
-            raise TypeError("plain-object keys must be strings")
-        out.append(_text(key))
-        _encode(item, out, js_numbers, depth)
+        encoded = _KEYS.get(key) if type(key) is str else None
+        if encoded is None:
+            if not isinstance(key, str):
+                raise TypeError("plain-object keys must be strings")
+            encoded = _text(key)
+            if len(_KEYS) < _KEY_CACHE_LIMIT:
+                _KEYS[key] = encoded
+        append(encoded)
+        kind = type(item)
+        if kind is str and leaf_ok:
+            append(_text(item))
+        elif kind is Encoded and leaf_ok:
+            append(item.data)
+        else:
+            _encode(item, out, js_numbers, depth)
 
 
 def _encode(value: Any, out: list[Any], js_numbers: bool, depth: int) -> None:
