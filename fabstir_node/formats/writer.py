@@ -3,15 +3,17 @@
 Used by ``fabstir-node publish``, by benchmarks and by tests.  Pure: it maps
 relative paths to bytes and leaves storing them to the caller.
 
-CBOR output is what the SDK produces through s5.js ``fs.put`` (cbor-x with
-``useRecords: false``, ``useFloat32: 0``): plain objects become maps with
-their keys sorted (s5.js sorts with ``localeCompare``, approximated here by a
-case-insensitive order), heads are minimal, and every JS number follows
-cbor-x's rule — a 32-bit integer (including ``-0`` and integral floats)
-becomes a CBOR integer, an integer above 2^53 becomes a 64-bit integer, any
-other number a float64 item (``0xfb``).  ``None`` is ``null``; a field the SDK
-leaves ``undefined`` (the manifest's ``description``) is written as CBOR
-``undefined`` (``0xf7``).  Vectors are encoded with numpy, not per float.
+CBOR output is byte for byte what the SDK stores: each file is the object
+S5VectorStore hands to s5.js ``fs.put``, encoded by
+:func:`fabstir_node.s5.cborx.encode_s5` (the encoder checked against
+s5.js's own output).  So the top-level object is a map with its keys in
+``localeCompare`` order, nested objects (a chunk's records, their metadata,
+the manifest's chunk entries) keep insertion order behind a ``b9 00 NN``
+header, numbers follow cbor-x's JS rules (a vector mixes ``fb`` items and
+integers), and the manifest's ``description`` is ``undefined`` (``f7``) when
+there is none.  Records are ``{id, vector, metadata}`` in that order, as the
+SDK's ``addVector`` builds them.  Vectors are encoded with numpy, not per
+float, and passed to the encoder as :class:`~fabstir_node.s5.cborx.Encoded`.
 
 JSON output is what ``JSON.stringify`` gives for the same objects (undefined
 fields dropped).  Either can be wrapped in AES-256-GCM with a session key.
@@ -19,27 +21,19 @@ fields dropped).  Either can be wrapped in AES-256-GCM with a session key.
 
 from __future__ import annotations
 
-import math
-import struct
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
-import cbor2
 import numpy as np
 import orjson
 
+from ..s5.cborx import UNDEFINED, Encoded, encode_head, encode_s5
 from .blob import encrypt_blob
 from .paths import database_dir
 
-__all__ = ["UNDEFINED", "Record", "build_database", "encode_cbor"]
-
-#: JS ``undefined``: written as CBOR simple value 23, dropped from JSON.
-UNDEFINED = cbor2.undefined
-
-_MAX_SAFE_INTEGER = 2**53 - 1
-_FLOAT64 = struct.Struct(">d")
+__all__ = ["UNDEFINED", "Record", "build_database"]
 
 VectorEncoding = Literal["float64", "float32", "typed"]
 
@@ -53,152 +47,53 @@ class Record:
     metadata: Mapping[str, Any] | None = attrs.field(default=None, repr=False)
 
 
-# --- CBOR, the cbor-x way ---------------------------------------------------------
-
-
-_TINY_HEADS = [[bytes((major << 5 | value,)) for value in range(24)] for major in range(8)]
-
-
-def _head(major: int, value: int) -> bytes:
-    if value < 24:
-        return _TINY_HEADS[major][value]
-    if value < 0x100:
-        return bytes((major << 5 | 24, value))
-    if value < 0x10000:
-        return bytes((major << 5 | 25,)) + value.to_bytes(2, "big")
-    if value < 0x100000000:
-        return bytes((major << 5 | 26,)) + value.to_bytes(4, "big")
-    return bytes((major << 5 | 27,)) + value.to_bytes(8, "big")
-
-
-def _number(value: float) -> bytes:
-    """A JS number as cbor-x writes it."""
-    if math.isfinite(value) and value == int(value):
-        integer = int(value)
-        if 0 <= integer < 0x100000000:
-            return _head(0, integer)
-        if -0x80000000 <= integer < 0:
-            return _head(1, -1 - integer)
-        if _MAX_SAFE_INTEGER < integer < 2**64:  # s5.js turns these into BigInt
-            return _head(0, integer)
-    return b"\xfb" + _FLOAT64.pack(float(value))
-
-
-def _sort_key(key: str) -> tuple[str, str]:
-    return (key.lower(), key.swapcase())
-
-
-class _Encoder:
-    """cbor-x's encoding of plain values, with caches for what repeats from
-    record to record (map keys and their order)."""
-
-    _CACHE_LIMIT = 10_000
-
-    def __init__(self) -> None:
-        self.keys: dict[str, bytes] = {}
-        self.orders: dict[tuple[str, ...], list[str]] = {}
-
-    def text(self, value: str) -> bytes:
-        raw = value.encode("utf-8")
-        return _head(3, len(raw)) + raw
-
-    def key(self, key: Any) -> bytes:
-        encoded = self.keys.get(key)
-        if encoded is None:
-            if type(key) is not str:
-                raise TypeError("object keys must be strings")
-            encoded = self.text(key)
-            if len(self.keys) < self._CACHE_LIMIT:
-                self.keys[key] = encoded
-        return encoded
-
-    def order(self, value: Mapping[str, Any]) -> list[str]:
-        names = tuple(value)
-        order = self.orders.get(names)
-        if order is None:
-            if not all(type(name) is str for name in names):
-                raise TypeError("object keys must be strings")
-            order = sorted(names, key=_sort_key)
-            if len(self.orders) < self._CACHE_LIMIT:
-                self.orders[names] = order
-        return order
-
-    def encode(self, value: Any, out: list[bytes]) -> None:
-        kind = type(value)
-        if kind is str:
-            out.append(self.text(value))
-        elif kind is dict or (kind is not list and isinstance(value, Mapping)):
-            out.append(_head(5, len(value)))
-            for name in self.order(value):
-                out.append(self.key(name))
-                self.encode(value[name], out)
-        elif kind is int or kind is float:
-            out.append(_number(value))
-        elif value is None:
-            out.append(b"\xf6")
-        elif value is UNDEFINED:
-            out.append(b"\xf7")
-        elif value is True:
-            out.append(b"\xf5")
-        elif value is False:
-            out.append(b"\xf4")
-        elif kind is list or kind is tuple:
-            out.append(_head(4, len(value)))
-            for item in value:
-                self.encode(item, out)
-        elif isinstance(value, (np.integer, np.floating)):
-            out.append(_number(value.item()))
-        elif isinstance(value, np.ndarray):
-            self.encode(value.tolist(), out)
-        else:
-            raise TypeError(f"cannot encode {kind.__name__} as CBOR")
-
-    def __call__(self, value: Any) -> bytes:
-        out: list[bytes] = []
-        self.encode(value, out)
-        return b"".join(out)
-
-
-def encode_cbor(value: Any) -> bytes:
-    """Encode plain values (dict/list/str/number/bool/None/:data:`UNDEFINED`)
-    as the SDK's cbor-x would."""
-    return _Encoder()(value)
+# --- vectors, encoded with numpy ---------------------------------------------------
 
 
 class _VectorRows:
-    """The CBOR encoding of each row of a float32 matrix, built with numpy."""
+    """The CBOR item of each row of a float32 matrix, built with numpy.
+
+    ``"float64"`` is what cbor-x writes for a JS ``number[]``: ``fb`` + 8 bytes
+    per item -- except that a number which is a 32-bit integer becomes a CBOR
+    integer, so rows holding one are left to the encoder as Python floats.
+    ``"float32"`` (``fa`` items) and ``"typed"`` (RFC 8746 tag 85, what cbor-x
+    writes for a ``Float32Array``) exist for tests.
+    """
 
     def __init__(self, vectors: np.ndarray, encoding: VectorEncoding) -> None:
         n, d = vectors.shape
         self.vectors = vectors
-        self.encoding = encoding
         self.special = np.zeros(n, dtype=bool)
         if encoding == "typed":
-            self.head = b"\xd8\x55" + _head(2, 4 * d)  # tag 85: float32 little-endian
-            self.raw = memoryview(vectors.astype("<f4").tobytes())
-            self.width = 4 * d
-            return
-        self.head = _head(4, d)
-        if encoding == "float64":
-            wide = vectors.astype(np.float64)
+            head = b"\xd8\x55" + encode_head(2, 4 * d)  # tag 85: float32 little-endian
+            body: Any = ("<f4", (d,))
+            values = vectors
+        elif encoding == "float64":
+            head = encode_head(4, d)
+            body = ([("t", "u1"), ("v", ">f8")], (d,))
+            values = vectors.astype(np.float64)
             # cbor-x writes a number that is a 32-bit integer as an integer.
-            integral = (wide == np.trunc(wide)) & (wide >= -(2**31)) & (wide < 2**32)
+            integral = (values == np.trunc(values)) & (values >= -(2**31)) & (values < 2**32)
             self.special = integral.any(axis=1)
-            items = np.empty((n, d), dtype=[("t", "u1"), ("v", ">f8")])
-            items["t"] = 0xFB
-            items["v"] = wide
-            self.width = 9 * d
         else:
-            items = np.empty((n, d), dtype=[("t", "u1"), ("v", ">f4")])
-            items["t"] = 0xFA
-            items["v"] = vectors
-            self.width = 5 * d
-        self.raw = memoryview(items.tobytes())
+            head = encode_head(4, d)
+            body = ([("t", "u1"), ("v", ">f4")], (d,))
+            values = vectors
+        rows = np.empty(n, dtype=[("head", "u1", (len(head),)), ("body", *body)])
+        rows["head"] = np.frombuffer(head, dtype=np.uint8)
+        if encoding == "typed":
+            rows["body"] = values
+        else:
+            rows["body"]["t"] = 0xFB if encoding == "float64" else 0xFA
+            rows["body"]["v"] = values
+        self.width = rows.dtype.itemsize
+        self.raw = memoryview(rows.tobytes())
 
-    def row(self, i: int) -> list[bytes | memoryview]:
+    def row(self, i: int) -> Any:
+        """Row ``i`` as a value for :func:`~fabstir_node.s5.cborx.encode_s5`."""
         if self.special[i]:
-            return [encode_cbor([float(x) for x in self.vectors[i]])]
-        return [self.head, self.raw[i * self.width : (i + 1) * self.width]]
+            return self.vectors[i].tolist()
+        return Encoded(self.raw[i * self.width : (i + 1) * self.width])
 
 
 # --- records and files ------------------------------------------------------------
@@ -221,18 +116,12 @@ def _as_arrays(records: Any) -> tuple[list[str], np.ndarray, list[Mapping[str, A
     return ids, vectors, metadata
 
 
-def _cbor_chunk(
-    encoder: _Encoder, chunk_id: int, ids: list[str], rows: _VectorRows, start: int, metadata: list[Any]
-) -> bytes:
-    parts: list[Any] = [b"\xa2", encoder("chunkId"), encoder(chunk_id)]
-    parts += (encoder("vectors"), _head(4, len(ids)))
-    for offset, ident in enumerate(ids):
-        meta = metadata[offset]
-        parts += (b"\xa3\x62id", encoder.text(ident), b"\x68metadata")
-        encoder.encode({} if meta is None else meta, parts)
-        parts.append(b"\x66vector")
-        parts += rows.row(start + offset)
-    return b"".join(parts)
+def _cbor_chunk(chunk_id: int, ids: list[str], rows: _VectorRows, start: int, metadata: list[Any]) -> bytes:
+    records = [
+        {"id": ident, "vector": rows.row(start + i), "metadata": {} if metadata[i] is None else metadata[i]}
+        for i, ident in enumerate(ids)
+    ]
+    return encode_s5({"chunkId": chunk_id, "vectors": records})
 
 
 def _json_chunk(chunk_id: int, ids: list[str], vectors: np.ndarray, metadata: list[Any]) -> bytes:
@@ -276,7 +165,6 @@ def build_database(
     now = int(time.time() * 1000) if now_ms is None else now_ms
     n = len(ids)
     rows = _VectorRows(vectors, cbor_vectors) if format == "cbor" and n else None
-    encoder = _Encoder()
 
     files: dict[str, bytes] = {}
     chunk_refs = []
@@ -284,7 +172,7 @@ def build_database(
         stop = min(start + chunk_size, n)
         path = f"{directory}/chunk-{chunk_id}.json"
         if rows is not None:
-            body = _cbor_chunk(encoder, chunk_id, ids[start:stop], rows, start, metadata[start:stop])
+            body = _cbor_chunk(chunk_id, ids[start:stop], rows, start, metadata[start:stop])
         else:
             body = _json_chunk(chunk_id, ids[start:stop], vectors[start:stop], metadata[start:stop])
         files[path] = body
@@ -310,7 +198,7 @@ def build_database(
     if n:
         manifest["dimensions"] = int(vectors.shape[1])
     if format == "cbor":
-        files[f"{directory}/manifest.json"] = encoder(manifest)
+        files[f"{directory}/manifest.json"] = encode_s5(manifest)
     else:
         if description is None:
             del manifest["description"]  # JSON.stringify drops undefined fields

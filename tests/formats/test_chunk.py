@@ -13,7 +13,8 @@ import pytest
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import OpenedBlob, open_blob
 from fabstir_node.formats.chunk import decode_chunk
-from fabstir_node.formats.writer import UNDEFINED, encode_cbor
+from fabstir_node.formats.writer import UNDEFINED
+from fabstir_node.s5.cborx import encode_s5
 
 DIM = 4
 
@@ -31,7 +32,7 @@ def chunk_obj(n: int = 3, chunk_id: int = 2) -> dict[str, Any]:
 # The same object through three encoders: SDK-style CBOR (fast path), cbor2's
 # own choices (float64 items become smaller floats where exact), and JSON.
 ENCODERS: dict[str, Callable[[Any], bytes]] = {
-    "sdk-cbor": encode_cbor,
+    "sdk-cbor": encode_s5,
     "cbor2": cbor2.dumps,
     "json": lambda obj: orjson.dumps(obj, default=lambda v: None if v is UNDEFINED else v),
 }
@@ -67,7 +68,7 @@ def test_dimensions_from_the_first_vector(encoder: Callable[[Any], bytes]) -> No
 
 def test_out_receives_the_vectors() -> None:
     matrix = np.zeros((5, DIM), dtype=np.float32)
-    chunk = _decode(encode_cbor(chunk_obj()), out=matrix[1:4])
+    chunk = _decode(encode_s5(chunk_obj()), out=matrix[1:4])
     assert np.shares_memory(chunk.vectors, matrix)
     assert matrix[2].tolist() == [1.5, -0.25, 0.125, 3.5]
     assert not matrix[0].any() and not matrix[4].any()
@@ -75,7 +76,7 @@ def test_out_receives_the_vectors() -> None:
 
 def test_out_with_unknown_dimensions_takes_its_width() -> None:
     with pytest.raises(FabstirError) as info:
-        _decode(encode_cbor(chunk_obj()), dimensions=None, out=np.zeros((3, 5), dtype=np.float32))
+        _decode(encode_s5(chunk_obj()), dimensions=None, out=np.zeros((3, 5), dtype=np.float32))
     assert info.value.code is ErrorCode.DIMENSION_MISMATCH
 
 
@@ -92,7 +93,7 @@ def test_absent_metadata_is_an_empty_object(meta: Any, encoder: Callable[[Any], 
 def test_cbor_metadata_undefined_inside_becomes_null() -> None:
     obj = chunk_obj()
     obj["vectors"][0]["metadata"] = {"a": UNDEFINED, "b": [UNDEFINED]}
-    assert _decode(encode_cbor(obj)).metadata[0] == b'{"a":null,"b":[null]}'
+    assert _decode(encode_s5(obj)).metadata[0] == b'{"a":null,"b":[null]}'
 
 
 @pytest.mark.parametrize(
@@ -109,7 +110,7 @@ def test_typed_array_vectors(tag: int, dtype: str) -> None:
 def test_mixed_integer_and_float_items_decode() -> None:
     obj = chunk_obj()
     obj["vectors"][0]["vector"] = [0, 1, -0.5, 2**40]  # what cbor-x writes for integral numbers
-    chunk = _decode(encode_cbor(obj))
+    chunk = _decode(encode_s5(obj))
     assert chunk.vectors[0].tolist() == [0.0, 1.0, -0.5, 2.0**40]
 
 
@@ -128,7 +129,7 @@ def test_record_keys_in_any_order_and_extra_keys() -> None:
 
 
 def test_json_reserialised_from_cbor_matches() -> None:
-    data = encode_cbor(chunk_obj())
+    data = encode_s5(chunk_obj())
     from_cbor = _decode(data)
     bridge = orjson.dumps(cbor2.loads(data))
     from_json = _decode(bridge)
@@ -140,7 +141,7 @@ def test_encrypted_chunk() -> None:
     from fabstir_node.formats.blob import encrypt_blob
 
     key = bytes(32)
-    opened = open_blob(encrypt_blob(encode_cbor(chunk_obj()), key), key)
+    opened = open_blob(encrypt_blob(encode_s5(chunk_obj()), key), key)
     assert opened.encrypted
     chunk = decode_chunk(opened, chunk_id=2, expected_count=3, dimensions=DIM)
     assert chunk.ids == ["v0", "v1", "v2"]
@@ -217,7 +218,7 @@ def test_non_finite_values_in_cbor(value: float, row: int) -> None:
     obj = chunk_obj()
     obj["vectors"][row]["vector"][1] = value
     with pytest.raises(FabstirError) as info:
-        _decode(encode_cbor(obj))
+        _decode(encode_s5(obj))
     assert info.value.code is ErrorCode.INVALID_DATABASE
     assert f"vector {row}" in info.value.message
 
@@ -229,13 +230,13 @@ def test_non_finite_values_in_json(text: bytes) -> None:
 
 
 def test_metadata_limit_is_a_parameter() -> None:
-    data = encode_cbor(chunk_obj())
+    data = encode_s5(chunk_obj())
     assert _code(data, max_metadata_bytes=10) is ErrorCode.LIMIT_EXCEEDED
     assert len(_decode(data, max_metadata_bytes=15).metadata) == 3
 
 
 def test_count_mismatch_with_the_manifest() -> None:
-    assert _code(encode_cbor(chunk_obj()), expected_count=4) is ErrorCode.INVALID_DATABASE
+    assert _code(encode_s5(chunk_obj()), expected_count=4) is ErrorCode.INVALID_DATABASE
 
 
 def test_integers_beyond_64_bits_are_not_numbers() -> None:
@@ -248,23 +249,23 @@ def test_integers_beyond_64_bits_are_not_numbers() -> None:
 
 @pytest.mark.parametrize("cut", [10, 100, -1, -9])
 def test_truncated_cbor_chunk(cut: int) -> None:
-    data = encode_cbor(chunk_obj())
+    data = encode_s5(chunk_obj())
     assert _code(data[:cut]) is ErrorCode.INVALID_DATABASE
 
 
 def test_truncated_cbor_chunk_with_a_key_is_decryption_failed() -> None:
-    data = encode_cbor(chunk_obj())[:-3]
+    data = encode_s5(chunk_obj())[:-3]
     with pytest.raises(FabstirError) as info:
         decode_chunk(open_blob(data, bytes(32)), chunk_id=2, expected_count=3, dimensions=DIM)
     assert info.value.code is ErrorCode.DECRYPTION_FAILED
 
 
 def test_trailing_bytes_after_a_cbor_chunk() -> None:
-    assert _code(encode_cbor(chunk_obj()) + b"\x00") is ErrorCode.INVALID_DATABASE
+    assert _code(encode_s5(chunk_obj()) + b"\x00") is ErrorCode.INVALID_DATABASE
 
 
 def test_indefinite_length_cbor_goes_through_the_generic_path() -> None:
-    body = encode_cbor(chunk_obj())
+    body = encode_s5(chunk_obj())
     # replace the top-level map head (a2) with an indefinite map
     data = b"\xbf" + body[1:] + b"\xff"
     assert _decode(data).ids == ["v0", "v1", "v2"]
@@ -273,9 +274,9 @@ def test_indefinite_length_cbor_goes_through_the_generic_path() -> None:
 def test_duplicate_keys_in_cbor_follow_cbor2() -> None:
     """A record with two "vector" entries: the fast path defers to cbor2 (last wins)."""
     record = b"\xa3" + b"".join(
-        encode_cbor(item) for item in ("id", "a", "vector", [9.5] * DIM, "vector", [1.5] * DIM)
+        encode_s5(item) for item in ("id", "a", "vector", [9.5] * DIM, "vector", [1.5] * DIM)
     )
-    data = b"\xa2" + encode_cbor("chunkId") + b"\x02" + encode_cbor("vectors") + b"\x81" + record
+    data = b"\xa2" + encode_s5("chunkId") + b"\x02" + encode_s5("vectors") + b"\x81" + record
     chunk = decode_chunk(open_blob(data, None), chunk_id=2, expected_count=1, dimensions=DIM)
     assert chunk.vectors[0].tolist() == [1.5] * DIM
 
@@ -288,12 +289,12 @@ def test_opened_blob_built_by_hand_is_accepted() -> None:
 
 
 def test_empty_chunk() -> None:
-    chunk = _decode(encode_cbor({"chunkId": 2, "vectors": []}), expected_count=0)
+    chunk = _decode(encode_s5({"chunkId": 2, "vectors": []}), expected_count=0)
     assert chunk.vectors.shape == (0, DIM) and chunk.ids == []
 
 
 def test_decoded_data_stays_out_of_the_repr() -> None:
-    chunk = _decode(encode_cbor(chunk_obj()))
+    chunk = _decode(encode_s5(chunk_obj()))
     assert "v0" not in repr(chunk) and "0.125" not in repr(chunk)
 
 
@@ -301,9 +302,9 @@ def test_decoded_data_stays_out_of_the_repr() -> None:
 def test_claimed_sizes_never_size_an_allocation(length_head: bytes) -> None:
     """A vector head claiming billions of items, with the manifest agreeing on
     a huge count, fails cleanly instead of allocating count x length floats."""
-    data = b"\xa2" + encode_cbor("chunkId") + b"\x02" + encode_cbor("vectors") + b"\x9a\x3b\x9a\xca\x00"
-    data += b"\xa3" + encode_cbor("id") + encode_cbor("a") + encode_cbor("metadata") + b"\xa0"
-    data += encode_cbor("vector") + length_head + b"\xfb" + bytes(8)
+    data = b"\xa2" + encode_s5("chunkId") + b"\x02" + encode_s5("vectors") + b"\x9a\x3b\x9a\xca\x00"
+    data += b"\xa3" + encode_s5("id") + encode_s5("a") + encode_s5("metadata") + b"\xa0"
+    data += encode_s5("vector") + length_head + b"\xfb" + bytes(8)
     with pytest.raises(FabstirError) as info:
         decode_chunk(open_blob(data, None), chunk_id=2, expected_count=10**9, dimensions=None)
     assert info.value.code is ErrorCode.INVALID_DATABASE

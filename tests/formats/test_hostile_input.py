@@ -16,7 +16,8 @@ from fabstir_node.formats import chunk as chunk_module
 from fabstir_node.formats.blob import OpenedBlob, decode_object, encrypt_blob, open_blob
 from fabstir_node.formats.chunk import decode_chunk
 from fabstir_node.formats.manifest import check_access, parse_manifest
-from fabstir_node.formats.writer import UNDEFINED, build_database, encode_cbor
+from fabstir_node.formats.writer import UNDEFINED, build_database
+from fabstir_node.s5.cborx import encode_s5
 
 KEY = bytes(range(32))
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,7 +138,7 @@ manifest_shaped = st.fixed_dictionaries(
 def test_shaped_objects(value: Any, encoder: str) -> None:
     try:
         if encoder == "sdk":
-            data, fmt = encode_cbor(value), "cbor"
+            data, fmt = encode_s5(value), "cbor"
         elif encoder == "cbor2":
             data, fmt = cbor2.dumps(value), "cbor"
         else:

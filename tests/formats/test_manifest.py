@@ -12,7 +12,8 @@ import pytest
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import decode_object, open_blob
 from fabstir_node.formats.manifest import Manifest, check_access, parse_manifest
-from fabstir_node.formats.writer import UNDEFINED, encode_cbor
+from fabstir_node.formats.writer import UNDEFINED
+from fabstir_node.s5.cborx import encode_s5
 
 OWNER = "0x8D1b0F4ad3B0f6E7C4e2bB1F6a3c9d2E5f7A0b1C"
 
@@ -44,7 +45,7 @@ def sdk_manifest(**changes: Any) -> dict[str, Any]:
 
 
 def _through_cbor(obj: dict[str, Any]) -> Any:
-    return decode_object(open_blob(encode_cbor(obj), None))
+    return decode_object(open_blob(encode_s5(obj), None))
 
 
 def _json_obj(obj: dict[str, Any]) -> dict[str, Any]:
@@ -74,7 +75,7 @@ def test_sdk_cbor_manifest_parses() -> None:
 
 
 def test_cbor_writes_large_timestamps_as_floats_and_they_still_parse() -> None:
-    raw = cbor2.loads(encode_cbor(sdk_manifest()))
+    raw = cbor2.loads(encode_s5(sdk_manifest()))
     assert isinstance(raw["created"], float)  # cbor-x: not a 32-bit integer -> float64
     assert parse_manifest(_through_cbor(sdk_manifest())).created == 1764000000000
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import cbor2
@@ -14,7 +15,8 @@ from fabstir_node.formats.chunk import decode_chunk
 from fabstir_node.formats.manifest import check_access, parse_manifest
 from fabstir_node.formats.paths import chunk_path
 from fabstir_node.formats.synthetic import synthetic_records
-from fabstir_node.formats.writer import Record, build_database, encode_cbor
+from fabstir_node.formats.writer import Record, build_database
+from fabstir_node.s5.cborx import encode_s5
 
 OWNER = "0xAbC0000000000000000000000000000000000001"
 KEY = bytes(range(32))
@@ -93,19 +95,63 @@ def test_bridge_json_of_sdk_cbor_decodes_the_same(data: Any) -> None:
 
 
 def test_sdk_cbor_layout(data: Any) -> None:
-    """Maps with sorted string keys, float64 items, undefined description."""
+    """What s5.js ``fs.put`` writes for S5VectorStore's objects: the top-level
+    map sorted, nested objects in insertion order behind ``b9 00 NN``, float64
+    items, an undefined description."""
     files = build_database(data, owner=OWNER, name="db", format="cbor", chunk_size=1000)
-    manifest_raw = cbor2.loads(files[MANIFEST])
+    manifest_bytes = files[MANIFEST]
+    manifest_raw = cbor2.loads(manifest_bytes)
     assert manifest_raw["description"] is cbor2.undefined
     assert list(manifest_raw) == sorted(manifest_raw, key=str.lower)
+    assert manifest_bytes[0] == 0xA0 | len(manifest_raw)  # the top level is a Map: minimal head
+    entry = b"\xb9\x00\x05\x67chunkId\x00\x63cid"  # the SDK's _saveChunk order
+    assert manifest_bytes.index(b"\x66chunks\x81" + entry) > 0
+    assert list(manifest_raw["chunks"][0]) == ["chunkId", "cid", "vectorCount", "sizeBytes", "updatedAt"]
     chunk_bytes = files[chunk_path(MANIFEST, 0)]
-    assert chunk_bytes.startswith(b"\xa2\x67chunkId\x00\x67vectors\x98\xfa\xa3\x62id")
+    assert chunk_bytes.startswith(b"\xa2\x67chunkId\x00\x67vectors\x98\xfa\xb9\x00\x03\x62id")
     first = cbor2.loads(chunk_bytes)["vectors"][0]
-    assert list(first) == ["id", "metadata", "vector"]
+    assert list(first) == ["id", "vector", "metadata"]  # the SDK's addVector order
+    assert list(first["metadata"]) == list(data[2][0])  # metadata keeps its own order
     # each component is a float64 item: 0xfb + 8 bytes big-endian
     vector_at = chunk_bytes.index(b"\x66vector") + 7
     assert chunk_bytes[vector_at : vector_at + 2] == b"\x98\x18"  # array(24)
     assert chunk_bytes[vector_at + 2 : vector_at + 2 + 9 * 24 : 9] == b"\xfb" * 24
+    metadata_at = vector_at + 2 + 9 * 24
+    assert chunk_bytes[metadata_at : metadata_at + 12] == b"\x68metadata\xb9\x00" + bytes([len(data[2][0])])
+
+
+S5_CBOR_VECTORS = {
+    item["name"]: item["outputs"]["cbor_hex"]
+    for item in orjson.loads((Path(__file__).parent.parent / "data" / "s5-vectors.json").read_bytes())[
+        "vectors"
+    ]["cbor"]
+}
+
+
+@pytest.mark.parametrize(("encoding", "name"), [("float64", "chunk_minimal"), ("typed", "chunk_float32array")])
+def test_chunk_bytes_are_what_s5js_wrote(encoding: str, name: str) -> None:
+    """``{chunkId:0, vectors:[{id:'a', vector:[0.5,0.25,-1], metadata:{t:'x'}}]}``
+    through s5.js ``encodeS5`` (s5-vectors.json), with a number[] and a Float32Array."""
+    files = build_database(
+        (["a"], np.array([[0.5, 0.25, -1]], dtype=np.float32), [{"t": "x"}]),
+        owner=OWNER,
+        name="db",
+        cbor_vectors=encoding,  # type: ignore[arg-type]
+    )
+    assert files[chunk_path(MANIFEST, 0)].hex() == S5_CBOR_VECTORS[name]
+
+
+def test_manifest_chunk_entries_are_what_s5js_wrote() -> None:
+    """The chunk entry of the SDK-shaped manifest in s5-vectors.json, up to its timestamp."""
+    owner = "0xabc0000000000000000000000000000000000000"
+    expected = bytes.fromhex(S5_CBOR_VECTORS["manifest_sdk_shape"])
+    entry = expected[expected.index(b"\x66chunks") : expected.index(b"updatedAt")]
+    files = build_database(
+        (["a"], np.zeros((1, 3), np.float32), [None]), owner=owner, name="docs", description="test db"
+    )
+    manifest = files[f"home/vector-databases/{owner}/docs/manifest.json"]
+    assert entry in manifest
+    assert b"\x6bdescription\x67test db" in manifest
 
 
 def test_json_manifest_drops_undefined_description(data: Any) -> None:
@@ -143,18 +189,18 @@ def test_integral_components_are_written_as_integers_like_cbor_x() -> None:
     assert chunk.metadata == [b"{}", b'{"k":1}']
 
 
-def test_encode_cbor_numbers_follow_js_rules() -> None:
-    assert encode_cbor(5) == b"\x05"
-    assert encode_cbor(-1) == b"\x20"
-    assert encode_cbor(2**32 - 1) == b"\x1a\xff\xff\xff\xff"
-    assert encode_cbor(2**32) == b"\xfb" + np.array(2.0**32, ">f8").tobytes()
-    assert encode_cbor(-(2**31) - 1)[:1] == b"\xfb"
-    assert encode_cbor(2**53 + 2) == b"\x1b" + (2**53 + 2).to_bytes(8, "big")
-    assert encode_cbor(1.0) == b"\x01"
-    assert encode_cbor(-0.0) == b"\x00"
-    assert encode_cbor(0.1) == b"\xfb" + np.array(0.1, ">f8").tobytes()
-    assert encode_cbor(None) == b"\xf6"
-    assert encode_cbor([True, False]) == b"\x82\xf5\xf4"
+def test_encode_s5_numbers_follow_js_rules() -> None:
+    assert encode_s5(5) == b"\x05"
+    assert encode_s5(-1) == b"\x20"
+    assert encode_s5(2**32 - 1) == b"\x1a\xff\xff\xff\xff"
+    assert encode_s5(2**32) == b"\xfb" + np.array(2.0**32, ">f8").tobytes()
+    assert encode_s5(-(2**31) - 1)[:1] == b"\xfb"
+    assert encode_s5(2**53 + 2) == b"\x1b" + (2**53 + 2).to_bytes(8, "big")
+    assert encode_s5(1.0) == b"\x01"
+    assert encode_s5(-0.0) == b"\x00"
+    assert encode_s5(0.1) == b"\xfb" + np.array(0.1, ">f8").tobytes()
+    assert encode_s5(None) == b"\xf6"
+    assert encode_s5([True, False]) == b"\x82\xf5\xf4"
 
 
 def test_empty_database_has_no_chunks_and_no_dimensions() -> None:
