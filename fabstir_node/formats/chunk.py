@@ -340,40 +340,40 @@ class _Walker:
         return pos
 
     def sdk_record(self, pos: int, index: int) -> int:
-        """The SDK's exact record layout, read without the generic key loop:
-        ``{"id": text, "metadata": ..., "vector": [float64 × d]}`` in that
-        order.  Returns the end position, or -1 (nothing consumed, nothing
-        stored) if the record looks any different."""
+        """The SDK's exact record layout, read without the generic key loop.
+
+        s5.js writes each record as a plain object: a 16-bit map head, then
+        ``{"id": text, "vector": [float64 × d], "metadata": ...}`` in the
+        SDK's insertion order.  Returns the end position, or -1 (nothing
+        consumed, nothing stored) if the record looks any different."""
         buf = self.buf
-        if not buf.startswith(b"\xa3\x62id", pos):
+        if not buf.startswith(b"\xb9\x00\x03\x62id", pos):
             return -1
-        byte = buf[pos + 4]
+        byte = buf[pos + 6]
         if 0x60 <= byte < 0x78:
-            start, length = pos + 5, byte - 0x60
+            start, length = pos + 7, byte - 0x60
         elif byte == 0x78:
-            start, length = pos + 6, buf[pos + 5]
+            start, length = pos + 8, buf[pos + 7]
         else:
             return -1
         after_id = start + length
-        if not buf.startswith(b"\x68metadata", after_id):
-            return -1
-        metadata, after_meta = self.value(after_id + 9)
         builder = self.builder
         dimensions = builder.dimensions
         prefix = self.vector_prefix
-        if dimensions is None or not buf.startswith(prefix, after_meta):
+        if dimensions is None or not buf.startswith(prefix, after_id):
             return -1
-        start_items = after_meta + len(prefix)
+        start_items = after_id + len(prefix)
         end = start_items + 9 * dimensions
-        if buf[start_items:end:9] != self.tags64 or end > len(buf):
+        if buf[start_items:end:9] != self.tags64 or not buf.startswith(b"\x68metadata", end):
             return -1
+        metadata, after_meta = self.value(end + 9)
         builder.add_id(buf[start:after_id].decode("utf-8"), index)
         builder.add_metadata(metadata, index)
         if builder.matrix is None:
             builder.check_length(dimensions, index)
         self.rows64.append(index)
         self.offsets64.append(start_items + 1)
-        return end
+        return after_meta
 
     @property
     def vector_prefix(self) -> bytes:

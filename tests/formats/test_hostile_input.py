@@ -208,3 +208,28 @@ def test_sdk_cbor_takes_the_fast_path(no_generic_cbor: None, encoding: str) -> N
     chunk = decode_chunk(opened, chunk_id=0, expected_count=3, dimensions=4)
     assert np.array_equal(chunk.vectors, vectors)
     assert chunk.metadata == [b'{"k":null,"n":[1,2.5]}', b"{}", b"{}"]
+
+
+def test_sdk_records_skip_the_generic_key_loop(no_generic_cbor: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records as s5.js writes them (``b9 00 03`` id, vector, metadata) take the
+    exact-layout reader once the dimensions are known."""
+    generic: list[int] = []
+    record = chunk_module._Walker.record
+
+    def counting(self: Any, pos: int, index: int) -> int:
+        generic.append(index)
+        return record(self, pos, index)
+
+    monkeypatch.setattr(chunk_module._Walker, "record", counting)
+    vectors = np.array([[0.5, -1.5, 2.25], [1e-3, 2.5, -0.125], [0.1, 0.2, 0.3]], dtype=np.float32)
+    ids = ["a", "é" * 100, "c"]  # a one-byte and a two-byte text length
+    metadata = [{"z": 1, "a": [UNDEFINED]}, None, {"t": "x" * 300}]
+    files = build_database((ids, vectors, metadata), owner="0xabc", name="db")
+    opened = open_blob(files["home/vector-databases/0xabc/db/chunk-0.json"], None)
+    for dimensions, expected in ((3, []), (None, [0])):
+        generic.clear()
+        chunk = decode_chunk(opened, chunk_id=0, expected_count=3, dimensions=dimensions)
+        assert generic == expected  # without the manifest's dimensions the first record sets them
+        assert np.array_equal(chunk.vectors, vectors)
+        assert chunk.ids == ids
+        assert chunk.metadata == [b'{"z":1,"a":[null]}', b"{}", orjson.dumps({"t": "x" * 300})]
