@@ -2,7 +2,9 @@
 
 s5.js sorts directory entry names and the top-level keys of stored objects
 with ``a.localeCompare(b)``.  Readers must not depend on that order; a writer
-that wants byte-identical output must reproduce it.  Full ICU is not
+that wants byte-identical output must reproduce it -- :mod:`.dirv1` for entry
+names, :func:`.cborx.encode_s5` for every file stored like ``fs.put``
+(vector-database manifests and chunks included).  Full ICU is not
 available here, so this key models the parts that matter for file names:
 
 1. primary: characters compared by class -- whitespace < punctuation <
