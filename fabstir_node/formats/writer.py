@@ -66,28 +66,30 @@ class _VectorRows:
         self.special = np.zeros(n, dtype=bool)
         if encoding == "typed":
             head = b"\xd8\x55" + encode_head(2, 4 * d)  # tag 85: float32 little-endian
-            body: Any = ("<f4", (d,))
-            values = vectors
+            tag, items = None, vectors.astype("<f4", copy=False)
         elif encoding == "float64":
             head = encode_head(4, d)
-            body = ([("t", "u1"), ("v", ">f8")], (d,))
-            values = vectors.astype(np.float64)
+            tag, items = 0xFB, vectors.astype(">f8")
             # cbor-x writes a number that is a 32-bit integer as an integer.
-            integral = (values == np.trunc(values)) & (values >= -(2**31)) & (values < 2**32)
+            integral = (vectors == np.trunc(vectors)) & (vectors >= -(2**31)) & (vectors < 2**32)
             self.special = integral.any(axis=1)
         else:
             head = encode_head(4, d)
-            body = ([("t", "u1"), ("v", ">f4")], (d,))
-            values = vectors
-        rows = np.empty(n, dtype=[("head", "u1", (len(head),)), ("body", *body)])
-        rows["head"] = np.frombuffer(head, dtype=np.uint8)
-        if encoding == "typed":
-            rows["body"] = values
+            tag, items = 0xFA, vectors.astype(">f4")
+        # One byte matrix: each row is the array's head, then its items.
+        size = items.dtype.itemsize
+        rows = np.empty((n, len(head) + d * (size + (tag is not None))), dtype=np.uint8)
+        rows[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
+        body = rows[:, len(head) :]
+        if tag is None:
+            body[:] = items.view(np.uint8).reshape(n, d * size)
         else:
-            rows["body"]["t"] = 0xFB if encoding == "float64" else 0xFA
-            rows["body"]["v"] = values
-        self.width = rows.dtype.itemsize
-        self.raw = memoryview(rows.tobytes())
+            cells = body.reshape(n, d, size + 1)
+            cells[:, :, 0] = tag
+            # Copy each value's bytes as one opaque item, not byte by byte.
+            cells[:, :, 1:].view(f"V{size}").reshape(n, d)[:] = items.view(f"V{size}")
+        self.width = rows.shape[1]
+        self.raw = memoryview(rows.reshape(-1))
 
     def row(self, i: int) -> Any:
         """Row ``i`` as a value for :func:`~fabstir_node.s5.cborx.encode_s5`."""
