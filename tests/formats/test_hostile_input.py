@@ -210,7 +210,9 @@ def test_sdk_cbor_takes_the_fast_path(no_generic_cbor: None, encoding: str) -> N
     assert chunk.metadata == [b'{"k":null,"n":[1,2.5]}', b"{}", b"{}"]
 
 
-def test_sdk_records_skip_the_generic_key_loop(no_generic_cbor: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sdk_records_skip_the_generic_key_loop(
+    no_generic_cbor: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Records as s5.js writes them (``b9 00 03`` id, vector, metadata) take the
     exact-layout reader once the dimensions are known."""
     generic: list[int] = []

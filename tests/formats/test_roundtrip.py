@@ -128,7 +128,9 @@ S5_CBOR_VECTORS = {
 }
 
 
-@pytest.mark.parametrize(("encoding", "name"), [("float64", "chunk_minimal"), ("typed", "chunk_float32array")])
+@pytest.mark.parametrize(
+    ("encoding", "name"), [("float64", "chunk_minimal"), ("typed", "chunk_float32array")]
+)
 def test_chunk_bytes_are_what_s5js_wrote(encoding: str, name: str) -> None:
     """``{chunkId:0, vectors:[{id:'a', vector:[0.5,0.25,-1], metadata:{t:'x'}}]}``
     through s5.js ``encodeS5`` (s5-vectors.json), with a number[] and a Float32Array."""

@@ -51,7 +51,8 @@ def test_python_stand_ins_for_js_numbers() -> None:
     class Level(enum.IntEnum):
         HIGH = 7
 
-    assert encode({"i": np.int64(5), "f": np.float32(0.5), "e": Level.HIGH}) == encode({"i": 5, "f": 0.5, "e": 7})
+    stand_ins = {"i": np.int64(5), "f": np.float32(0.5), "e": Level.HIGH}
+    assert encode(stand_ins) == encode({"i": 5, "f": 0.5, "e": 7})
     assert encode(np.array([1.0, 0.5])) == b"\x82\x01\xfb" + np.array(0.5, ">f8").tobytes()
     with pytest.raises(TypeError):
         encode({1: "x"})  # a plain object's keys are strings
