@@ -48,7 +48,9 @@ def start_node(tmp_path: Path, nursery: trio.Nursery):
 
     @asynccontextmanager
     async def start(*, host_key: Any = None, **overrides: Any) -> AsyncIterator[RunningNode]:
-        values = {"host": "127.0.0.1", "port": 0, "store_dir": tmp_path / "store", "log_format": "json"}
+        # no metrics server unless a test asks (port 9090 may be taken on the machine running the tests)
+        values = {"host": "127.0.0.1", "port": 0, "store_dir": tmp_path / "store", "log_format": "json",
+                  "metrics_enabled": False}
         values.update(overrides)
         settings = Settings(**values)
         handle = await nursery.start(

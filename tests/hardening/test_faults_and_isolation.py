@@ -39,7 +39,7 @@ async def test_storage_faults_recover_or_fail_cleanly_without_leaks(start_node, 
     bridge = await nursery.start(lambda task_status: serve_bridge(root, faults=faults, task_status=task_status))
     async with start_node(s5_bridge_url=bridge.url, s5_max_retries=2, s5_download_timeout_seconds=0.5) as running:
         tasks = fds = rss = 0
-        for round_ in range(4):
+        for round_ in range(5):
             if round_ == 1:  # after a first load has warmed up imports and connection pools
                 tasks, fds, rss = await settled_task_count(running), open_fds(), rss_kb()
             async with running.client() as client:
@@ -50,8 +50,10 @@ async def test_storage_faults_recover_or_fail_cleanly_without_leaks(start_node, 
                     reply = await client.search(records[1][7].tolist(), 1)
                     assert reply["results"][0]["id"] == records[0][7]
             running.node.cache.evict()
-        # no task, socket or memory left behind: the next loads cost nothing that stays
-        assert await settled_task_count(running) <= tasks
+        # no task, socket or memory left behind: four more loads leave nothing that stays (a leak of one
+        # task per load would show as 4; the pool may keep one more keep-alive connection, and its
+        # handler task in the in-process bridge, than at the baseline)
+        assert await settled_task_count(running) <= tasks + 2
         assert open_fds() <= fds + 2
         assert rss_kb() - rss < 30_000
         for entry in running.node.cache.entries():
