@@ -195,7 +195,6 @@ def build_database(
         "chunks": chunk_refs,
         "chunkCount": len(chunk_refs),
         "folderPaths": folders,
-        "deleted": False,
     }
     if n:
         manifest["dimensions"] = int(vectors.shape[1])
