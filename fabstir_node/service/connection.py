@@ -15,7 +15,6 @@ from __future__ import annotations
 import time
 from typing import Any, Awaitable, Callable
 
-import numpy as np
 import trio
 
 from ..errors import ErrorCode, FabstirError
@@ -224,7 +223,7 @@ class ConnectionService:
             from ..engine.filters import compile_filter
 
             flt = compile_filter(request.metadata_filter)
-        query = np.asarray(request.query_vector, dtype=np.float32)
+        query = request.query_vector  # the engine validates and normalises it
         started = time.perf_counter()
 
         def work() -> Any:

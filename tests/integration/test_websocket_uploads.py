@@ -226,3 +226,15 @@ async def test_sdk_sized_upload_batch(start_node):
         await upload_all(client, vectors)
         reply = await client.upload(vectors + [{"id": "extra", "vector": data[0].tolist()}])
         assert reply["code"] == "LIMIT_EXCEEDED"
+
+
+async def test_query_values_beyond_float32_keep_their_direction(start_node):
+    """A huge component must not overflow to inf on the way in: the query is normalised in float64."""
+    async with start_node() as running, running.client() as client:
+        await client.session_init("s")
+        await client.upload([{"id": "a", "vector": [1.0, 0.0]}, {"id": "b", "vector": [0.0, 1.0]}])
+        reply = await client.search([1e300, 1.0], 2)
+        assert [r["id"] for r in reply["results"]] == ["a", "b"]
+        assert reply["results"][0]["score"] == pytest.approx(1.0) and reply["results"][1]["score"] == pytest.approx(0.0)
+        reply = await client.search([0.0, 0.0], 1)
+        assert reply["code"] == "INVALID_MESSAGE" and "zero" in reply["message"]
