@@ -320,7 +320,9 @@ async def test_large_database_100k(with_bridge, bridge_root, encoding):
     key = secrets.token_bytes(32) if encoding == "aes-gcm" else None
     path, (ids, vectors, _) = publish(bridge_root, 100_000, 384, chunk_size=10_000, key=key, name=encoding)
     host = HostKey.generate()
-    async with with_bridge(Faults(cbor_as_json=encoding == "cbor-as-json"), vector_dtype="f32") as (_, running):
+    # the stand-in re-serialises 36 MB of CBOR per chunk as JSON in Python: give it time
+    async with with_bridge(Faults(cbor_as_json=encoding == "cbor-as-json"), vector_dtype="f32",
+                           s5_download_timeout_seconds=120.0) as (_, running):
         running.node.host_key = host
         async with running.client() as client:
             if key is None:
