@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
+from _edit import set_at
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import OpenedBlob, open_blob
 from fabstir_node.formats.chunk import decode_chunk
@@ -151,16 +152,7 @@ def test_encrypted_chunk() -> None:
 
 
 def _set(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
-    def change(obj: dict[str, Any]) -> None:
-        target = obj
-        for step in path[:-1]:
-            target = target[step]
-        if value is KeyError:
-            del target[path[-1]]
-        else:
-            target[path[-1]] = value
-
-    return change
+    return lambda obj: set_at(obj, path, value)
 
 
 V0 = ("vectors", 0)

@@ -9,6 +9,7 @@ import cbor2
 import orjson
 import pytest
 
+from _edit import set_at
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import decode_object, open_blob
 from fabstir_node.formats.manifest import Manifest, check_access, parse_manifest
@@ -111,13 +112,7 @@ def test_fresh_empty_manifest_parses() -> None:
 
 def _mutate(path: tuple[Any, ...], value: Any) -> dict[str, Any]:
     obj = copy.deepcopy(_json_obj(sdk_manifest()))
-    target = obj
-    for step in path[:-1]:
-        target = target[step]
-    if value is KeyError:
-        del target[path[-1]]
-    else:
-        target[path[-1]] = value
+    set_at(obj, path, value)
     return obj
 
 

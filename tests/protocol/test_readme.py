@@ -14,3 +14,12 @@ def test_readme_has_the_settings_table():
 def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "scripts/test" in readme and "scripts/test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_settings_defaults_match_the_options_table():
+    """Each default is written twice (the table for docs and flags, the attrs class for types): keep them equal."""
+    from fabstir_node.config import OPTIONS, Settings
+
+    defaults = Settings()
+    drift = {o.name: (o.default, getattr(defaults, o.name)) for o in OPTIONS if getattr(defaults, o.name) != o.default}
+    assert drift == {}
