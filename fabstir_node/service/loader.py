@@ -193,7 +193,7 @@ async def _load(
         started = time.monotonic()
         engine = await trio.to_thread.run_sync(
             lambda: VectorMatrix.from_arrays(ids, matrix, metadata, dtype=settings.vector_dtype),
-            limiter=node.cpu_limiter,
+            limiter=node.load_limiter,
         )
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:
@@ -229,7 +229,7 @@ async def fetch_manifest(
         obj = decode_object(open_blob(raw, key))
         return parse_manifest(obj, max_chunks=settings.max_chunks, max_dimensions=settings.max_dimensions)
 
-    manifest = await trio.to_thread.run_sync(decode, limiter=node.cpu_limiter)
+    manifest = await trio.to_thread.run_sync(decode, limiter=node.load_limiter)
     check_access(manifest, user_address)
     return manifest
 
@@ -273,7 +273,7 @@ async def fetch_chunks(
                 first = await trio.to_thread.run_sync(
                     lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id,
                                          expected_count=ref.vector_count, dimensions=None),
-                    limiter=node.cpu_limiter,
+                    limiter=node.load_limiter,
                 )
                 holder["dims"] = first.dimensions
                 _check_memory(node, manifest.vector_count * first.dimensions * 4)
@@ -284,7 +284,7 @@ async def fetch_chunks(
         chunk = await trio.to_thread.run_sync(
             lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
                                  dimensions=holder["dims"], out=out, max_metadata_bytes=settings.max_metadata_bytes),
-            limiter=node.cpu_limiter,
+            limiter=node.load_limiter,
         )
         stats.decode_s += time.monotonic() - started
         del raw

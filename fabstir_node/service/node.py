@@ -31,8 +31,11 @@ class Node:
         self.storage = storage
         self.host_key = host_key
         self.registry = SessionRegistry(settings.max_sessions)
-        #: CPU-heavy work (decode, big uploads, big searches) runs in threads under this limiter.
+        #: CPU-heavy request work (big frames, uploads, searches) runs in threads under this limiter.
         self.cpu_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        #: Decoding and index building of loads have their own tokens, so a load never makes a
+        #: request wait for a thread (requests and loads then share the cores through the OS).
+        self.load_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
         self.started_at = time.time()
         self.connections = 0
         self.metrics: Any = None

@@ -238,3 +238,24 @@ async def test_query_values_beyond_float32_keep_their_direction(start_node):
         assert reply["results"][0]["score"] == pytest.approx(1.0) and reply["results"][1]["score"] == pytest.approx(0.0)
         reply = await client.search([0.0, 0.0], 1)
         assert reply["code"] == "INVALID_MESSAGE" and "zero" in reply["message"]
+
+
+async def test_loads_never_take_the_threads_that_requests_need(start_node):
+    """Every load thread token is busy (as during big decodes); a search that runs in a thread still answers."""
+    rng = np.random.default_rng(9)
+    data = rng.normal(size=(25_000, 8)).astype(np.float32)
+    async with start_node(max_uploaded_vectors=30_000) as running, running.client() as client:
+        await client.session_init("s")
+        for start in range(0, 25_000, 1000):
+            await client.upload([{"id": f"r{i}", "vector": data[i].tolist()} for i in range(start, start + 1000)])
+        limiter = running.node.load_limiter
+        holders = [object() for _ in range(int(limiter.total_tokens))]
+        for holder in holders:
+            await limiter.acquire_on_behalf_of(holder)
+        try:
+            with trio.fail_after(10):
+                reply = await client.search(data[123].tolist(), 1)
+            assert reply["results"][0]["id"] == "r123"
+        finally:
+            for holder in holders:
+                limiter.release_on_behalf_of(holder)
