@@ -46,6 +46,7 @@ MAX_CACHED_COLUMNS = 32
 
 __all__ = [
     "CandidateIndex",
+    "MatrixBuilder",
     "DType",
     "Hit",
     "PackedBlobs",
@@ -264,6 +265,40 @@ def _check_threshold(threshold: object) -> float | None:
     if not math.isfinite(value):
         raise FabstirError(ErrorCode.INVALID_MESSAGE, "threshold must be a finite number or null")
     return value
+
+
+class MatrixBuilder:
+    """Fill a matrix block by block as chunks arrive, then :meth:`finish` it.
+
+    Each :meth:`fill` normalises its rows straight into the final storage
+    (float16 by default in the daemon), so a load never holds a second,
+    float32 copy of the whole database, and the work is spread over the
+    threads that decode the chunks.  Threads may fill disjoint row ranges at
+    the same time.
+    """
+
+    def __init__(self, rows: int, dimensions: int, dtype: DType = "f32") -> None:
+        if dtype not in _NUMPY_DTYPES:
+            raise ValueError(f"dtype must be 'f32' or 'f16', not {dtype!r}")
+        self._out = np.empty((rows, dimensions), _NUMPY_DTYPES[dtype])
+        self._degenerate: list[int] = []  # one count per fill; list.append is atomic
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._out.nbytes)
+
+    def fill(self, start: int, block: np.ndarray) -> None:
+        """Normalise ``block`` (float32, n × d) into rows ``start .. start + n``."""
+        block = np.asarray(block)
+        if block.ndim != 2 or block.shape[1] != self._out.shape[1] or start + len(block) > len(self._out):
+            raise ValueError("block does not fit the matrix")
+        self._degenerate.append(_normalise_rows(block, self._out[start : start + len(block)]))
+
+    def finish(self, ids: Sequence[str], metadata: Sequence[bytes]) -> VectorMatrix:
+        """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first)."""
+        if len(ids) != len(self._out) or len(metadata) != len(self._out):
+            raise ValueError(f"{len(self._out)} rows but {len(ids)} ids and {len(metadata)} metadata entries")
+        return VectorMatrix(self._out, list(ids), PackedBlobs(metadata), degenerate_rows=sum(self._degenerate))
 
 
 @attrs.define(eq=False, repr=False)

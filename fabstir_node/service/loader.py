@@ -31,7 +31,7 @@ from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
 from ..protocol.messages import loading_progress
-from ..engine.matrix import VectorMatrix
+from ..engine.matrix import MatrixBuilder
 from .cache import Flight, cache_key
 from .sessions import DatabaseState, LoadStatus, Session
 
@@ -186,15 +186,12 @@ async def _load(
         if saved is not None:
             await flight.emit("index_building", "opening the saved search index")
             return saved
-        ids, matrix, metadata = await fetch_chunks(
+        ids, builder, metadata = await fetch_chunks(
             node, path, manifest, key, flight.emit, stats, throttle, storage=storage
         )
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
-        engine = await trio.to_thread.run_sync(
-            lambda: VectorMatrix.from_arrays(ids, matrix, metadata, dtype=settings.vector_dtype),
-            limiter=node.load_limiter,
-        )
+        engine = await trio.to_thread.run_sync(lambda: builder.finish(ids, metadata), limiter=node.load_limiter)
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:
             node.metrics.index_build(stats.index_s)
@@ -237,8 +234,13 @@ async def fetch_manifest(
 async def fetch_chunks(
     node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
     throttle: Throttle | None = None, *, storage: Any = None,
-) -> tuple[list[str], np.ndarray, list[bytes]]:
-    """Download and decode every chunk in parallel into one matrix; ids and metadata beside it."""
+) -> tuple[list[str], MatrixBuilder, list[bytes]]:
+    """Download and decode every chunk in parallel into one matrix; ids and metadata beside it.
+
+    Each chunk is decoded to float32 and normalised into its rows of the final matrix (of
+    ``VECTOR_DTYPE``) by the same worker thread, so there is never a float32 copy of the whole
+    database and the conversion overlaps the downloads.
+    """
     storage = node.storage if storage is None else storage
     settings = node.settings
     counts = [ref.vector_count for ref in manifest.chunks]
@@ -246,9 +248,10 @@ async def fetch_chunks(
     ids: list[list[str] | None] = [None] * len(counts)
     metadata: list[list[bytes] | None] = [None] * len(counts)
     dims_lock = trio.Lock()
+    dtype = settings.vector_dtype
     holder: dict[str, Any] = {"dims": manifest.dimensions, "matrix": None}
     if manifest.dimensions is not None:
-        holder["matrix"] = np.empty((manifest.vector_count, manifest.dimensions), dtype=np.float32)
+        holder["matrix"] = MatrixBuilder(manifest.vector_count, manifest.dimensions, dtype)
     limiter = trio.CapacityLimiter(settings.s5_max_parallel_chunks)
     done = 0
 
@@ -277,21 +280,23 @@ async def fetch_chunks(
                 )
                 holder["dims"] = first.dimensions
                 _check_memory(node, manifest.vector_count * first.dimensions * 4)
-                holder["matrix"] = np.empty((manifest.vector_count, first.dimensions), dtype=np.float32)
-        matrix = holder["matrix"]
-        out = matrix[offsets[index]:offsets[index + 1]]
+                holder["matrix"] = MatrixBuilder(manifest.vector_count, first.dimensions, dtype)
+        matrix: MatrixBuilder = holder["matrix"]
+
+        def decode_and_fill() -> Any:
+            chunk = decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
+                                 dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes)
+            matrix.fill(offsets[index], chunk.vectors)
+            return chunk
+
         started = time.monotonic()
-        chunk = await trio.to_thread.run_sync(
-            lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
-                                 dimensions=holder["dims"], out=out, max_metadata_bytes=settings.max_metadata_bytes),
-            limiter=node.load_limiter,
-        )
+        chunk = await trio.to_thread.run_sync(decode_and_fill, limiter=node.load_limiter)
         stats.decode_s += time.monotonic() - started
-        del raw
+        raw = b""  # the stored bytes are no longer needed (the closures above share this name)
         ids[index], metadata[index] = chunk.ids, chunk.metadata
         # the manifest can lie about what the vectors cost: count ids and metadata as they arrive
         holder["extra"] = holder.get("extra", 0) + sum(map(len, chunk.metadata)) + sum(map(len, chunk.ids))
-        _check_memory(node, matrix.nbytes + holder["extra"])
+        _check_memory(node, manifest.vector_count * holder["dims"] * 4 + holder["extra"])
         done += 1
         stats.chunks = done
         await emit(
