@@ -1,6 +1,6 @@
 """End-to-end benchmark: databases behind a loopback bridge, the daemon as a subprocess, a real client.
 
-    scripts/bench [--sizes 1000,10000,100000] [--queries 500] [--out bench-results.json] [--keep DIR]
+    scripts/bench [--sizes 1000,10000,100000] [--queries 500] [--repeat N] [--out bench-results.json] [--keep DIR]
 
 Publishes clustered 384-d databases (CBOR, the SDK's layout) into a stand-in
 S5 bridge (a subprocess on 127.0.0.1), starts ``fabstir-node serve`` as a
@@ -278,7 +278,7 @@ def table(results: dict[str, Any]) -> str:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fabstir-bench-"))
-    bridge_root, cache_dir = work / "bridge", work / "cache"
+    bridge_root = work / "bridge"
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"publishing {sizes} x {DIM} (+ 100K with 500-char texts) in {work}", flush=True)
     started = time.perf_counter()
@@ -295,30 +295,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     async with trio.open_nursery() as nursery:
         bridge, url = await start_bridge(nursery, bridge_root)
-        env = {
-            **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
-            "FABSTIR_STORE_DIR": str(work / "store"), "FABSTIR_RATE_LIMIT_PER_SECOND": "100000",
-            "FABSTIR_RATE_LIMIT_BURST": "100000", "S5_RATE_LIMIT_REQUESTS": "100000",
-            "VECTOR_CACHE_MAX_MEMORY_MB": "4000",
-        }
+        results["hnsw_min_vectors"] = int(os.environ.get("HNSW_MIN_VECTORS", "20000"))
+        results["repeats"] = args.repeat
         try:
-            async with running_daemon(nursery, env) as daemon:
-                results["hnsw_min_vectors"] = int(os.environ.get("HNSW_MIN_VECTORS", "20000"))
-                for name, (path, vectors, ids_of) in published.items():
-                    hnsw = len(vectors) >= results["hnsw_min_vectors"]
-                    print(f"-- {name}: cold load, searches, second session", flush=True)
-                    results["databases"][name] = await cold(daemon, path, vectors, ids_of, args.queries, hnsw)
-            if "100000" in published:
-                print("-- restart, then a session on 100K (disk cache)", flush=True)
-                async with running_daemon(nursery, env) as daemon:
-                    path, vectors, _ = published["100000"]
-                    qs = near_queries(vectors, args.queries, seed=5)
-                    async with NodeClient.connect(f"ws://127.0.0.1:{daemon.port}/v1/ws", timeout=60) as client:
-                        _, loaded, _ = await open_session(client, path, "restart")
-                        first, _ = await timed_search(client, qs[0])
-                        times = [(await timed_search(client, q))[0] for q in qs]
-                    results["restart"] = {"load_s": round(loaded, 3), "searchable_s": round(loaded + first, 3),
-                                          "search": percentiles(times)}
+            runs = []
+            for run in range(args.repeat):
+                if args.repeat > 1:
+                    print(f"== run {run + 1} of {args.repeat}", flush=True)
+                runs.append(await one_run(nursery, url, published, work / f"cache-{run}", work, args.queries,
+                                          results["hnsw_min_vectors"]))
+            results.update(median_of(runs))
         finally:
             bridge.kill()
             with trio.move_on_after(5):
@@ -327,6 +313,46 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     return results
+
+
+async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], cache_dir: Path, work: Path,
+                  queries: int, hnsw_min: int) -> dict[str, Any]:
+    """Every measurement once, with a fresh daemon and an empty disk cache."""
+    env = {
+        **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
+        "FABSTIR_STORE_DIR": str(work / "store"), "FABSTIR_RATE_LIMIT_PER_SECOND": "100000",
+        "FABSTIR_RATE_LIMIT_BURST": "100000", "S5_RATE_LIMIT_REQUESTS": "100000",
+        "VECTOR_CACHE_MAX_MEMORY_MB": "4000",
+    }
+    result: dict[str, Any] = {"databases": {}}
+    async with running_daemon(nursery, env) as daemon:
+        for name, (path, vectors, ids_of) in published.items():
+            hnsw = len(vectors) >= hnsw_min
+            print(f"-- {name}: cold load, searches, second session", flush=True)
+            result["databases"][name] = await cold(daemon, path, vectors, ids_of, queries, hnsw)
+    if "100000" in published:
+        print("-- restart, then a session on 100K (disk cache)", flush=True)
+        async with running_daemon(nursery, env) as daemon:
+            path, vectors, _ = published["100000"]
+            qs = near_queries(vectors, queries, seed=5)
+            async with NodeClient.connect(f"ws://127.0.0.1:{daemon.port}/v1/ws", timeout=60) as client:
+                _, loaded, _ = await open_session(client, path, "restart")
+                first, _ = await timed_search(client, qs[0])
+                times = [(await timed_search(client, q))[0] for q in qs]
+            result["restart"] = {"load_s": round(loaded, 3), "searchable_s": round(loaded + first, 3),
+                                 "search": percentiles(times)}
+    return result
+
+
+def median_of(runs: list[Any]) -> Any:
+    """The runs merged leaf by leaf: the median of numbers, the first of anything else."""
+    first = runs[0]
+    if isinstance(first, dict):
+        return {key: median_of([r[key] for r in runs if isinstance(r, dict) and key in r]) for key in first}
+    numbers = [r for r in runs if isinstance(r, (int, float)) and not isinstance(r, bool)]
+    if len(numbers) == len(runs) and numbers:
+        return round(float(np.median(numbers)), 4)
+    return first
 
 
 def _cpu_name() -> str:
@@ -346,6 +372,8 @@ def cli() -> None:
     parser.add_argument("--no-texts", dest="texts", action="store_false", help="skip the 500-char-text database")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--keep", help="work directory to use and keep (default: a temporary one)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="measure N times (fresh daemon and cache each time) and report medians")
     args = parser.parse_args()
     started = time.perf_counter()
     results = trio.run(main, args)
