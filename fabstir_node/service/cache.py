@@ -168,8 +168,13 @@ class DatabaseCache:
             self._flights[key] = flight
             assert self._nursery is not None, "the cache is not running"
             self._nursery.start_soon(self._fly, flight, loader)
-        for event, message, extra in list(flight.history):
+        # Replay what already happened, including events that arrive while replaying; there is no
+        # checkpoint between the last check and subscribing, so no event is missed or sent twice.
+        replayed = 0
+        while replayed < len(flight.history):
+            event, message, extra = flight.history[replayed]
             await emit(event, message, **extra)
+            replayed += 1
         flight.subscribers.append(emit)
         try:
             await flight.done.wait()

@@ -224,3 +224,43 @@ async def test_cancelling_the_cache_kills_the_builder_and_leaves_no_graph(tmp_pa
     assert _children() == []
     assert entry.mode == "exact" and not persist.has_index(tmp_path / entry.key)
     assert persist.open_matrix(tmp_path / entry.key, key=entry.key).index is None  # the matrix was saved
+
+
+async def test_a_late_subscriber_misses_no_event_emitted_during_its_replay():
+    """Regression: events emitted while a joining session replays the history used to be lost."""
+    from fabstir_node.service.cache import DatabaseCache
+
+    cache = DatabaseCache()
+    release = trio.Event()
+
+    async def loader(flight):
+        for i in range(3):
+            await flight.emit("chunk_downloaded", f"chunk {i}", chunk_id=i)
+            await trio.sleep(0.01)
+        await release.wait()
+        return object()
+
+    seen: dict[str, list[int]] = {"first": [], "second": []}
+
+    def recorder(name):
+        async def emit(event, message, **extra):
+            seen[name].append(extra["chunk_id"])
+            if name == "second" and len(seen[name]) == 1:
+                await trio.sleep(0.05)  # a slow replay: the flight emits meanwhile
+        return emit
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(cache.run)
+
+        async def join(name, delay):
+            await trio.sleep(delay)
+            entry = await cache.acquire("k", loader, recorder(name))
+            cache.release(entry)
+
+        nursery.start_soon(join, "first", 0)
+        nursery.start_soon(join, "second", 0.005)
+        await trio.sleep(0.2)
+        release.set()
+        await trio.sleep(0.05)
+        nursery.cancel_scope.cancel()
+    assert seen == {"first": [0, 1, 2], "second": [0, 1, 2]}
