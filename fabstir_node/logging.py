@@ -64,7 +64,6 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     stream = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
-    renderer: Any
     if fmt == "json":
         final = [_EXCEPTION_DICT, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
     else:

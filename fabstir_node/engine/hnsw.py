@@ -1,6 +1,6 @@
 """An HNSW index over the rows of one :class:`~.matrix.VectorMatrix`.
 
-:class:`HnswIndex` wraps a usearch graph (built by ``build.py`` in another
+:class:`HnswIndex` wraps a usearch graph (built by ``storage/index_builder.py`` in another
 process, opened here with ``view()``) whose keys are the matrix's row
 numbers.  It is the matrix's :class:`~.matrix.SubsetIndex`, and decides how
 each search runs:

@@ -34,7 +34,7 @@ import attrs
 from fabstir_node.errors import ErrorCode, FabstirError, StorageNotFound, StorageUnavailable
 from fabstir_node.s5.cid import BlobId, verify_blob
 from fabstir_node.s5.content import decode_content, open_file
-from fabstir_node.s5.dirv1 import DirRef, DirV1, FileRef, decode_dirv1
+from fabstir_node.s5.dirv1 import DirV1, FileRef, decode_dirv1
 from fabstir_node.s5.encryption import CHUNK_SIZE, TAG_SIZE, decrypt_mutable, is_mutable_encrypted
 from fabstir_node.s5.hamt import decode_hamt, find_in_node
 from fabstir_node.s5.identity import DirectoryKeys, split_path

@@ -3,11 +3,11 @@
 The :class:`Indexer` is the cache's ``on_loaded`` hook and the loader's disk
 lookup.  For every database the cache loads it:
 
-1. **persists** it under ``{cache_dir}/{key}/`` (``engine/persist.py``, in a
+1. **persists** it under ``{cache_dir}/{key}/`` (``storage/disk_cache.py``, in a
    thread: it is file I/O and hashing, which release the GIL), unless it came
    from there, and swaps in the memory-mapped copy, freeing the in-memory one;
 2. when it has at least ``hnsw_min_vectors`` rows and no graph yet, runs
-   ``python -m fabstir_node.engine.build`` with ``trio.run_process`` — a
+   ``python -m fabstir_node.storage.index_builder`` with ``trio.run_process`` — a
    separate process, so usearch's GIL convoy (engine-notes §1.4) cannot touch
    the daemon — under a deadline, in the cache's nursery (so shutdown or
    cancellation kills it), while exact search keeps answering;
@@ -34,7 +34,7 @@ from typing import Any
 
 import trio
 
-from ..engine import persist
+from ..storage import disk_cache as persist
 from ..logging import get_logger
 
 log = get_logger(__name__)
@@ -146,7 +146,7 @@ class Indexer:
         if mapped is None:
             return
         entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
-        del engine
+        engine = None  # the in-memory copy can go (the closure above shares this name)
         await trio.to_thread.run_sync(release_free_memory)
         if mapped.index is not None or len(mapped) < self.min_vectors:
             return
@@ -170,7 +170,7 @@ class Indexer:
     async def _build(self, key: str, directory: Path, count: int) -> bool:
         """Run the builder process; True when it wrote a graph."""
         command = [
-            sys.executable, "-m", "fabstir_node.engine.build", str(directory), "--key", key,
+            sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", key,
             "--connectivity", str(self.connectivity), "--expansion-add", str(self.expansion_add),
             "--threads", str(self.build_threads),
         ]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import trio
 
-from fabstir_node.engine import persist
+from fabstir_node.storage import disk_cache as persist
 
 OWNER = "0xAbCdEf0000000000000000000000000000000001"
 DIM = 16

@@ -12,8 +12,8 @@ import orjson
 import pytest
 from _index_data import make_matrix, queries
 
-from fabstir_node.engine import persist
-from fabstir_node.engine.build import build_index
+from fabstir_node.storage import disk_cache as persist
+from fabstir_node.storage.index_builder import build_index
 from fabstir_node.engine.filters import compile_filter
 from fabstir_node.engine.hnsw import HnswIndex
 from fabstir_node.engine.matrix import VectorMatrix
@@ -168,7 +168,7 @@ def test_the_builder_process_writes_an_index_the_daemon_can_view(tmp_path):
     directory = tmp_path / KEY
     assert persist.save(directory, matrix, key=KEY)
     done = subprocess.run(
-        [sys.executable, "-m", "fabstir_node.engine.build", str(directory), "--key", KEY,
+        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY,
          "--connectivity", "8", "--expansion-add", "32", "--threads", "1"],
         capture_output=True, timeout=120,
     )
@@ -185,7 +185,7 @@ def test_the_builder_refuses_a_corrupt_matrix_with_status_3(tmp_path):
     assert persist.save(directory, matrix, key=KEY)
     _flip(directory / "vectors.npy")
     done = subprocess.run(
-        [sys.executable, "-m", "fabstir_node.engine.build", str(directory), "--key", KEY, "--nice", "0"],
+        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY, "--nice", "0"],
         capture_output=True, timeout=120,
     )
     assert done.returncode == 3 and not (directory / "index.usearch").exists()

@@ -11,7 +11,7 @@ backend, the manifest path, the manifest's content and the vector dtype):
 ``metadata.bin``       every row's orjson metadata, joined
 ``metadata.idx.npy``   ``n + 1`` int64 offsets into ``metadata.bin``
 ``manifest.json``      format, key, shape, dtype, and each file's size and BLAKE3
-``index.usearch``      the HNSW graph (written later by ``build.py``)
+``index.usearch``      the HNSW graph (written later by ``index_builder.py``)
 ``index.json``         the graph's parameters, size and BLAKE3
 =====================  ==================================================
 
@@ -44,12 +44,11 @@ import blake3
 import numpy as np
 import orjson
 
-from .matrix import PackedBlobs, VectorMatrix
+from ..engine.matrix import PackedBlobs, VectorMatrix
 
 __all__ = [
     "FORMAT",
     "CorruptCache",
-    "IndexInfo",
     "discard",
     "has_index",
     "open_index",
@@ -269,13 +268,13 @@ def discard_index(directory: Path) -> None:
 
 
 def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_search: int = 64) -> Any:
-    """The saved graph over ``matrix`` as an :class:`~.hnsw.HnswIndex`, opened with ``view()``.
+    """The saved graph over ``matrix`` as an :class:`~fabstir_node.engine.hnsw.HnswIndex`, opened with ``view()``.
 
     Raises :class:`CorruptCache` when ``index.json`` or the graph fail validation.
     """
     from usearch.index import Index
 
-    from .hnsw import HnswIndex
+    from ..engine.hnsw import HnswIndex
 
     info = _read_json(directory / _INDEX_INFO)
     if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != len(matrix):

@@ -1,6 +1,6 @@
 """Build the HNSW graph of a saved database, in a process of its own.
 
-    python -m fabstir_node.engine.build DIRECTORY --key KEY [--connectivity 16]
+    python -m fabstir_node.storage.index_builder DIRECTORY --key KEY [--connectivity 16]
         [--expansion-add 160] [--threads 0] [--nice 10]
 
 The daemon runs this with ``trio.run_process`` after ``persist.save`` wrote
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import persist
+from . import disk_cache as persist
 
 #: Vectors added per ``Index.add`` call (progress and a chance to be killed between slices).
 SLICE = 20_000
@@ -58,7 +58,7 @@ def build_index(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fabstir_node.engine.build", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fabstir_node.storage.index_builder", description=__doc__.split("\n")[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--key", required=True)
     parser.add_argument("--connectivity", type=int, default=16)
