@@ -271,26 +271,24 @@ async def fetch_chunks(
             _observe_download(node, started, None)
             stats.download_s += time.monotonic() - started
             stats.bytes += len(raw)
-        async with dims_lock:
-            if holder["matrix"] is None:  # dimensions missing from the manifest: the first chunk fixes them
-                first = await trio.to_thread.run_sync(
-                    lambda: decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id,
-                                         expected_count=ref.vector_count, dimensions=None),
-                    limiter=node.load_limiter,
-                )
-                holder["dims"] = first.dimensions
-                _check_memory(node, manifest.vector_count * first.dimensions * 4)
-                holder["matrix"] = MatrixBuilder(manifest.vector_count, first.dimensions, dtype)
-        matrix: MatrixBuilder = holder["matrix"]
+        def decode() -> Any:
+            return decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
+                                dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes)
 
-        def decode_and_fill() -> Any:
-            chunk = decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
-                                 dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes)
-            matrix.fill(offsets[index], chunk.vectors)
+        def decode_and_fill(decoded: Any = None) -> Any:
+            chunk = decoded if decoded is not None else decode()
+            holder["matrix"].fill(offsets[index], chunk.vectors)
             return chunk
 
         started = time.monotonic()
-        chunk = await trio.to_thread.run_sync(decode_and_fill, limiter=node.load_limiter)
+        first = None
+        async with dims_lock:
+            if holder["matrix"] is None:  # dimensions missing from the manifest: the first chunk fixes them
+                first = await trio.to_thread.run_sync(decode, limiter=node.load_limiter)
+                holder["dims"] = first.dimensions
+                _check_memory(node, manifest.vector_count * first.dimensions * 4)
+                holder["matrix"] = MatrixBuilder(manifest.vector_count, first.dimensions, dtype)
+        chunk = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
         stats.decode_s += time.monotonic() - started
         raw = b""  # the stored bytes are no longer needed (the closures above share this name)
         ids[index], metadata[index] = chunk.ids, chunk.metadata

@@ -339,3 +339,14 @@ async def test_large_database_100k(with_bridge, bridge_root, encoding):
             for row in rng.integers(0, 100_000, size=5):
                 reply = await client.search(vectors[row].tolist(), 10)
                 assert [r["id"] for r in reply["results"]] == brute_force_ids(vectors, ids, vectors[row], 10)
+
+
+async def test_manifest_without_dimensions_loads_from_its_chunks(with_bridge, bridge_root):
+    chunks = [{"chunkId": i, "vectors": [{"id": f"c{i}-{j}", "vector": [float(i + 1), float(j), 1.0]}
+                                         for j in range(4)]} for i in range(3)]
+    path = hand_made(bridge_root, manifest_for(chunks, dims=None), chunks, name="nodims")
+    async with with_bridge() as (_, running), running.client() as client:
+        final = await load(client, path)
+        assert final["event"] == "loading_complete" and final["vector_count"] == 12
+        reply = await client.search([3.0, 3.0, 1.0], 1)
+        assert reply["results"][0]["id"] == "c2-3"
