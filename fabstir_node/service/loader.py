@@ -211,15 +211,10 @@ async def fetch_manifest(
     ``storage`` is the database's view (:func:`database_storage`); default ``node.storage``.
     """
     storage = node.storage if storage is None else storage
-    started = time.monotonic()
-    try:
-        raw = await storage.get(path, max_bytes=node.settings.max_manifest_bytes)
-    except StorageError as exc:
-        _observe_download(node, started, exc)
-        raise _storage_error(exc, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED) from None
-    _observe_download(node, started, None)
-    stats.download_s += time.monotonic() - started
-    stats.bytes += len(raw)
+    raw = await _download(
+        node, storage, path, stats, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED,
+        max_bytes=node.settings.max_manifest_bytes,
+    )
     settings = node.settings
 
     def decode() -> Manifest:
@@ -262,15 +257,10 @@ async def fetch_chunks(
         async with limiter:
             if throttle is not None:
                 await throttle()
-            started = time.monotonic()
-            try:
-                raw = await storage.get(path)
-            except StorageError as exc:
-                _observe_download(node, started, exc)
-                raise _storage_error(exc, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED) from None
-            _observe_download(node, started, None)
-            stats.download_s += time.monotonic() - started
-            stats.bytes += len(raw)
+            raw = await _download(
+                node, storage, path, stats, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED
+            )
+
         def decode() -> Any:
             return decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
                                 dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes)
@@ -324,9 +314,25 @@ def _check_memory(node: Any, nbytes: int) -> None:
         )
 
 
-def _observe_download(node: Any, started: float, error: BaseException | None) -> None:
+async def _download(
+    node: Any, storage: Any, path: str, stats: LoadStats, what: str, code: ErrorCode, *,
+    max_bytes: int | None = None,
+) -> bytes:
+    """One object from storage, timed for the stats and metrics; failures become ``code`` (or not-found)."""
+    started = time.monotonic()
+    error: StorageError | None = None
+    try:
+        raw = await storage.get(path, max_bytes=max_bytes)
+    except StorageError as exc:
+        error = exc
+    seconds = time.monotonic() - started
     if node.metrics is not None:
-        node.metrics.download(time.monotonic() - started, error)
+        node.metrics.download(seconds, error)
+    if error is not None:
+        raise _storage_error(error, what, code) from None
+    stats.download_s += seconds
+    stats.bytes += len(raw)
+    return raw
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:
