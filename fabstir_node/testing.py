@@ -3,7 +3,8 @@
 :func:`spawn_daemon` starts ``fabstir-node serve`` as a real subprocess on a
 free port, with JSON logs going to a file, and waits for its
 ``server_started`` event.  Used by the CLI tests and by ``scripts/fuzz``,
-``scripts/soak`` and ``scripts/bench``.
+``scripts/soak`` and ``scripts/bench``.  :func:`write_files` puts a built database
+into a directory that a local store or a bridge stand-in serves.
 """
 
 from __future__ import annotations
@@ -59,6 +60,14 @@ class SpawnedDaemon:
             except json.JSONDecodeError:
                 continue
         return events
+
+
+def write_files(root: Path | str, files: Mapping[str, bytes]) -> None:
+    """Write ``{relative path: bytes}`` (e.g. ``build_database`` output) under a store or bridge directory."""
+    for rel, body in files.items():
+        target = Path(root) / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(body)
 
 
 def spawn_daemon(

@@ -43,6 +43,7 @@ from fabstir_node.client import NodeClient
 from fabstir_node.formats.paths import manifest_path
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
+from fabstir_node.testing import write_files
 
 OWNER = "0x00000000000000000000000000000000000b3c40"
 DIM = 384
@@ -53,10 +54,7 @@ DIM = 384
 
 def publish(root: Path, n: int, name: str, text_chars: int | None = None) -> tuple[str, np.ndarray, list[str]]:
     ids, vectors, metadata = synthetic_records(n, DIM, seed=n + (text_chars or 0), text_chars=text_chars)
-    for rel, body in build_database((ids, vectors, metadata), owner=OWNER, name=name).items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
+    write_files(root, build_database((ids, vectors, metadata), owner=OWNER, name=name))
     return manifest_path(OWNER, name), vectors, ids
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import trio
 
 from fabstir_node.client import NodeClient
-from fabstir_node.testing import spawn_daemon
+from fabstir_node.testing import spawn_daemon, write_files
 
 OWNER = "0x00000000000000000000000000000000000050a4"
 
@@ -37,11 +37,7 @@ def publish(store: str, n: int, dim: int) -> str:
     from fabstir_node.formats.synthetic import synthetic_records
     from fabstir_node.formats.writer import build_database
 
-    for rel, body in build_database(synthetic_records(n, dim, 11), owner=OWNER, name="soak").items():
-        path = os.path.join(store, rel)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(body)
+    write_files(store, build_database(synthetic_records(n, dim, 11), owner=OWNER, name="soak"))
     return manifest_path(OWNER, "soak")
 
 

@@ -14,6 +14,7 @@ import trio
 from fabstir_node.client import NodeClient
 from fabstir_node.config import Settings
 from fabstir_node.server.daemon import DaemonHandle, run_daemon
+from fabstir_node.testing import write_files
 
 DATA = Path(__file__).parent / "data"
 
@@ -64,14 +65,6 @@ def start_node(tmp_path: Path, nursery: trio.Nursery):
     return start
 
 
-def write_database(root: Path, files: dict[str, bytes]) -> None:
-    """Put ``build_database`` output into a local store directory."""
-    for path, body in files.items():
-        target = root / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
-
-
 @pytest.fixture
 def publish_local(tmp_path: Path):
     """``publish_local(n=..., dim=..., owner=..., name=..., **build_database kwargs) -> (manifest_path, records)``."""
@@ -83,7 +76,7 @@ def publish_local(tmp_path: Path):
                 name: str = "docs", seed: int = 0, root: Path | None = None, **kwargs: Any):
         records = synthetic_records(n, dim, seed)
         files = build_database(records, owner=owner, name=name, **kwargs)
-        write_database(root or tmp_path / "store", files)
+        write_files(root or tmp_path / "store", files)
         return manifest_path(owner, name), records
 
     return publish

@@ -9,16 +9,15 @@ from typing import Any
 
 import cbor2
 import orjson
-import pytest
 import trio
+
+from fabstir_node.testing import write_files
 
 OWNER = "0x00000000000000000000000000000000000000aa"
 
 
 def put(root: Path, rel: str, body: bytes) -> None:
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(body)
+    write_files(root, {rel: body})
 
 
 def hostile_db(root: Path, name: str, manifest: dict[str, Any], chunks: dict[int, Any], *, fmt: str = "json",

@@ -19,13 +19,7 @@ from fabstir_node.formats.paths import manifest_path
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
 from fabstir_node.storage.bridge_server import Action, Faults, serve_bridge
-
-
-def write_database(root: Path, files: dict[str, bytes]) -> None:
-    for rel, body in files.items():
-        target = root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(body)
+from fabstir_node.testing import write_files
 
 
 OWNER = "0x1234567890AbcdEF1234567890aBcdef12345678"
@@ -70,7 +64,7 @@ def with_bridge(start_bridge, start_node):
 def publish(root: Path, n: int = 2000, dim: int = 48, *, name: str = "db", chunk_size: int = 200, seed: int = 1,
             owner: str = OWNER, **kwargs):
     records = synthetic_records(n, dim, seed)
-    write_database(root, build_database(records, owner=owner, name=name, chunk_size=chunk_size, **kwargs))
+    write_files(root, build_database(records, owner=owner, name=name, chunk_size=chunk_size, **kwargs))
     return manifest_path(owner, name), records
 
 
@@ -161,7 +155,7 @@ def hand_made(root: Path, manifest: dict, chunks: list[dict], name: str = "hand"
     base = f"home/vector-databases/{OWNER}/{name}"
     files = {f"{base}/manifest.json": orjson.dumps(manifest)}
     files.update({f"{base}/chunk-{c['chunkId']}.json": orjson.dumps(c) for c in chunks})
-    write_database(root, files)
+    write_files(root, files)
     return f"{base}/manifest.json"
 
 

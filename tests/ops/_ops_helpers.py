@@ -12,6 +12,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from fabstir_node.formats.writer import build_database
+from fabstir_node.testing import write_files
 
 OWNER = "0x" + "ab" * 20
 SampleKey = tuple[str, frozenset[tuple[str, str]]]
@@ -48,10 +49,7 @@ def publish(store_dir: Path, name: str, *, count: int = 25, dims: int = 8, chunk
     ids = [f"{name}-{i}" for i in range(count)]
     metadata = [{"n": i} for i in range(count)]
     files = build_database((ids, vectors, metadata), owner=OWNER, name=name, format="json", chunk_size=chunk_size)
-    for path, data in files.items():
-        target = store_dir / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    write_files(store_dir, files)
     manifest = next(path for path in files if path.endswith("manifest.json"))
     return {
         "manifest_path": manifest, "count": count, "dims": dims, "vectors": vectors,
