@@ -15,6 +15,8 @@ import trio
 
 from fabstir_node.cli import main
 from fabstir_node.crypto.keys import HostKey
+from fabstir_node.errors import ErrorCode, FabstirError
+from fabstir_node.formats.blob import open_blob
 from fabstir_node.testing import spawn_daemon
 
 OWNER = "0x00000000000000000000000000000000000c11ce"
@@ -80,7 +82,11 @@ def test_publish_jsonl_and_synthetic_into_local_store(tmp_path):
     result = run_cli("publish", "--synthetic", "300", "--dim", "16", "--seed", "1", "--owner", OWNER,
                      "--name", "syn", "--store-dir", str(store), "--encrypt-key", "11" * 32)
     assert result.returncode == 0, result.stderr
-    assert (store / f"home/vector-databases/{OWNER}/syn/chunk-0.json").read_bytes()[:1] not in (b"{", b"\xa2")
+    stored = (store / f"home/vector-databases/{OWNER}/syn/chunk-0.json").read_bytes()
+    with pytest.raises(FabstirError) as info:  # not readable without the key...
+        open_blob(stored, None)
+    assert info.value.code == ErrorCode.INVALID_SESSION_KEY
+    assert open_blob(stored, bytes.fromhex("11" * 32)).encrypted  # ...and opens with it
 
 
 
