@@ -166,7 +166,7 @@ def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
         small = np.asarray(block[tiny], dtype=np.float64) if tiny.any() else None  # before out overwrites src
         target = out[start : start + _BLOCK_ROWS]
         with np.errstate(invalid="ignore", over="ignore"):
-            np.multiply(block, scale[:, None].astype(block.dtype), out=target, casting="unsafe")
+            np.multiply(block, scale[:, None], out=target, casting="unsafe")  # float64 product, rounded once
         if bad.any():
             target[bad] = 0
             degenerate += int(np.count_nonzero(bad))
