@@ -105,6 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from .logging import configure
+    from .memory import tune_allocator
     from .server.daemon import load_host_key, run_daemon
 
     settings = settings_from_args(args)
@@ -117,6 +118,7 @@ def _serve(args: argparse.Namespace) -> int:
         from .commands.sample import ensure_sample_database
 
         ensure_sample_database(settings)
+    tune_allocator()
     trio.run(functools.partial(run_daemon, settings, host_key=host_key))
     return 0
 

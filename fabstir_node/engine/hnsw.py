@@ -7,9 +7,12 @@ each search runs:
 
 * **Unfiltered**: walk the graph with ``expansion_search`` for twice the
   wanted count, re-score those candidates on the stored rows (float32
-  arithmetic; read from the graph when it holds the same float16 rows as the
-  matrix, so the matrix's pages stay cold), keep the best.  So scores, and the ``threshold``
-  applied to them, are true cosines of the stored rows on both paths.
+  arithmetic), keep the best.  So scores, and the ``threshold`` applied to
+  them, are true cosines of the stored rows on both paths, and the graph may
+  hold its vectors coarsely (8-bit by default): it only has to steer the walk
+  to the right neighbourhood.  The rows come from ``read_rows`` — the disk
+  cache passes one that reads just those rows from the saved file, so the
+  matrix's pages need not be resident while the graph answers.
 * **Filtered, selective** (fewer than :data:`SELECTIVE` of the rows pass, or
   the oversampling below would need more than :data:`MAX_CANDIDATES`
   candidates): decline, so the matrix searches the passing rows exactly —
@@ -26,7 +29,7 @@ them on its own lock).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,13 +42,24 @@ MAX_CANDIDATES = 4096
 
 
 class HnswIndex:
-    """Approximate candidates from a usearch graph, re-scored on ``vectors`` (the matrix rows)."""
+    """Approximate candidates from a usearch graph, re-scored on ``vectors`` (the matrix rows).
 
-    def __init__(self, index: Any, vectors: np.ndarray, *, expansion_search: int = 64) -> None:
+    ``read_rows(rows)`` returns those rows of ``vectors`` (any float dtype);
+    by default it indexes ``vectors``.
+    """
+
+    def __init__(
+        self,
+        index: Any,
+        vectors: np.ndarray,
+        *,
+        expansion_search: int = 64,
+        read_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
         if len(index) != len(vectors):
             raise ValueError(f"the graph has {len(index)} rows, the matrix {len(vectors)}")
         self._index = index
-        self._vectors = vectors
+        self._read_rows = read_rows if read_rows is not None else vectors.__getitem__
         self.expansion_search = expansion_search
         index.expansion_search = expansion_search
 
@@ -67,14 +81,8 @@ class HnswIndex:
     def _rescore(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
             return np.empty(0, np.float32)
-        if self._vectors.dtype == np.float16:
-            # the graph stores the very same float16 rows: reading them there leaves the matrix's
-            # pages untouched, so only the graph's file stays resident once HNSW answers
-            stored = self._index.get(rows.astype(np.uint64), dtype=np.float32)
-            rows_f32 = np.asarray(stored, np.float32).reshape(len(rows), -1)
-        else:
-            rows_f32 = np.asarray(self._vectors[rows], np.float32)
-        return (rows_f32 @ query).astype(np.float32)
+        stored = np.asarray(self._read_rows(rows), np.float32)
+        return (stored @ query).astype(np.float32)
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector)."""

@@ -36,25 +36,10 @@ import trio
 
 from ..storage import disk_cache as persist
 from ..logging import get_logger
+from ..memory import release_free_memory
 
 log = get_logger(__name__)
 
-
-def release_free_memory() -> None:
-    """Hand the allocator's free pages back to the system (glibc ``malloc_trim``; elsewhere a no-op).
-
-    A load's transient buffers (chunk bodies, the float32 matrix) are freed
-    from worker threads' malloc arenas, which keep them mapped; without this
-    a 100K load leaves 200–350 MB of free-but-resident memory behind.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 #: A build may take this long, plus this much per 1,000 vectors, before it is killed.
 BUILD_DEADLINE_BASE = 60.0
@@ -69,6 +54,7 @@ class Indexer:
         cache_dir: Path | None,
         *,
         min_vectors: int = 20_000,
+        dtype: str = "i8",
         connectivity: int = 16,
         expansion_add: int = 160,
         expansion_search: int = 256,
@@ -76,6 +62,7 @@ class Indexer:
     ) -> None:
         self.cache_dir = cache_dir
         self.min_vectors = min_vectors
+        self.dtype = dtype
         self.connectivity = connectivity
         self.expansion_add = expansion_add
         self.expansion_search = expansion_search
@@ -88,6 +75,7 @@ class Indexer:
         return cls(
             getattr(settings, "cache_dir", None),
             min_vectors=getattr(settings, "hnsw_min_vectors", 20_000),
+            dtype=getattr(settings, "hnsw_dtype", "i8"),
             connectivity=getattr(settings, "hnsw_connectivity", 16),
             expansion_add=getattr(settings, "hnsw_expansion_add", 160),
             expansion_search=getattr(settings, "hnsw_expansion_search", 256),
@@ -157,6 +145,7 @@ class Indexer:
         if fresh is None or fresh.index is None:
             return
         entry.swap(fresh, "hnsw")
+        await trio.to_thread.run_sync(release_free_memory)  # what the reopening parsed and dropped
         log.info("hnsw_ready", cache_key=key[:16], vectors=len(fresh), ms=round((time.monotonic() - started) * 1000))
 
     def _open(self, directory: Path, key: str) -> Any | None:
@@ -171,7 +160,7 @@ class Indexer:
         """Run the builder process; True when it wrote a graph."""
         command = [
             sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", key,
-            "--connectivity", str(self.connectivity), "--expansion-add", str(self.expansion_add),
+            "--dtype", self.dtype, "--connectivity", str(self.connectivity), "--expansion-add", str(self.expansion_add),
             "--threads", str(self.build_threads),
         ]
         deadline = BUILD_DEADLINE_BASE + BUILD_DEADLINE_PER_1000 * count / 1000

@@ -26,17 +26,21 @@ format version and every file's size and BLAKE3 digest (hashed over an mmap,
 :class:`CorruptCache` otherwise; :func:`open_index` does the same for the
 graph.  The caller discards what fails (:func:`discard`) and rebuilds it.
 
-**Memory-mapped**: vectors come back as a read-only ``np.memmap``, metadata
-as an ``mmap`` behind :class:`~.matrix.PackedBlobs`, and the graph through
-usearch's ``view()``, so opening costs page-cache pages, not copies.
+**Memory-mapped or read on demand**: vectors come back as a read-only
+``np.memmap`` and the graph through usearch's ``view()``, so opening costs
+page-cache pages, not copies.  Metadata stays on disk: a search reads the
+bytes of its hits with ``pread`` (:class:`FileBuffer`), and once a graph
+answers, the rows its candidates are re-scored on are read the same way
+(:class:`RowFile`).  The process then keeps resident the graph, the ids
+(packed, ~23 bytes each) and whatever exact scans touch, not every file.
 """
 
 from __future__ import annotations
 
-import mmap
 import os
 import secrets
 import shutil
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +48,13 @@ import blake3
 import numpy as np
 import orjson
 
-from ..engine.matrix import PackedBlobs, VectorMatrix
+from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix
 
 __all__ = [
     "FORMAT",
     "CorruptCache",
+    "FileBuffer",
+    "RowFile",
     "discard",
     "has_index",
     "open_index",
@@ -134,7 +140,8 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
         if not isinstance(meta, PackedBlobs):
             meta = PackedBlobs(list(meta))
         with open(tmp / "metadata.bin", "wb") as f:
-            f.write(meta.buffer)
+            data = meta.buffer
+            f.write(data.read_all() if isinstance(data, FileBuffer) else data)
         np.save(tmp / "metadata.idx.npy", np.asarray(meta.offsets, np.int64), allow_pickle=False)
         for name in _MATRIX_FILES:
             with open(tmp / name, "rb+") as f:
@@ -210,10 +217,10 @@ def open_matrix(directory: Path, *, key: str, with_index: bool = True, expansion
         or np.any(np.diff(offsets) < 0)
     ):
         raise CorruptCache("metadata offsets do not match the manifest")
-    metadata = PackedBlobs.from_parts(_map(directory / "metadata.bin"), offsets)
+    metadata = PackedBlobs.from_parts(FileBuffer(directory / "metadata.bin"), offsets)
     matrix = VectorMatrix(
         vectors=vectors,
-        ids=ids,
+        ids=PackedStrings(ids),
         metadata=metadata,
         degenerate_rows=int(manifest.get("degenerate_rows", 0)),
         dropped_duplicates=int(manifest.get("dropped_duplicates", 0)),
@@ -226,11 +233,72 @@ def open_matrix(directory: Path, *, key: str, with_index: bool = True, expansion
     return matrix
 
 
-def _map(path: Path) -> bytes | mmap.mmap:
-    with open(path, "rb") as f:
-        if os.fstat(f.fileno()).st_size == 0:
-            return b""
-        return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+class _OpenFile:
+    """A read-only descriptor, closed when the object is collected; ``pread`` is thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._fd = os.open(path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
+
+    def _read_into(self, target: memoryview, offset: int) -> None:
+        got = os.preadv(self._fd, [target], offset)
+        if got != len(target):
+            raise OSError(f"short read at {offset}: {got} of {len(target)} bytes")
+
+
+class FileBuffer(_OpenFile):
+    """The bytes of a file, read on demand with ``pread``: a buffer for :class:`~.matrix.PackedBlobs`.
+
+    Slicing reads just that range; :meth:`read_all` reads the whole file once
+    (for a pass over every item, such as building filter columns).  Nothing is
+    mapped, so what a search reads stays in the kernel's page cache and out of
+    the process's resident memory.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path)
+        self._size = os.fstat(self._fd).st_size
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __getitem__(self, key: slice) -> bytes:
+        if not isinstance(key, slice):
+            raise TypeError("FileBuffer supports slices only")
+        start, stop, step = key.indices(self._size)
+        if step != 1:
+            raise ValueError("FileBuffer slices have step 1")
+        return os.pread(self._fd, max(0, stop - start), start) if stop > start else b""
+
+    def read_all(self) -> bytes:
+        return self[0 : self._size]
+
+
+class RowFile(_OpenFile):
+    """Reads chosen rows of a saved ``vectors.npy`` with ``pread``, without mapping the file.
+
+    Called with row numbers (int64), returns those rows as a new
+    ``(len(rows), d)`` array of the file's dtype.
+    """
+
+    def __init__(self, vectors: np.memmap) -> None:
+        if vectors.filename is None or vectors.ndim != 2 or not vectors.flags.c_contiguous:
+            raise ValueError("RowFile needs a C-contiguous 2-D memmap of a file")
+        super().__init__(vectors.filename)
+        self._dtype, self._dims, self._count = vectors.dtype, vectors.shape[1], vectors.shape[0]
+        self._row_bytes = self._dims * self._dtype.itemsize
+        self._offset = int(vectors.offset)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), self._dims), self._dtype)
+        if out.size == 0:
+            return out
+        buffer, size = memoryview(out).cast("B"), self._row_bytes
+        for i, row in enumerate(np.asarray(rows, np.int64).tolist()):
+            if not 0 <= row < self._count:
+                raise IndexError(f"row {row} of {self._count}")
+            self._read_into(buffer[i * size : (i + 1) * size], self._offset + row * size)
+        return out
 
 
 def discard(directory: Path) -> None:
@@ -293,4 +361,6 @@ def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_sea
         raise CorruptCache(f"usearch could not view the graph ({exc})") from None
     if index is None or len(index) != len(matrix) or index.ndim != matrix.dimensions:
         raise CorruptCache("the graph does not hold every row of the matrix")
-    return HnswIndex(index, matrix.vectors, expansion_search=expansion_search)
+    vectors = matrix.vectors
+    reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
+    return HnswIndex(index, vectors, expansion_search=expansion_search, read_rows=reader)

@@ -1,7 +1,7 @@
 """Build the HNSW graph of a saved database, in a process of its own.
 
-    python -m fabstir_node.storage.index_builder DIRECTORY --key KEY [--connectivity 16]
-        [--expansion-add 160] [--threads 0] [--nice 10]
+    python -m fabstir_node.storage.index_builder DIRECTORY --key KEY [--dtype i8]
+        [--connectivity 16] [--expansion-add 160] [--threads 0] [--nice 10]
 
 The daemon runs this with ``trio.run_process`` after ``persist.save`` wrote
 the matrix.  It validates and memory-maps the saved vectors, adds them to a
@@ -34,12 +34,12 @@ from . import disk_cache as persist
 
 #: Vectors added per ``Index.add`` call (progress and a chance to be killed between slices).
 SLICE = 20_000
-#: The graph stores float16 whatever the matrix holds; candidates are re-scored on the matrix rows.
-INDEX_DTYPE = "f16"
+#: Number types the graph may store; candidates are re-scored on the matrix rows whatever it holds.
+DTYPES = ("i8", "f16", "bf16")
 
 
 def build_index(
-    vectors: np.ndarray, *, connectivity: int, expansion_add: int, threads: int = 0
+    vectors: np.ndarray, *, dtype: str = "i8", connectivity: int, expansion_add: int, threads: int = 0
 ):  # -> usearch.index.Index
     """A cosine HNSW graph over ``vectors`` with key ``i`` for row ``i``."""
     from usearch.index import Index
@@ -47,7 +47,7 @@ def build_index(
     index = Index(
         ndim=vectors.shape[1],
         metric="cos",
-        dtype=INDEX_DTYPE,
+        dtype=dtype,
         connectivity=connectivity,
         expansion_add=expansion_add,
     )
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fabstir_node.storage.index_builder", description=__doc__.split("\n")[0])
     parser.add_argument("directory", type=Path)
     parser.add_argument("--key", required=True)
+    parser.add_argument("--dtype", choices=DTYPES, default="i8")
     parser.add_argument("--connectivity", type=int, default=16)
     parser.add_argument("--expansion-add", type=int, default=160)
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")
@@ -75,14 +76,14 @@ def main(argv: list[str] | None = None) -> int:
         print(orjson.dumps({"event": "build_failed", "reason": str(exc)}).decode(), flush=True)
         return 3
     index = build_index(
-        matrix.vectors, connectivity=args.connectivity, expansion_add=args.expansion_add, threads=args.threads
+        matrix.vectors, dtype=args.dtype, connectivity=args.connectivity, expansion_add=args.expansion_add, threads=args.threads
     )
     built = time.monotonic()
     persist.save_index(
         args.directory,
         index,
         key=args.key,
-        parameters={"connectivity": args.connectivity, "expansion_add": args.expansion_add, "dtype": INDEX_DTYPE},
+        parameters={"connectivity": args.connectivity, "expansion_add": args.expansion_add, "dtype": args.dtype},
     )
     report = {
         "event": "index_built",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import sys
+
 import numpy as np
 import orjson
 import pytest
@@ -342,3 +344,15 @@ def test_dense_filter_whose_rows_all_rank_low(dtype: Any) -> None:
     got = matrix.search(query, 10, flt=flt).hits
     assert all(orjson.loads(metadata[int(h.id)])["topic"] in wanted for h in got)
     assert len({h.id for h in got} & {i for i, _ in want}) >= (10 if dtype == "f32" else 9)
+
+
+def test_packed_strings_hold_ids_compactly_and_give_them_back() -> None:
+    from fabstir_node.engine.matrix import PackedStrings
+
+    ids = [f"doc-{i}-é" for i in range(1000)] + [""]
+    packed = PackedStrings(ids)
+    assert len(packed) == len(ids) and list(packed) == ids
+    assert packed[0] == ids[0] and packed[-1] == "" and packed[-2] == ids[-2]
+    assert packed.nbytes < sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
+    with pytest.raises(IndexError):
+        packed[len(ids)]

@@ -31,10 +31,11 @@ class Counting:
         return answer
 
 
-@pytest.fixture(scope="module")
-def indexed():
+@pytest.fixture(scope="module", params=["i8", "f16"])
+def indexed(request):
+    """The same database exactly and through a graph of 8-bit (the default) or float16 vectors."""
     matrix, vectors = make_matrix(3000, 32)
-    graph = build_index(matrix.vectors, connectivity=16, expansion_add=64, threads=2)
+    graph = build_index(matrix.vectors, dtype=request.param, connectivity=16, expansion_add=64, threads=2)
     return matrix, matrix.with_index(HnswIndex(graph, matrix.vectors, expansion_search=128)), vectors
 
 

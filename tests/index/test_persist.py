@@ -175,8 +175,28 @@ def test_the_builder_process_writes_an_index_the_daemon_can_view(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert orjson.loads(done.stdout.splitlines()[-1])["vectors"] == 1200
     info = orjson.loads((directory / "index.json").read_bytes())
-    assert (info["connectivity"], info["expansion_add"], info["count"]) == (8, 32, 1200)
+    assert (info["connectivity"], info["expansion_add"], info["count"], info["dtype"]) == (8, 32, 1200, "i8")
     assert persist.open_matrix(directory, key=KEY).index is not None
+
+
+@pytest.mark.parametrize("dtype", ["i8", "f16", "bf16"])
+def test_the_builder_stores_the_graph_in_the_asked_number_type(tmp_path, dtype):
+    matrix, vectors = make_matrix(800, 16)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    done = subprocess.run(
+        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY,
+         "--dtype", dtype, "--connectivity", "8", "--expansion-add", "32", "--threads", "1", "--nice", "0"],
+        capture_output=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert orjson.loads((directory / "index.json").read_bytes())["dtype"] == dtype
+    from usearch.index import Index
+
+    assert Index.metadata(str(directory / "index.usearch"))["kind_scalar"].name == dtype.upper()
+    opened = persist.open_matrix(directory, key=KEY)
+    hit = opened.search(vectors[5], 1).hits[0]
+    assert hit.id == matrix.ids[5] and hit.score == pytest.approx(1.0, abs=1e-3)
 
 
 def test_the_builder_refuses_a_corrupt_matrix_with_status_3(tmp_path):
@@ -190,3 +210,72 @@ def test_the_builder_refuses_a_corrupt_matrix_with_status_3(tmp_path):
     )
     assert done.returncode == 3 and not (directory / "index.usearch").exists()
     assert b"build_failed" in done.stdout and os.listdir(directory).count("index.json") == 0
+
+
+# --- what stays on disk ---------------------------------------------------------------
+
+
+def test_file_buffer_reads_ranges_and_the_whole_file(tmp_path):
+    path = tmp_path / "blob"
+    data = bytes(range(256)) * 40
+    path.write_bytes(data)
+    buffer = persist.FileBuffer(path)
+    assert len(buffer) == len(data)
+    assert buffer[10:20] == data[10:20] and buffer[5:5] == b"" and buffer[-3:] == data[-3:]
+    assert buffer[len(data) - 2 : len(data) + 50] == data[-2:]
+    assert buffer.read_all() == data
+    with pytest.raises(TypeError):
+        buffer[3]
+    with pytest.raises(ValueError):
+        buffer[0:10:2]
+
+
+def test_row_file_reads_the_saved_rows(tmp_path):
+    matrix, _ = make_matrix(500, 12, dtype="f16")
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    opened = persist.open_matrix(directory, key=KEY)
+    rows = persist.RowFile(opened.vectors)
+    pick = np.array([499, 0, 17, 17, 250], np.int64)
+    got = rows(pick)
+    assert got.dtype == np.float16 and np.array_equal(got, np.asarray(opened.vectors)[pick])
+    assert rows(np.empty(0, np.int64)).shape == (0, 12)
+    for bad in (500, -1):
+        with pytest.raises(IndexError):
+            rows(np.array([bad]))
+
+
+def _resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
+    matrix, vectors = make_matrix(3000, 64, dtype="f16")
+    directory = tmp_path / KEY
+    save_with_index(directory, matrix)
+    opened = persist.open_matrix(directory, key=KEY, expansion_search=64)
+    assert isinstance(opened.index, HnswIndex) and isinstance(opened.metadata.buffer, persist.FileBuffer)
+    stored = np.asarray(matrix.vectors, np.float32)
+    for q in queries(vectors, 40):
+        got, unit = opened.search(q, 5), opened.query_vector(q)
+        assert len(got.hits) == 5 and all(h.metadata for h in got.hits)
+        for hit in got.hits:  # re-scored on the stored rows, read from the file
+            assert hit.score == pytest.approx(float(stored[matrix.row_of(hit.id)] @ unit), abs=1e-6)
+            assert hit.metadata == orjson.loads(matrix.metadata[matrix.row_of(hit.id)])
+    # neither the vectors nor the metadata were paged into the process: only the graph was
+    assert _resident_kb(directory / "vectors.npy") == 0
+    assert _resident_kb(directory / "metadata.bin") == 0
+    assert _resident_kb(directory / "index.usearch") > 0
+    # a selective filter is searched exactly over the mapped rows, and that shows (the probe works)
+    selective = opened.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3}))
+    assert [h.id for h in selective.hits] == [h.id for h in matrix.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3})).hits]
+    assert _resident_kb(directory / "vectors.npy") > 0
