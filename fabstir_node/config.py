@@ -197,8 +197,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("s5_max_body_mb", "S5_MAX_BODY_MB", None, _float(0, strict=True), 512.0,
            "Largest file accepted from storage; larger bodies are refused while streaming.", "storage"),
     # --- loading
-    Option("s5_max_parallel_chunks", "S5_MAX_PARALLEL_CHUNKS", None, _int(1, 256), 10,
-           "Chunks downloaded in parallel per load.", "loading"),
+    Option("s5_max_parallel_chunks", "S5_MAX_PARALLEL_CHUNKS", None, _int(1, 256), 4,
+           "Chunks downloaded in parallel per load. Fewer streams finish their chunks sooner, so decoding "
+           "overlaps the downloads (100K over a local bridge on 2 cores: 10 → 3.1 s, 4 → 2.2 s); raise it "
+           "for a distant, high-latency bridge. The original plan said 10.", "loading"),
     Option("s5_loading_timeout_minutes", "S5_LOADING_TIMEOUT_MINUTES", None, _float(0, strict=True), 5.0,
            "Deadline of a whole database load (fractions allowed); past it the load fails with TIMEOUT.", "loading"),
     # --- rate limits
@@ -308,7 +310,7 @@ class Settings:
     s5_max_retries: int = 3
     s5_download_timeout_seconds: float = 30.0
     s5_max_body_mb: float = 512.0
-    s5_max_parallel_chunks: int = 10
+    s5_max_parallel_chunks: int = 4
     s5_loading_timeout_minutes: float = 5.0
     max_upload_batch: int = 1000
     max_uploaded_vectors: int = 100_000
