@@ -12,8 +12,12 @@ hits come best first with ties broken by row order.
 
 * float32 storage scores every row with one BLAS GEMV (``vectors @ q``).
 * float16 storage never uses numpy's float16 GEMV (slow, engine-notes §2.2);
-  it uses usearch's SIMD brute force, ``usearch.index.search(..., exact=True)``,
-  whose cosine is computed on the float16 values (within about 1e-4 of float32).
+  it scores every row with numkong's SIMD dot-product kernels
+  (``numkong.cdist``, the kernels usearch itself is built on, picked for this
+  CPU at run time, GIL released): rows and query in float16, sums in float32,
+  within about 5e-5 of float32 arithmetic — the same dot product the HNSW path
+  re-scores its candidates with.  100K × 384 on two cores: 6.5 ms, against
+  13.7 ms for ``usearch.index.search(..., exact=True)``.
 
 An approximate index (HNSW, ``hnsw.py``) can be attached with :meth:`with_index`;
 it then answers unfiltered searches, and filtered ones when it is a
@@ -31,7 +35,7 @@ from typing import Any, Collection, Iterator, Literal, Mapping, Protocol, Sequen
 import attrs
 import numpy as np
 import orjson
-from usearch.index import search as usearch_exact
+import numkong
 
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
@@ -299,6 +303,14 @@ def _check_threshold(threshold: object) -> float | None:
     return value
 
 
+def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """float32 dot products of the float16 rows of ``data`` with one float16 ``query`` (shape 1 × d)."""
+    # one scan of a large matrix is split across the cores (100K x 384: 9.7 -> 6.5 ms on 2 cores);
+    # below that, starting the threads costs more than it saves
+    threads = 0 if len(data) >= _PARALLEL_SCAN_ROWS else 1
+    return np.asarray(numkong.cdist(data, query, metric="dot", out_dtype="float32", threads=threads)).reshape(-1)
+
+
 class MatrixBuilder:
     """Fill a matrix block by block as chunks arrive, then :meth:`finish` it.
 
@@ -554,34 +566,18 @@ class VectorMatrix:
         return (top if rows is None else rows[top]), scores[top]
 
     def _exact_f16(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        n = len(self)
-        want = 2 * k + 16  # more than k, so near-ties at the cut are re-ranked by row order
-        if rows is not None and 3 * len(rows) < n:  # few rows pass: scan a gathered copy of them
+        query = q.astype(np.float16)[None]
+        if rows is not None and 3 * len(rows) < len(self):  # few rows pass: score a gathered copy of them
             if len(rows) == 0:
                 return np.empty(0, np.int64), np.empty(0, np.float32)
-            top, scores = self._usearch(self._vectors[rows], q, min(len(rows), want))
-            return rows[top], scores
-        if rows is None:
-            return self._usearch(self._vectors, q, min(n, want))
-        # Most rows pass: rank the whole matrix deep enough that `want` passing rows come out
-        # (a deeper ranking costs about the same as a shallow one), else rank everything.
-        passes = np.zeros(n, bool)
-        passes[rows] = True
-        count = min(n, 2 * want * n // len(rows) + 64)
-        while True:
-            top, scores = self._usearch(self._vectors, q, count)
-            keep = passes[top]
-            if count == n or np.count_nonzero(keep) >= want:
-                return top[keep], scores[keep]
-            count = n
-
-    @staticmethod
-    def _usearch(data: np.ndarray, q: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        # one query over a large matrix is split across the cores (9.7 vs 15.4 ms p50 for 100K x 384
-        # f16 on 2 cores); below that, starting the threads costs more than it saves
-        threads = 0 if len(data) >= _PARALLEL_SCAN_ROWS else 1
-        matches = usearch_exact(data, q, count, metric="cos", exact=True, threads=threads)
-        return matches.keys.astype(np.int64), (1.0 - matches.distances).astype(np.float32)
+            scores = _dots(self._vectors[rows], query)
+            top = _top_positions(scores, k)
+            return rows[top], scores[top]
+        scores = _dots(self._vectors, query)
+        if rows is not None:  # most rows pass: one scan, then pick among the passing rows
+            scores = scores[rows]
+        top = _top_positions(scores, k)
+        return (top if rows is None else rows[top]), scores[top]
 
     def _hits(self, found: np.ndarray, scores: np.ndarray, k: int, minimum: float | None) -> SearchResult:
         scores = np.clip(scores, -1.0, 1.0)
