@@ -279,3 +279,17 @@ def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
     selective = opened.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3}))
     assert [h.id for h in selective.hits] == [h.id for h in matrix.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3})).hits]
     assert _resident_kb(directory / "vectors.npy") > 0
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")
+def test_the_builder_runs_at_idle_priority(tmp_path):
+    matrix, _ = make_matrix(300, 8)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    base = [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY,
+            "--connectivity", "8", "--expansion-add", "16"]
+    done = subprocess.run(base, capture_output=True, timeout=120, check=True)
+    assert orjson.loads(done.stdout.splitlines()[-1])["priority"] == "idle"
+    persist.discard_index(directory)
+    done = subprocess.run(base + ["--no-idle", "--nice", "3"], capture_output=True, timeout=120, check=True)
+    assert orjson.loads(done.stdout.splitlines()[-1])["priority"] == "nice 3"
