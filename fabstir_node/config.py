@@ -217,9 +217,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("request_rate_burst", "FABSTIR_RATE_LIMIT_BURST", None, _float(1), 400.0,
            "Requests one connection may send in a burst; beyond it they get RATE_LIMIT_EXCEEDED.", "limits"),
     # --- engine and cache
-    Option("vector_dtype", "VECTOR_DTYPE", None, _choice("f32", "f16"), "f16",
-           "How loaded databases hold their vectors: f16 (half the memory, scores within ~1e-3) or f32. "
-           "Uploaded vectors are always f32, so their search is exact to the last digit.", "cache"),
+    Option("vector_dtype", "VECTOR_DTYPE", None, _choice("f32", "f16", "bf16"), "f16",
+           "How loaded databases hold their vectors: f16 (half the memory of f32, scores within ~5e-5 of "
+           "float32 arithmetic), bf16 (the same memory, coarser: within ~5e-4) or f32. Uploaded vectors are "
+           "always f32, so their search is exact to the last digit.", "cache"),
     Option("cache_entries", "VECTOR_INDEX_CACHE_SIZE", None, _int(1), 10,
            "Loaded databases kept in memory and shared by sessions (LRU).", "cache"),
     Option("cache_ttl_hours", "VECTOR_INDEX_CACHE_TTL_HOURS", None, _float(0, strict=True), 24.0,

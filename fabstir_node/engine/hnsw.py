@@ -33,6 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .matrix import as_float32
+
 __all__ = ["HnswIndex", "MAX_CANDIDATES", "SELECTIVE"]
 
 #: Filters passing fewer than this fraction of rows are searched exactly over the passing rows.
@@ -81,7 +83,7 @@ class HnswIndex:
     def _rescore(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
         if len(rows) == 0:
             return np.empty(0, np.float32)
-        stored = np.asarray(self._read_rows(rows), np.float32)
+        stored = as_float32(self._read_rows(rows))
         return (stored @ query).astype(np.float32)
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """Exact cosine search over a compact matrix of vectors, ids and metadata.
 
 A :class:`VectorMatrix` holds ``n`` L2-normalised vectors of one dimension in
-a contiguous numpy array (float32 or float16), their string ids, and each
+a contiguous numpy array (float32, float16 or bfloat16 — the last as uint16
+bit patterns, numpy having no bfloat16), their string ids, and each
 row's metadata as orjson-encoded bytes.  Metadata is decoded only for the hits
 a search returns, and for the per-field :class:`~.filters.Column` arrays that
 filters build once and cache on the matrix; no dict per vector is kept.
@@ -40,8 +41,10 @@ import numkong
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
 
-DType = Literal["f32", "f16"]
-_NUMPY_DTYPES: dict[str, type[np.floating[Any]]] = {"f32": np.float32, "f16": np.float16}
+DType = Literal["f32", "f16", "bf16"]
+#: Storage of each dtype; numpy has no bfloat16, so bf16 rows are kept as their bit patterns in uint16.
+_NUMPY_DTYPES: dict[str, type[np.generic]] = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
+_DTYPE_NAMES: dict[np.dtype[Any], DType] = {np.dtype(t): name for name, t in _NUMPY_DTYPES.items()}  # type: ignore[misc]
 _BLOCK_ROWS = 4096
 #: Exact f16 scans of at least this many rows use every core.
 _PARALLEL_SCAN_ROWS = 50_000
@@ -52,6 +55,9 @@ __all__ = [
     "CandidateIndex",
     "MatrixBuilder",
     "DType",
+    "as_float32",
+    "numpy_dtype",
+    "to_bfloat16",
     "Hit",
     "PackedBlobs",
     "PackedStrings",
@@ -151,6 +157,35 @@ def unit_vector(vector: np.ndarray) -> np.ndarray | None:
     return (v / np.sqrt(v @ v)).astype(np.float32)
 
 
+def numpy_dtype(dtype: str) -> np.dtype[Any]:
+    """The numpy storage dtype of a matrix dtype name (``f32``, ``f16``, ``bf16``); ValueError otherwise."""
+    if dtype not in _NUMPY_DTYPES:
+        raise ValueError(f"dtype must be 'f32', 'f16' or 'bf16', not {dtype!r}")
+    return np.dtype(_NUMPY_DTYPES[dtype])
+
+
+def to_bfloat16(values: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) of float32 ``values``, rounded to nearest, ties to even."""
+    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
+    return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+
+
+def as_float32(rows: np.ndarray) -> np.ndarray:
+    """Stored rows of any matrix dtype as float32 values (bf16 bit patterns widened exactly)."""
+    rows = np.asarray(rows)
+    if rows.dtype == np.uint16:
+        return (rows.astype(np.uint32) << 16).view(np.float32)
+    return rows.astype(np.float32, copy=False)
+
+
+def _store(target: np.ndarray, values: np.ndarray) -> None:
+    """Write float values into rows of a matrix of any dtype (bf16: rounded bit patterns)."""
+    if target.dtype == np.uint16:
+        target[...] = to_bfloat16(np.asarray(values, np.float32))
+    else:
+        target[...] = values
+
+
 def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
     """Write the unit-length rows of ``src`` into ``out`` (may be ``src``), block by block.
 
@@ -171,12 +206,19 @@ def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
         small = np.asarray(block[tiny], dtype=np.float64) if tiny.any() else None  # before out overwrites src
         target = out[start : start + _BLOCK_ROWS]
         with np.errstate(invalid="ignore", over="ignore"):
-            np.multiply(block, scale[:, None], out=target, casting="unsafe")  # float64 product, rounded once
+            if target.dtype == np.uint16:  # bf16: via float32, then rounded to the bit pattern
+                _store(target, np.multiply(block, scale[:, None], dtype=np.float32, casting="unsafe"))
+            else:
+                np.multiply(block, scale[:, None], out=target, casting="unsafe")  # float64 product, rounded once
         if bad.any():
-            target[bad] = 0
+            target[bad] = 0  # +0.0 in every dtype
             degenerate += int(np.count_nonzero(bad))
         if small is not None:
-            target[tiny] = small / np.sqrt(np.einsum("ij,ij->i", small, small))[:, None]
+            unit = small / np.sqrt(np.einsum("ij,ij->i", small, small))[:, None]
+            if target.dtype == np.uint16:
+                target[tiny] = to_bfloat16(unit.astype(np.float32))
+            else:
+                target[tiny] = unit
     return degenerate
 
 
@@ -304,11 +346,16 @@ def _check_threshold(threshold: object) -> float | None:
 
 
 def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """float32 dot products of the float16 rows of ``data`` with one float16 ``query`` (shape 1 × d)."""
+    """float32 dot products of the 16-bit rows of ``data`` with one ``query`` of their dtype (1 × d).
+
+    float16 rows are numpy float16; bf16 rows are uint16 bit patterns.
+    """
     # one scan of a large matrix is split across the cores (100K x 384: 9.7 -> 6.5 ms on 2 cores);
     # below that, starting the threads costs more than it saves
     threads = 0 if len(data) >= _PARALLEL_SCAN_ROWS else 1
-    return np.asarray(numkong.cdist(data, query, metric="dot", out_dtype="float32", threads=threads)).reshape(-1)
+    kind = "bf16" if data.dtype == np.uint16 else "f16"
+    scores = numkong.cdist(data, query, metric="dot", dtype=kind, out_dtype="float32", threads=threads)
+    return np.asarray(scores).reshape(-1)
 
 
 class MatrixBuilder:
@@ -322,9 +369,7 @@ class MatrixBuilder:
     """
 
     def __init__(self, rows: int, dimensions: int, dtype: DType = "f32") -> None:
-        if dtype not in _NUMPY_DTYPES:
-            raise ValueError(f"dtype must be 'f32' or 'f16', not {dtype!r}")
-        self._out = np.empty((rows, dimensions), _NUMPY_DTYPES[dtype])
+        self._out = np.empty((rows, dimensions), numpy_dtype(dtype))
         self._degenerate: list[int] = []  # one count per fill; list.append is atomic
 
     @property
@@ -375,13 +420,12 @@ class VectorMatrix:
 
         With ``dtype="f32"`` a C-contiguous, writeable float32 ``vectors`` is
         normalised in place (no second copy); other inputs are copied.  With
-        ``"f16"`` a new float16 matrix is written block by block.  ``metadata``
+        ``"f16"`` (or ``"bf16"``) a new 16-bit matrix is written block by block.  ``metadata``
         holds one orjson-encoded object per row (``b""`` for none).  When ids
         repeat, the last row with an id wins (as an upsert would).  Structural
         mistakes (shapes, lengths, id types, dtype name) raise ``ValueError``.
         """
-        if dtype not in _NUMPY_DTYPES:
-            raise ValueError(f"dtype must be 'f32' or 'f16', not {dtype!r}")
+        numpy_dtype(dtype)  # a ValueError for an unknown name
         vectors = np.asarray(vectors)
         if vectors.ndim != 2 or vectors.shape[1] == 0 or vectors.dtype.kind not in "fiu":
             raise ValueError("vectors must be a numeric (n, d) array with d >= 1")
@@ -420,7 +464,7 @@ class VectorMatrix:
         metadata: Sequence[bytes],
         row_of: dict[str, int] | None = None,
     ) -> VectorMatrix:
-        """Wrap rows that are already unit length (float32 or float16), sharing every argument."""
+        """Wrap rows that are already unit length (float32, float16 or bf16 bits), sharing every argument."""
         return cls(vectors, ids, metadata, row_of)
 
     def with_index(self, index: CandidateIndex | None) -> VectorMatrix:
@@ -449,7 +493,7 @@ class VectorMatrix:
 
     @property
     def dtype(self) -> DType:
-        return "f16" if self._vectors.dtype == np.float16 else "f32"
+        return _DTYPE_NAMES[self._vectors.dtype]
 
     @property
     def vectors(self) -> np.ndarray:
@@ -549,8 +593,8 @@ class VectorMatrix:
             found, scores = self.index.search(q, min(k, n))
             found = np.asarray(found, np.int64)
             scores = np.asarray(scores, np.float32)
-        elif self._vectors.dtype == np.float16:
-            found, scores = self._exact_f16(q, k, rows)
+        elif self._vectors.dtype != np.float32:
+            found, scores = self._exact_half(q, k, rows)
         else:
             found, scores = self._exact_f32(q, k, rows)
         return self._hits(found, scores, k, minimum)
@@ -565,8 +609,9 @@ class VectorMatrix:
         top = _top_positions(scores, k)
         return (top if rows is None else rows[top]), scores[top]
 
-    def _exact_f16(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        query = q.astype(np.float16)[None]
+    def _exact_half(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over float16 or bf16 rows (numkong kernels, the query in the rows' dtype)."""
+        query = (to_bfloat16(q) if self._vectors.dtype == np.uint16 else q.astype(np.float16))[None]
         if rows is not None and 3 * len(rows) < len(self):  # few rows pass: score a gathered copy of them
             if len(rows) == 0:
                 return np.empty(0, np.int64), np.empty(0, np.float32)

@@ -6,7 +6,7 @@ directory ``{cache_dir}/{key}/`` named by the cache key (a digest of the
 backend, the manifest path, the manifest's content and the vector dtype):
 
 =====================  ==================================================
-``vectors.npy``        the unit rows, float16 or float32 (``n × d``)
+``vectors.npy``        the unit rows, float16, float32 or bf16 bits (``n × d``)
 ``ids.json``           the ids, one JSON array
 ``metadata.bin``       every row's orjson metadata, joined
 ``metadata.idx.npy``   ``n + 1`` int64 offsets into ``metadata.bin``
@@ -48,7 +48,7 @@ import blake3
 import numpy as np
 import orjson
 
-from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix
+from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix, numpy_dtype
 
 __all__ = [
     "FORMAT",
@@ -180,7 +180,7 @@ def read_manifest(directory: Path, *, key: str) -> dict[str, Any]:
     count, dims = manifest.get("count"), manifest.get("dimensions")
     if not (isinstance(count, int) and isinstance(dims, int) and count >= 0 and dims >= 1):
         raise CorruptCache("bad shape in the manifest")
-    if manifest.get("dtype") not in ("f16", "f32"):
+    if manifest.get("dtype") not in ("f16", "f32", "bf16"):
         raise CorruptCache("bad dtype in the manifest")
     return manifest
 
@@ -198,7 +198,7 @@ def open_matrix(directory: Path, *, key: str, with_index: bool = True, expansion
     for name in _MATRIX_FILES:
         _check(directory / name, files.get(name))
     count, dims = manifest["count"], manifest["dimensions"]
-    want = np.float16 if manifest["dtype"] == "f16" else np.float32
+    want = numpy_dtype(manifest["dtype"])
     try:
         vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
         offsets = np.load(directory / "metadata.idx.npy", allow_pickle=False)

@@ -4,10 +4,11 @@
         [--connectivity 16] [--expansion-add 160] [--threads 0] [--nice 10] [--no-idle]
 
 The daemon runs this with ``trio.run_process`` after ``persist.save`` wrote
-the matrix.  It validates and memory-maps the saved vectors, adds them to a
-float16 cosine usearch index (keys = row numbers) in slices, and writes the
-graph beside them with ``persist.save_index``; the daemon then ``view()``\\ s
-it and swaps it in.
+the matrix.  It validates and memory-maps the saved vectors, adds them in
+slices to a cosine usearch index (keys = row numbers; 8-bit vectors by
+default: the graph only picks candidates, which ``engine/hnsw.py`` re-scores
+on the saved rows), and writes the graph beside them with
+``persist.save_index``; the daemon then ``view()``\\ s it and swaps it in.
 
 Why a process: usearch's worker threads take the GIL back after every
 vector (engine-notes §1.4), so a build in a daemon thread would stall
@@ -31,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from ..engine.matrix import as_float32
 from . import disk_cache as persist
 
 #: Vectors added per ``Index.add`` call (progress and a chance to be killed between slices).
@@ -54,6 +56,8 @@ def build_index(
     )
     for start in range(0, len(vectors), SLICE):
         block = np.asarray(vectors[start : start + SLICE])
+        if block.dtype == np.uint16:  # bf16 bit patterns: usearch takes them as float32 values
+            block = as_float32(block)
         index.add(np.arange(start, start + len(block), dtype=np.uint64), block, threads=threads)
     return index
 

@@ -7,7 +7,7 @@ import pytest
 from fabstir_node.engine.matrix import MatrixBuilder, VectorMatrix
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 def test_filling_in_any_order_equals_from_arrays(dtype):
     rng = np.random.default_rng(4)
     vectors = rng.normal(size=(1000, 24)).astype(np.float32) * rng.uniform(0.1, 50, size=(1000, 1)).astype(np.float32)

@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from fabstir_node.engine.filters import compile_filter
-from fabstir_node.engine.matrix import MAX_CACHED_COLUMNS, VectorMatrix
+from fabstir_node.engine.matrix import MAX_CACHED_COLUMNS, VectorMatrix, as_float32, to_bfloat16
 from fabstir_node.errors import ErrorCode, FabstirError
 
 from _engine_data import make_clustered, make_queries, reference_search
@@ -119,7 +119,7 @@ def test_ties_are_broken_by_row_order() -> None:
     base = np.array([1.0, 2.0, 3.0], np.float32)
     vectors = np.stack([base * s for s in (1, 5, 2, 3, 0.5)] + [np.array([-1, 0, 0], np.float32)])
     ids = ["a", "b", "c", "d", "e", "neg"]
-    for dtype in ("f32", "f16"):
+    for dtype in ("f32", "f16", "bf16"):
         matrix = VectorMatrix.from_arrays(ids, vectors.copy(), [b""] * 6, dtype=dtype)
         assert [h.id for h in matrix.search(base, 3).hits] == ["a", "b", "c"]
         assert [h.id for h in matrix.search(base, 10).hits] == ["a", "b", "c", "d", "e", "neg"]
@@ -148,7 +148,7 @@ def test_degenerate_and_duplicate_rows_at_build() -> None:
     assert matrix.row_of("b") == 3 and matrix.row_of("missing") is None
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 @pytest.mark.parametrize("source", [np.float32, np.float64, np.int64])
 def test_rows_of_any_magnitude_normalise(dtype: Any, source: Any) -> None:
     tiny = np.finfo(np.float32).smallest_subnormal if source is np.float32 else 1e-300
@@ -161,8 +161,8 @@ def test_rows_of_any_magnitude_normalise(dtype: Any, source: Any) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         matrix = VectorMatrix.from_arrays(list("abcd"), np.array(raw, source), [b""] * 4, dtype=dtype)
-    norms = np.linalg.norm(matrix.vectors.astype(np.float64), axis=1)
-    np.testing.assert_allclose(norms, [1, 1, 0, 1], atol=1e-3)
+    norms = np.linalg.norm(as_float32(matrix.vectors).astype(np.float64), axis=1)
+    np.testing.assert_allclose(norms, [1, 1, 0, 1], atol=1e-2 if dtype == "bf16" else 1e-3)
     assert matrix.degenerate_rows == 1
     assert matrix.search([1, 0, 1], 1).hits[0].id == "a"
 
@@ -187,12 +187,14 @@ def test_nbytes_counts_metadata(clustered: dict[str, Any]) -> None:
     assert full.nbytes - bare.nbytes >= encoded - 2 * len(clustered["ids"])
 
 
-def test_f16_recall_against_f32() -> None:
+@pytest.mark.parametrize("dtype", ["f16", "bf16"])
+def test_16_bit_recall_against_f32(dtype: Any) -> None:
     vectors, _ = make_clustered(4000, 64, topics=80, seed=5)
     queries = make_queries(vectors, 40, seed=6)
     ids = [str(i) for i in range(len(vectors))]
     f32 = VectorMatrix.from_arrays(ids, vectors.copy(), [b""] * len(ids))
-    f16 = VectorMatrix.from_arrays(ids, vectors, [b""] * len(ids), dtype="f16")
+    f16 = VectorMatrix.from_arrays(ids, vectors, [b""] * len(ids), dtype=dtype)
+    assert f16.dtype == dtype
     found = total = 0
     for q in queries:
         exact = f32.search(q, 10).hits
@@ -329,7 +331,7 @@ def test_full_ranking_with_negative_scores(
     _assert_same(_pairs(f32_matrix.search(query, n, threshold=threshold)), want)
 
 
-@pytest.mark.parametrize("dtype", ["f32", "f16"])
+@pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])
 def test_dense_filter_whose_rows_all_rank_low(dtype: Any) -> None:
     """40 % of rows pass, but every one of them ranks below the query's own cluster (f16 re-ranks deeper)."""
     vectors, topic = make_clustered(3000, 32, topics=5, seed=9)
@@ -356,3 +358,28 @@ def test_packed_strings_hold_ids_compactly_and_give_them_back() -> None:
     assert packed.nbytes < sys.getsizeof(ids) + sum(map(sys.getsizeof, ids))
     with pytest.raises(IndexError):
         packed[len(ids)]
+
+
+def test_bfloat16_bits_round_to_nearest_even_and_widen_exactly() -> None:
+    values = np.array([1.0, -2.5, 0.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, 3.0e38], np.float32)
+    bits = to_bfloat16(values)
+    assert bits.dtype == np.uint16
+    # ties go to the even pattern (1 + 2^-8 -> 1.0; 1 + 3*2^-8 -> 1 + 2^-6), above a tie rounds up
+    assert bits.tolist()[:6] == [0x3F80, 0xC020, 0x0000, 0x3F80, 0x3F82, 0x3F81]
+    assert as_float32(bits).tolist()[:3] == [1.0, -2.5, 0.0]
+    assert as_float32(bits)[6] == pytest.approx(3.0e38, rel=2**-8)
+    assert np.array_equal(to_bfloat16(as_float32(bits)), bits)  # widening is exact
+
+
+def test_bf16_matrix_keeps_bit_patterns_and_scores_on_them() -> None:
+    vectors, _ = make_clustered(500, 48, topics=10, seed=3)
+    ids = [str(i) for i in range(len(vectors))]
+    matrix = VectorMatrix.from_arrays(ids, vectors.copy(), [b""] * len(ids), dtype="bf16")
+    assert matrix.dtype == "bf16" and matrix.vectors.dtype == np.uint16
+    assert matrix.nbytes < VectorMatrix.from_arrays(ids, vectors.copy(), [b""] * len(ids)).nbytes
+    query = vectors[7]
+    unit = matrix.query_vector(query)
+    stored = as_float32(matrix.vectors)
+    for hit in matrix.search(query, 5).hits:  # the dot product of the stored rows, within bf16 query rounding
+        assert hit.score == pytest.approx(float(stored[int(hit.id)] @ unit), abs=2e-3)
+    assert matrix.search(query, 1).hits[0].id == "7"

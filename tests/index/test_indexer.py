@@ -85,6 +85,34 @@ async def test_exact_answers_at_once_then_the_graph_is_swapped_in(start_node, pu
     assert persist.has_index(directory) and persist.open_matrix(directory, key=entry.key).index is not None
 
 
+async def test_a_bf16_database_loads_builds_its_graph_and_comes_back_after_a_restart(
+    start_node, publish_local, settings
+):
+    settings = {**settings, "vector_dtype": "bf16"}
+    path, (ids, vectors, metas) = publish_local(1200, DIM, owner=OWNER, chunk_size=400)
+
+    async def answers(client) -> float:
+        overlap = []
+        for q in near_queries(vectors, 20):
+            reply = await client.search(q.tolist(), 10)
+            for r in reply["results"]:  # scores of the stored bf16 rows: close to float32 truth
+                assert r["score"] == pytest.approx(float(vectors[ids.index(r["id"])] @ q), abs=1e-2)
+            overlap.append(len({r["id"] for r in reply["results"]} & set(brute_force(vectors, ids, q, 10))) / 10)
+        return float(np.mean(overlap))
+
+    async with start_node(**settings) as running, running.client() as client:
+        assert (await load(client, path))["event"] == "loading_complete"
+        entry = only_entry(running)
+        await until_mode(entry, "hnsw")
+        assert entry.engine.dtype == "bf16" and entry.engine.vectors.dtype == np.uint16
+        assert await answers(client) >= 0.9
+    async with start_node(**settings) as running, running.client() as client:
+        assert (await load(client, path))["event"] == "loading_complete"
+        entry = only_entry(running)
+        assert entry.mode == "hnsw" and entry.engine.dtype == "bf16"  # from the disk cache, graph and all
+        assert await answers(client) >= 0.9
+
+
 async def test_a_restart_opens_the_saved_database_and_graph(start_node, publish_local, settings):
     path, (ids, vectors, _) = publish_local(1000, DIM, owner=OWNER, chunk_size=250)
     async with start_node(**settings) as running, running.client() as client:

@@ -34,7 +34,7 @@ def save_with_index(directory: Path, matrix: VectorMatrix) -> None:
     persist.save_index(directory, graph, key=KEY, parameters={"connectivity": 16})
 
 
-@pytest.mark.parametrize("dtype", ["f16", "f32"])
+@pytest.mark.parametrize("dtype", ["f16", "f32", "bf16"])
 def test_round_trip_gives_the_same_answers_from_mapped_files(tmp_path, dtype):
     matrix, vectors = make_matrix(1500, 24, dtype=dtype)
     directory = tmp_path / KEY
