@@ -27,6 +27,7 @@ logged; the database stays on exact search.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +38,7 @@ import trio
 from ..storage import disk_cache as persist
 from ..logging import get_logger
 from ..memory import release_free_memory
+from ..priority import idle_process, idle_thread
 
 log = get_logger(__name__)
 
@@ -44,6 +46,38 @@ log = get_logger(__name__)
 #: A build may take this long, plus this much per 1,000 vectors, before it is killed.
 BUILD_DEADLINE_BASE = 60.0
 BUILD_DEADLINE_PER_1000 = 1.0
+
+
+async def _in_background(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` in a worker thread at idle CPU priority (searches preempt it)."""
+
+    def run() -> Any:
+        with idle_thread():
+            return fn(*args)
+
+    return await trio.to_thread.run_sync(run)
+
+
+async def _run_idle(command: list[str]) -> tuple[int, bytes]:
+    """Run ``command`` under ``SCHED_IDLE`` from its start; (exit status, the tail of its stdout + stderr).
+
+    Cancelled, the process is killed and reaped before this returns.
+    """
+    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        idle_process(process.pid)  # before it has imported anything: its startup yields too
+        output = bytearray()
+        assert process.stdout is not None
+        async with process.stdout:
+            async for data in process.stdout:
+                output += data
+                del output[:-65536]
+        return await process.wait(), bytes(output)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            with trio.CancelScope(shield=True):
+                await process.wait()
 
 
 class Indexer:
@@ -125,12 +159,13 @@ class Indexer:
         key, engine = entry.key, entry.engine
         directory = self.directory(key)
         started = time.monotonic()
-        saved = await trio.to_thread.run_sync(lambda: persist.save(directory, engine, key=key))
+        saved = await _in_background(lambda: persist.save(directory, engine, key=key))
         if saved:
             log.info("disk_cache_saved", cache_key=key[:16], ms=round((time.monotonic() - started) * 1000, 1))
         # Serve from the saved files from now on: metadata is then read only for the hits, and the
-        # in-memory copies are freed (the cache's byte budget counts what stays resident).
-        mapped = await trio.to_thread.run_sync(self._open, directory, key)
+        # in-memory copies are freed (the cache's byte budget counts what stays resident).  Files
+        # this process just wrote (and hashed) are not hashed again; any others are.
+        mapped = await _in_background(self._open, directory, key, not saved)
         if mapped is None:
             return
         entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
@@ -141,16 +176,17 @@ class Indexer:
         if not await self._build(key, directory, len(mapped)):
             return
         # A fresh mapping: pages the exact scans touched are not carried over to the graph's era.
-        fresh = await trio.to_thread.run_sync(self._open, directory, key)
+        # The matrix files were checked above; the new graph is.
+        fresh = await _in_background(self._open, directory, key, False)
         if fresh is None or fresh.index is None:
             return
         entry.swap(fresh, "hnsw")
         await trio.to_thread.run_sync(release_free_memory)  # what the reopening parsed and dropped
         log.info("hnsw_ready", cache_key=key[:16], vectors=len(fresh), ms=round((time.monotonic() - started) * 1000))
 
-    def _open(self, directory: Path, key: str) -> Any | None:
+    def _open(self, directory: Path, key: str, verify: bool = True) -> Any | None:
         try:
-            return persist.open_matrix(directory, key=key, expansion_search=self.expansion_search)
+            return persist.open_matrix(directory, key=key, expansion_search=self.expansion_search, verify=verify)
         except (persist.CorruptCache, OSError) as exc:
             log.warning("disk_cache_discarded", cache_key=key[:16], reason=str(exc))
             persist.discard(directory)
@@ -167,17 +203,17 @@ class Indexer:
         started = time.monotonic()
         log.info("hnsw_build_started", cache_key=key[:16], vectors=count)
         with trio.move_on_after(deadline) as scope:
-            result = await trio.run_process(command, capture_stdout=True, capture_stderr=True, check=False)
+            returncode, output = await _run_idle(command)
         seconds = time.monotonic() - started
         if scope.cancelled_caught:
             log.warning("hnsw_build_timed_out", cache_key=key[:16], seconds=round(seconds, 1))
             return False
-        if result.returncode != 0:
+        if returncode != 0:
             log.warning(
-                "hnsw_build_failed", cache_key=key[:16], returncode=result.returncode,
-                output=(result.stdout + result.stderr)[-2000:].decode(errors="replace"),
+                "hnsw_build_failed", cache_key=key[:16], returncode=returncode,
+                output=output[-2000:].decode(errors="replace"),
             )
-            if result.returncode == 3:
+            if returncode == 3:
                 persist.discard(directory)
             return False
         log.info("hnsw_built", cache_key=key[:16], vectors=count, seconds=round(seconds, 2))

@@ -86,7 +86,7 @@ def _describe(path: Path) -> dict[str, Any]:
     return {"size": path.stat().st_size, "blake3": _digest(path)}
 
 
-def _check(path: Path, expected: object) -> None:
+def _check(path: Path, expected: object, *, digest: bool = True) -> None:
     if not isinstance(expected, dict):
         raise CorruptCache(f"{path.name}: no size and digest recorded")
     try:
@@ -95,7 +95,7 @@ def _check(path: Path, expected: object) -> None:
         raise CorruptCache(f"{path.name} is missing") from None
     if size != expected.get("size"):
         raise CorruptCache(f"{path.name} has {size} bytes, {expected.get('size')} recorded")
-    if _digest(path) != expected.get("blake3"):
+    if digest and _digest(path) != expected.get("blake3"):
         raise CorruptCache(f"{path.name} does not match its digest")
 
 
@@ -185,18 +185,23 @@ def read_manifest(directory: Path, *, key: str) -> dict[str, Any]:
     return manifest
 
 
-def open_matrix(directory: Path, *, key: str, with_index: bool = True, expansion_search: int = 64) -> VectorMatrix:
+def open_matrix(
+    directory: Path, *, key: str, with_index: bool = True, expansion_search: int = 64, verify: bool = True
+) -> VectorMatrix:
     """The saved matrix, memory-mapped, with its HNSW index attached when one is saved and valid.
 
     Raises :class:`CorruptCache` when the matrix files fail validation.  A bad
     index is discarded (its two files removed) and the matrix returned without one.
+    ``verify=False`` skips re-hashing the matrix files (sizes and structure are
+    still checked) — for a caller that wrote or verified them itself moments
+    ago; a graph is always verified.
     """
     manifest = read_manifest(directory, key=key)
     files = manifest.get("files")
     if not isinstance(files, dict):
         raise CorruptCache("no file list in the manifest")
     for name in _MATRIX_FILES:
-        _check(directory / name, files.get(name))
+        _check(directory / name, files.get(name), digest=verify)
     count, dims = manifest["count"], manifest["dimensions"]
     want = numpy_dtype(manifest["dtype"])
     try:

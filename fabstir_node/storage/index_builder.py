@@ -24,7 +24,6 @@ daemon discards it), 1 anything else.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ import numpy as np
 import orjson
 
 from ..engine.matrix import as_float32
+from ..priority import lower_priority
 from . import disk_cache as persist
 
 #: Vectors added per ``Index.add`` call (progress and a chance to be killed between slices).
@@ -60,25 +60,6 @@ def build_index(
             block = as_float32(block)
         index.add(np.arange(start, start + len(block), dtype=np.uint64), block, threads=threads)
     return index
-
-
-def lower_priority(nice: int, *, idle: bool) -> str:
-    """Make this process yield the CPU to the daemon; returns the policy it got.
-
-    ``SCHED_IDLE`` (Linux) gives the builder only the CPU time no normal
-    process wants, and a waking search preempts it at once: on 2 cores, exact
-    search p99 while the graph builds fell from 24.6 to 20.5 ms, and the
-    build got no slower (scripts/bench).  Elsewhere, ``nice``.
-    """
-    if nice > 0:
-        os.nice(nice)
-    if idle and hasattr(os, "SCHED_IDLE"):
-        try:
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-            return "idle"
-        except OSError:
-            pass
-    return f"nice {nice}" if nice > 0 else "normal"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -293,3 +293,16 @@ def test_the_builder_runs_at_idle_priority(tmp_path):
     persist.discard_index(directory)
     done = subprocess.run(base + ["--no-idle", "--nice", "3"], capture_output=True, timeout=120, check=True)
     assert orjson.loads(done.stdout.splitlines()[-1])["priority"] == "nice 3"
+
+
+def test_verify_false_skips_only_the_digests(tmp_path):
+    matrix, vectors = make_matrix(400, 16)
+    directory = tmp_path / KEY
+    assert persist.save(directory, matrix, key=KEY)
+    _flip(directory / "metadata.bin")  # same size, other bytes: only a digest sees it
+    with pytest.raises(persist.CorruptCache):
+        persist.open_matrix(directory, key=KEY)
+    assert len(persist.open_matrix(directory, key=KEY, verify=False)) == 400
+    _truncate(directory / "metadata.bin")  # sizes are still checked
+    with pytest.raises(persist.CorruptCache):
+        persist.open_matrix(directory, key=KEY, verify=False)
