@@ -121,7 +121,7 @@ class Daemon:
         fields = {}
         for row in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
             name, _, value = row.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile"):
+            if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
                 fields[name] = int(value.split()[0]) / 1024
         return fields
 
@@ -220,7 +220,9 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
     async with NodeClient.connect(url, timeout=60) as client:
         _, again, _ = await open_session(client, path, "bench-2")
         result["second_session_s"] = round(again, 4)
-    for _, line in daemon.lines:
+    for at, line in daemon.lines:
+        if at < started:  # an earlier database's lines
+            continue
         if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors) \
                 and "load_breakdown_ms" not in result:  # the cold load, not the second session's
             result["load_breakdown_ms"] = {k: line.get(k) for k in ("download_ms", "decode_ms", "index_ms")}

@@ -237,6 +237,17 @@ class PackedBlobs(Sequence[bytes]):
         self._buffer = b"".join(blobs)
 
     @classmethod
+    def concat(cls, parts: Sequence[PackedBlobs]) -> PackedBlobs:
+        """One sequence holding the items of ``parts`` in order (one join, one offsets array)."""
+        offsets = np.zeros(sum(len(p) for p in parts) + 1, np.int64)
+        at, base = 1, 0
+        for part in parts:
+            offsets[at : at + len(part)] = part._offsets[1:] + base
+            at += len(part)
+            base += int(part._offsets[-1])
+        return cls.from_parts(b"".join(bytes(p._buffer) for p in parts), offsets)
+
+    @classmethod
     def from_parts(cls, buffer: bytes | memoryview | Any, offsets: np.ndarray) -> PackedBlobs:
         """Wrap a joined buffer (bytes, mmap, ...) and its ``len + 1`` int64 offsets, sharing both."""
         self = cls.__new__(cls)
@@ -285,6 +296,13 @@ class PackedStrings(Sequence[str]):
 
     def __init__(self, strings: Sequence[str]) -> None:
         self._blobs = PackedBlobs([s.encode() for s in strings])
+
+    @classmethod
+    def concat(cls, parts: Sequence[PackedStrings]) -> PackedStrings:
+        """One sequence holding the strings of ``parts`` in order."""
+        self = cls.__new__(cls)
+        self._blobs = PackedBlobs.concat([p._blobs for p in parts])
+        return self
 
     def __len__(self) -> int:
         return len(self._blobs)
@@ -387,9 +405,9 @@ class MatrixBuilder:
         """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first)."""
         if len(ids) != len(self._out) or len(metadata) != len(self._out):
             raise ValueError(f"{len(self._out)} rows but {len(ids)} ids and {len(metadata)} metadata entries")
-        return VectorMatrix(
-            self._out, PackedStrings(ids), PackedBlobs(metadata), degenerate_rows=sum(self._degenerate)
-        )
+        ids = ids if isinstance(ids, PackedStrings) else PackedStrings(ids)
+        metadata = metadata if isinstance(metadata, PackedBlobs) else PackedBlobs(metadata)
+        return VectorMatrix(self._out, ids, metadata, degenerate_rows=sum(self._degenerate))
 
 
 @attrs.define(eq=False, repr=False)

@@ -328,7 +328,7 @@ class PortalClient:
             async with request as response:
                 status = response.status_code
                 if status == 200:
-                    body = await read_body(response, label, _MAX_ENTRY_BYTES)
+                    body = bytes(await read_body(response, label, _MAX_ENTRY_BYTES))
                 else:
                     await read_prefix(response)
         except httpx.UnsupportedProtocol as exc:

@@ -383,3 +383,16 @@ def test_bf16_matrix_keeps_bit_patterns_and_scores_on_them() -> None:
     for hit in matrix.search(query, 5).hits:  # the dot product of the stored rows, within bf16 query rounding
         assert hit.score == pytest.approx(float(stored[int(hit.id)] @ unit), abs=2e-3)
     assert matrix.search(query, 1).hits[0].id == "7"
+
+
+def test_packed_sequences_concatenate_in_order() -> None:
+    from fabstir_node.engine.matrix import PackedBlobs, PackedStrings
+
+    parts = [[b"a", b"", b"ccc"], [], [b"dd"], [b"", b"e"]]
+    joined = PackedBlobs.concat([PackedBlobs(p) for p in parts])
+    assert list(joined) == [item for p in parts for item in p]
+    assert joined.offsets.tolist() == [0, 1, 1, 4, 6, 6, 7]
+    words = [["x", "ÿz"], [], ["", "w"]]
+    strings = PackedStrings.concat([PackedStrings(w) for w in words])
+    assert list(strings) == ["x", "ÿz", "", "w"] and strings[1] == "ÿz"
+    assert len(PackedBlobs.concat([])) == 0 and list(PackedStrings.concat([])) == []
