@@ -12,7 +12,8 @@ subprocess with a fresh disk cache, and measures through a WebSocket client:
   ready, p50/p99, and recall@10 against float32 brute force;
 * a second session on the same database (memory cache hit);
 * a restart on the same cache directory, then a session (disk cache);
-* daemon RSS growth per database (VmRSS, and its anonymous/file-backed parts),
+* daemon RSS growth per database (VmRSS, and its anonymous/file-backed parts)
+  and the growth of its peak while loading (VmHWM),
   also for 100K records with 500-character texts.
 
 Prints a table beside the targets and writes ``bench-results.json``.  Only
@@ -260,6 +261,7 @@ def table(results: dict[str, Any]) -> str:
     row("RSS growth VmRSS (MB)", lambda s: s["rss_mb"].get("VmRSS"), "< 100 per 100K / ≤ 80")
     row("  of which anonymous / file-backed (MB)",
         lambda s: f"{s['rss_mb'].get('RssAnon')} / {s['rss_mb'].get('RssFile')}", "")
+    row("peak RSS growth while loading (VmHWM, MB)", lambda s: s["rss_mb"].get("VmHWM"), "")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
