@@ -118,6 +118,13 @@ class Daemon:
                 await self._new_line.wait()
         return None
 
+    def reset_peak(self) -> None:
+        """Restart the daemon's VmHWM from its current RSS (Linux: write 5 to clear_refs)."""
+        try:
+            Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+
     def rss_mb(self) -> dict[str, float]:
         fields = {}
         for row in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
@@ -190,6 +197,7 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
     url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
     qs = near_queries(vectors, queries)
     truth = exact_top10(vectors, qs)
+    daemon.reset_peak()
     rss_before = daemon.rss_mb()
     result: dict[str, Any] = {"vectors": len(vectors)}
     async with NodeClient.connect(url, timeout=300) as client:
@@ -231,6 +239,7 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
             result["hnsw_build_s"] = line.get("seconds")
     after = daemon.rss_mb()
     result["rss_mb"] = {name: round(after[name] - rss_before[name], 1) for name in after}
+    result["rss_mb"]["VmHWM"] = round(after["VmHWM"] - rss_before["VmRSS"], 1)  # the peak over the RSS before
     return result
 
 

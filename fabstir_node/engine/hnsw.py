@@ -8,7 +8,8 @@ each search runs:
 * **Unfiltered**: walk the graph with ``expansion_search`` for twice the
   wanted count, re-score those candidates on the stored rows (float32
   arithmetic), keep the best.  So scores, and the ``threshold`` applied to
-  them, are true cosines of the stored rows on both paths, and the graph may
+  them, are the cosines of the stored rows on both paths (exact search
+  rounds the query to the rows' precision: within ~5e-5 for f16), and the graph may
   hold its vectors coarsely (8-bit by default): it only has to steer the walk
   to the right neighbourhood.  The rows come from ``read_rows`` — the disk
   cache passes one that reads just those rows from the saved file, so the
