@@ -289,13 +289,13 @@ async def fetch_chunks(
                 holder["dims"] = first.dimensions
                 _check_memory(node, manifest.vector_count * first.dimensions * 4)
                 holder["matrix"] = MatrixBuilder(manifest.vector_count, first.dimensions, dtype)
-        first_ids, first_meta = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
+        chunk_ids, chunk_meta = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
         first = None
         stats.decode_s += time.monotonic() - started
         raw = b""  # the stored bytes are no longer needed (the closures above share this name)
-        ids[index], metadata[index] = first_ids, first_meta
+        ids[index], metadata[index] = chunk_ids, chunk_meta
         # the manifest can lie about what the vectors cost: count ids and metadata as they arrive
-        holder["extra"] = holder.get("extra", 0) + first_ids.nbytes + first_meta.nbytes
+        holder["extra"] = holder.get("extra", 0) + chunk_ids.nbytes + chunk_meta.nbytes
         _check_memory(node, manifest.vector_count * holder["dims"] * 4 + holder["extra"])
         done += 1
         stats.chunks = done
