@@ -10,7 +10,11 @@ no-ops, or ``nice`` where that is all there is.
 
 The policy is per thread on Linux (``sched_setscheduler`` with a thread id);
 :func:`idle_thread` restores the thread's policy on exit, since the worker
-threads of ``trio.to_thread`` are reused for searches.
+threads of ``trio.to_thread`` are reused for searches.  Leaving ``SCHED_IDLE``
+needs ``CAP_SYS_NICE`` or an ``RLIMIT_NICE`` that allows the thread's nice
+value — which an unprivileged daemon (our systemd unit, our container) does
+not have — so :func:`idle_thread` only lowers a thread it can restore, and
+otherwise leaves it alone.
 """
 
 from __future__ import annotations
@@ -18,11 +22,41 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from pathlib import Path
 from typing import Iterator
 
-__all__ = ["idle_process", "idle_thread", "lower_priority"]
+__all__ = ["can_leave_idle", "idle_process", "idle_thread", "lower_priority"]
 
 _IDLE = getattr(os, "SCHED_IDLE", None)
+_CAP_SYS_NICE = 23
+
+
+def may_leave_idle(rlimit_nice: int, nice: int, capabilities: int) -> bool:
+    """Linux's rule for switching a thread from ``SCHED_IDLE`` back to normal scheduling.
+
+    ``rlimit_nice`` is the soft ``RLIMIT_NICE`` (``resource.RLIM_INFINITY`` for
+    none), ``nice`` the thread's nice value, ``capabilities`` the effective set.
+    """
+    import resource
+
+    if capabilities >> _CAP_SYS_NICE & 1:
+        return True
+    return rlimit_nice == resource.RLIM_INFINITY or rlimit_nice >= 20 - nice
+
+
+def can_leave_idle() -> bool:
+    """Whether a thread of this process put under ``SCHED_IDLE`` could be switched back."""
+    if _IDLE is None:
+        return False
+    import resource
+
+    try:
+        status = Path("/proc/self/status").read_text()
+        capabilities = int(status.split("CapEff:", 1)[1].split()[0], 16)
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+    except (OSError, IndexError, ValueError):
+        return False
+    return may_leave_idle(resource.getrlimit(resource.RLIMIT_NICE)[0], nice, capabilities)
 
 
 def idle_process(pid: int) -> bool:
@@ -38,8 +72,12 @@ def idle_process(pid: int) -> bool:
 
 @contextlib.contextmanager
 def idle_thread() -> Iterator[bool]:
-    """Run the body with the calling thread under ``SCHED_IDLE``; yields whether it took."""
-    if _IDLE is None:
+    """Run the body with the calling thread under ``SCHED_IDLE``; yields whether it took.
+
+    Nothing changes when the thread could not be switched back afterwards
+    (see the module docstring): the body then runs at normal priority.
+    """
+    if _IDLE is None or not can_leave_idle():
         yield False
         return
     tid = threading.get_native_id()

@@ -117,6 +117,7 @@ def test_compose_runs_the_node_beside_the_bridge_with_every_setting_shown():
         assert services["fabstir-node"]["build"]["dockerfile"] == "deploy/Dockerfile"
         assert services["fabstir-node"]["depends_on"]["s5-bridge"]["condition"] == "service_healthy"
         assert "127.0.0.1:9090:9090" in services["fabstir-node"]["ports"]
+        assert services["fabstir-node"]["ulimits"]["nice"] == 20  # SCHED_IDLE threads can come back
 
 
 # --- Dockerfile -------------------------------------------------------------------------
@@ -192,6 +193,7 @@ def test_systemd_unit_is_hardened():
         "DynamicUser": "yes", "ProtectSystem": "strict", "NoNewPrivileges": "yes", "StateDirectory": "fabstir-node",
         "Restart": "on-failure", "KillSignal": "SIGTERM", "ProtectHome": "yes", "PrivateTmp": "yes",
         "CapabilityBoundingSet": "", "RestartPreventExitStatus": "2",
+        "LimitNICE": "20",  # background threads go under SCHED_IDLE and back (fabstir_node/priority.py)
     }
     assert {k: service.get(k) for k in expected} == expected
     assert shlex.split(service["ExecStart"])[1:] == ["serve"]

@@ -60,3 +60,65 @@ def test_idle_process_reaches_the_threads_a_child_starts_later():
     out, _ = child.communicate("go\n", timeout=30)
     assert out.split() == [str(os.SCHED_IDLE)] * 2
     assert not priority.idle_process(child.pid)  # gone: False, no exception
+
+
+def test_the_rule_for_leaving_idle():
+    import resource
+
+    assert priority.may_leave_idle(0, 0, 1 << 23)  # CAP_SYS_NICE
+    assert not priority.may_leave_idle(0, 0, 0)  # an unprivileged daemon with the default RLIMIT_NICE
+    assert priority.may_leave_idle(20, 0, 0) and not priority.may_leave_idle(19, 0, 0)
+    assert priority.may_leave_idle(10, 10, 0)  # nice 10 is within a limit of 10
+    assert priority.may_leave_idle(resource.RLIM_INFINITY, 0, 0)
+
+
+@linux_only
+def test_a_thread_that_could_not_be_restored_is_never_lowered(monkeypatch):
+    monkeypatch.setattr(priority, "can_leave_idle", lambda: False)
+    tid = threading.get_native_id()
+    before = os.sched_getscheduler(tid)
+    with priority.idle_thread() as took:
+        assert not took and os.sched_getscheduler(tid) == before
+
+
+_UNPRIVILEGED = """
+import os, sys, threading
+sys.path.insert(0, sys.argv[1])
+from fabstir_node import priority
+tid = threading.get_native_id()
+with priority.idle_thread() as took:
+    inside = os.sched_getscheduler(tid)
+print(priority.can_leave_idle(), took, inside, os.sched_getscheduler(tid))
+"""
+
+
+@linux_only
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as an unprivileged user")
+def test_an_unprivileged_process_keeps_its_threads_at_normal_priority():
+    # The real kernel rule, as the daemon meets it under systemd or in its container (no CAP_SYS_NICE,
+    # RLIMIT_NICE 0): a child as user nobody, with only the standard library and this module.
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="fabstir-priority-"))  # pytest's tmp_path is closed to nobody
+    try:
+        package = root / "fabstir_node"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        shutil.copy(Path(priority.__file__), package / "priority.py")
+        for path in (root, package, package / "__init__.py", package / "priority.py"):
+            os.chmod(path, 0o755)
+        python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
+        done = subprocess.run(
+            [python, "-c", _UNPRIVILEGED, str(root)], user=65534, capture_output=True, text=True,
+            cwd=root, timeout=30,
+        )
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    if done.returncode != 0 and "Permission denied" in done.stderr:
+        pytest.skip(f"user nobody cannot run {python}")
+    assert done.returncode == 0, done.stderr
+    can, took, inside, after = done.stdout.split()
+    assert (can, took) == ("False", "False")
+    assert int(inside) == int(after) == os.SCHED_OTHER
