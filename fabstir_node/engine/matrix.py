@@ -44,7 +44,9 @@ from .filters import Column, Filter, build_columns
 DType = Literal["f32", "f16", "bf16"]
 #: Storage of each dtype; numpy has no bfloat16, so bf16 rows are kept as their bit patterns in uint16.
 _NUMPY_DTYPES: dict[str, type[np.generic]] = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
-_DTYPE_NAMES: dict[np.dtype[Any], DType] = {np.dtype(t): name for name, t in _NUMPY_DTYPES.items()}  # type: ignore[misc]
+_DTYPE_NAMES: dict[np.dtype[Any], DType] = {
+    np.dtype(t): name for name, t in _NUMPY_DTYPES.items()  # type: ignore[misc]
+}
 _BLOCK_ROWS = 4096
 #: Exact f16 scans of at least this many rows use every core.
 _PARALLEL_SCAN_ROWS = 50_000
@@ -178,12 +180,9 @@ def as_float32(rows: np.ndarray) -> np.ndarray:
     return rows.astype(np.float32, copy=False)
 
 
-def _store(target: np.ndarray, values: np.ndarray) -> None:
-    """Write float values into rows of a matrix of any dtype (bf16: rounded bit patterns)."""
-    if target.dtype == np.uint16:
-        target[...] = to_bfloat16(np.asarray(values, np.float32))
-    else:
-        target[...] = values
+def _as_stored(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
+    """Float ``values`` ready to assign into rows of ``dtype`` (bf16: rounded bit patterns)."""
+    return to_bfloat16(np.asarray(values, np.float32)) if dtype == np.uint16 else values
 
 
 def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
@@ -207,7 +206,8 @@ def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
         target = out[start : start + _BLOCK_ROWS]
         with np.errstate(invalid="ignore", over="ignore"):
             if target.dtype == np.uint16:  # bf16: via float32, then rounded to the bit pattern
-                _store(target, np.multiply(block, scale[:, None], dtype=np.float32, casting="unsafe"))
+                product = np.multiply(block, scale[:, None], dtype=np.float32, casting="unsafe")
+                target[...] = _as_stored(product, target.dtype)
             else:
                 np.multiply(block, scale[:, None], out=target, casting="unsafe")  # float64 product, rounded once
         if bad.any():
@@ -215,10 +215,7 @@ def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
             degenerate += int(np.count_nonzero(bad))
         if small is not None:
             unit = small / np.sqrt(np.einsum("ij,ij->i", small, small))[:, None]
-            if target.dtype == np.uint16:
-                target[tiny] = to_bfloat16(unit.astype(np.float32))
-            else:
-                target[tiny] = unit
+            target[tiny] = _as_stored(unit, target.dtype)
     return degenerate
 
 
@@ -245,7 +242,7 @@ class PackedBlobs(Sequence[bytes]):
             offsets[at : at + len(part)] = part._offsets[1:] + base
             at += len(part)
             base += int(part._offsets[-1])
-        return cls.from_parts(b"".join(bytes(p._buffer) for p in parts), offsets)
+        return cls.from_parts(b"".join(p.joined() for p in parts), offsets)
 
     @classmethod
     def from_parts(cls, buffer: bytes | memoryview | Any, offsets: np.ndarray) -> PackedBlobs:
@@ -257,6 +254,11 @@ class PackedBlobs(Sequence[bytes]):
     @property
     def buffer(self) -> Any:
         return self._buffer
+
+    def joined(self) -> Any:
+        """Every item's bytes, joined, in memory (read once when the buffer lives on disk)."""
+        buf = self._buffer
+        return buf.read_all() if hasattr(buf, "read_all") else buf  # storage/disk_cache.FileBuffer
 
     @property
     def offsets(self) -> np.ndarray:
@@ -272,9 +274,7 @@ class PackedBlobs(Sequence[bytes]):
         return self._buffer[int(self._offsets[i]) : int(self._offsets[i + 1])]
 
     def __iter__(self) -> Iterator[bytes]:
-        buf, bounds = self._buffer, self._offsets.tolist()
-        if hasattr(buf, "read_all"):  # a buffer on disk (storage/disk_cache.py): one read, not one per item
-            buf = buf.read_all()
+        buf, bounds = self.joined(), self._offsets.tolist()  # on disk: one read, not one per item
         return (buf[a:b] for a, b in zip(bounds, bounds[1:]))
 
     @property
@@ -611,34 +611,32 @@ class VectorMatrix:
             found, scores = self.index.search(q, min(k, n))
             found = np.asarray(found, np.int64)
             scores = np.asarray(scores, np.float32)
-        elif self._vectors.dtype != np.float32:
-            found, scores = self._exact_half(q, k, rows)
         else:
-            found, scores = self._exact_f32(q, k, rows)
+            found, scores = self._exact(q, k, rows)
         return self._hits(found, scores, k, minimum)
 
-    def _exact_f32(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if rows is None:
-            scores = self._vectors @ q
-        elif 2 * len(rows) < len(self):
-            scores = self._vectors[rows] @ q  # gather + GEMV on the subset is cheaper
-        else:
-            scores = (self._vectors @ q)[rows]
-        top = _top_positions(scores, k)
-        return (top if rows is None else rows[top]), scores[top]
+    def _exact(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Exact scores of every row (or of the ``rows`` a filter passes) and the best ``k`` of them.
 
-    def _exact_half(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact search over float16 or bf16 rows (numkong kernels, the query in the rows' dtype)."""
-        query = (to_bfloat16(q) if self._vectors.dtype == np.uint16 else q.astype(np.float16))[None]
-        if rows is not None and 3 * len(rows) < len(self):  # few rows pass: score a gathered copy of them
-            if len(rows) == 0:
-                return np.empty(0, np.int64), np.empty(0, np.float32)
-            scores = _dots(self._vectors[rows], query)
-            top = _top_positions(scores, k)
-            return rows[top], scores[top]
-        scores = _dots(self._vectors, query)
-        if rows is not None:  # most rows pass: one scan, then pick among the passing rows
-            scores = scores[rows]
+        float32 rows: one BLAS GEMV.  16-bit rows: numkong's dot kernels, the
+        query in the rows' dtype.  When few rows pass (under a half for float32,
+        a third for 16-bit rows, whose full scan is cheaper next to a gather),
+        only those rows are gathered and scored.
+        """
+        vectors = self._vectors
+        if vectors.dtype == np.float32:
+            score, gather = (lambda data: data @ q), 2
+        else:
+            query = (to_bfloat16(q) if vectors.dtype == np.uint16 else q.astype(np.float16))[None]
+            score, gather = (lambda data: _dots(data, query)), 3
+        if rows is not None and len(rows) == 0:
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        if rows is not None and gather * len(rows) < len(self):
+            scores = score(vectors[rows])
+        else:
+            scores = score(vectors)
+            if rows is not None:
+                scores = scores[rows]
         top = _top_positions(scores, k)
         return (top if rows is None else rows[top]), scores[top]
 

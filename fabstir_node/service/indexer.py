@@ -7,7 +7,7 @@ lookup.  For every database the cache loads it:
    thread: it is file I/O and hashing, which release the GIL), unless it came
    from there, and swaps in the memory-mapped copy, freeing the in-memory one;
 2. when it has at least ``hnsw_min_vectors`` rows and no graph yet, runs
-   ``python -m fabstir_node.storage.index_builder`` with ``trio.run_process`` — a
+   ``python -m fabstir_node.storage.index_builder`` at ``SCHED_IDLE`` — a
    separate process, so usearch's GIL convoy (engine-notes §1.4) cannot touch
    the daemon — under a deadline, in the cache's nursery (so shutdown or
    cancellation kills it), while exact search keeps answering;
@@ -196,7 +196,8 @@ class Indexer:
         """Run the builder process; True when it wrote a graph."""
         command = [
             sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", key,
-            "--dtype", self.dtype, "--connectivity", str(self.connectivity), "--expansion-add", str(self.expansion_add),
+            "--dtype", self.dtype, "--connectivity", str(self.connectivity),
+            "--expansion-add", str(self.expansion_add),
             "--threads", str(self.build_threads),
         ]
         deadline = BUILD_DEADLINE_BASE + BUILD_DEADLINE_PER_1000 * count / 1000

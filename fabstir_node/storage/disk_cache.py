@@ -140,8 +140,7 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
         if not isinstance(meta, PackedBlobs):
             meta = PackedBlobs(list(meta))
         with open(tmp / "metadata.bin", "wb") as f:
-            data = meta.buffer
-            f.write(data.read_all() if isinstance(data, FileBuffer) else data)
+            f.write(meta.joined())
         np.save(tmp / "metadata.idx.npy", np.asarray(meta.offsets, np.int64), allow_pickle=False)
         for name in _MATRIX_FILES:
             with open(tmp / name, "rb+") as f:

@@ -3,7 +3,7 @@
     python -m fabstir_node.storage.index_builder DIRECTORY --key KEY [--dtype i8]
         [--connectivity 16] [--expansion-add 160] [--threads 0] [--nice 10] [--no-idle]
 
-The daemon runs this with ``trio.run_process`` after ``persist.save`` wrote
+The daemon runs this (at ``SCHED_IDLE``, see ``priority.py``) after ``persist.save`` wrote
 the matrix.  It validates and memory-maps the saved vectors, adds them in
 slices to a cosine usearch index (keys = row numbers; 8-bit vectors by
 default: the graph only picks candidates, which ``engine/hnsw.py`` re-scores
@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         print(orjson.dumps({"event": "build_failed", "reason": str(exc)}).decode(), flush=True)
         return 3
     index = build_index(
-        matrix.vectors, dtype=args.dtype, connectivity=args.connectivity, expansion_add=args.expansion_add, threads=args.threads
+        matrix.vectors, dtype=args.dtype, connectivity=args.connectivity,
+        expansion_add=args.expansion_add, threads=args.threads,
     )
     built = time.monotonic()
     persist.save_index(

@@ -28,6 +28,14 @@ def same_answers(a: VectorMatrix, b: VectorMatrix, qs: np.ndarray, **kwargs) -> 
         assert left.total == right.total
 
 
+def run_builder(directory: Path, *args: str) -> subprocess.CompletedProcess:
+    """The builder process on ``directory`` (key ``KEY``), as the daemon starts it, plus ``args``."""
+    return subprocess.run(
+        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY, *args],
+        capture_output=True, timeout=120,
+    )
+
+
 def save_with_index(directory: Path, matrix: VectorMatrix) -> None:
     assert persist.save(directory, matrix, key=KEY)
     graph = build_index(matrix.vectors, connectivity=16, expansion_add=64, threads=1)
@@ -167,11 +175,7 @@ def test_the_builder_process_writes_an_index_the_daemon_can_view(tmp_path):
     matrix, vectors = make_matrix(1200, 16)
     directory = tmp_path / KEY
     assert persist.save(directory, matrix, key=KEY)
-    done = subprocess.run(
-        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY,
-         "--connectivity", "8", "--expansion-add", "32", "--threads", "1"],
-        capture_output=True, timeout=120,
-    )
+    done = run_builder(directory, "--connectivity", "8", "--expansion-add", "32", "--threads", "1")
     assert done.returncode == 0, done.stderr[-2000:]
     assert orjson.loads(done.stdout.splitlines()[-1])["vectors"] == 1200
     info = orjson.loads((directory / "index.json").read_bytes())
@@ -184,10 +188,8 @@ def test_the_builder_stores_the_graph_in_the_asked_number_type(tmp_path, dtype):
     matrix, vectors = make_matrix(800, 16)
     directory = tmp_path / KEY
     assert persist.save(directory, matrix, key=KEY)
-    done = subprocess.run(
-        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY,
-         "--dtype", dtype, "--connectivity", "8", "--expansion-add", "32", "--threads", "1", "--nice", "0"],
-        capture_output=True, timeout=120,
+    done = run_builder(
+        directory, "--dtype", dtype, "--connectivity", "8", "--expansion-add", "32", "--threads", "1", "--nice", "0"
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert orjson.loads((directory / "index.json").read_bytes())["dtype"] == dtype
@@ -204,10 +206,7 @@ def test_the_builder_refuses_a_corrupt_matrix_with_status_3(tmp_path):
     directory = tmp_path / KEY
     assert persist.save(directory, matrix, key=KEY)
     _flip(directory / "vectors.npy")
-    done = subprocess.run(
-        [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY, "--nice", "0"],
-        capture_output=True, timeout=120,
-    )
+    done = run_builder(directory, "--nice", "0")
     assert done.returncode == 3 and not (directory / "index.usearch").exists()
     assert b"build_failed" in done.stdout and os.listdir(directory).count("index.json") == 0
 
@@ -286,12 +285,13 @@ def test_the_builder_runs_at_idle_priority(tmp_path):
     matrix, _ = make_matrix(300, 8)
     directory = tmp_path / KEY
     assert persist.save(directory, matrix, key=KEY)
-    base = [sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", KEY,
-            "--connectivity", "8", "--expansion-add", "16"]
-    done = subprocess.run(base, capture_output=True, timeout=120, check=True)
+    base = ["--connectivity", "8", "--expansion-add", "16"]
+    done = run_builder(directory, *base)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert orjson.loads(done.stdout.splitlines()[-1])["priority"] == "idle"
     persist.discard_index(directory)
-    done = subprocess.run(base + ["--no-idle", "--nice", "3"], capture_output=True, timeout=120, check=True)
+    done = run_builder(directory, *base, "--no-idle", "--nice", "3")
+    assert done.returncode == 0, done.stderr[-2000:]
     assert orjson.loads(done.stdout.splitlines()[-1])["priority"] == "nice 3"
 
 
