@@ -205,8 +205,9 @@ OPTIONS: tuple[Option, ...] = (
            "Deadline of a whole database load (fractions allowed); past it the load fails with TIMEOUT.", "loading"),
     # --- rate limits
     Option("s5_rate_limit_requests", "S5_RATE_LIMIT_REQUESTS", None, _int(1), 100,
-           "Storage downloads one session may start per window (shared loads count for the session "
-           "that started them).", "limits"),
+           "Databases (manifest downloads) one session may ask for per window. The chunks a load "
+           "fetches for a database are not counted: FABSTIR_MAX_CHUNKS and VECTOR_MEMORY_LIMIT_MB bound "
+           "them.", "limits"),
     Option("s5_rate_limit_window_seconds", "S5_RATE_LIMIT_WINDOW_SECONDS", None, _float(0, strict=True), 60.0,
            "The window of S5_RATE_LIMIT_REQUESTS.", "limits"),
     Option("s5_rate_limit_max_delay_seconds", "S5_RATE_LIMIT_MAX_DELAY_SECONDS", None, _float(0), 10.0,
@@ -263,8 +264,11 @@ OPTIONS: tuple[Option, ...] = (
            "Largest manifest file accepted from storage.", "limits"),
     Option("max_chunks", "FABSTIR_MAX_CHUNKS", None, _int(1), 100_000,
            "Largest chunkCount accepted in a manifest.", "limits"),
-    Option("vector_memory_limit_mb", "VECTOR_MEMORY_LIMIT_MB", None, _float(0, strict=True), 500.0,
-           "Largest database (vectorCount x dimensions x 4 bytes) a session may load.", "limits"),
+    Option("vector_memory_limit_mb", "VECTOR_MEMORY_LIMIT_MB", None, _float(0, strict=True), 1536.0,
+           "Largest database a session may load, counted as the node holds it: vectorCount x dimensions "
+           "x 2 bytes for f16/bf16 rows (4 for f32), plus ids and metadata as they arrive (the HNSW graph "
+           "is a memory-mapped file beside them). The default admits 1M x 384 with ~750 MB of ids and "
+           "metadata; above the limit a load fails with MEMORY_LIMIT_EXCEEDED.", "limits"),
     # --- encryption
     Option("host_private_key_file", "HOST_PRIVATE_KEY_FILE", None, _path, None,
            "File holding the host's secp256k1 private key (64 hex chars). HOST_PRIVATE_KEY may hold the "
@@ -322,7 +326,7 @@ class Settings:
     max_sessions: int = 1000
     max_chunks: int = 100_000
     max_manifest_bytes: int = 32 * 1024 * 1024
-    vector_memory_limit_mb: float = 500.0
+    vector_memory_limit_mb: float = 1536.0
     vector_dtype: str = "f16"
     s5_rate_limit_requests: int = 100
     s5_rate_limit_window_seconds: float = 60.0

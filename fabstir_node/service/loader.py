@@ -31,7 +31,7 @@ from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
 from ..protocol.messages import loading_progress
-from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings
+from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..memory import release_free_memory
 from .cache import Flight, cache_key
 from .sessions import DatabaseState, LoadStatus, Session
@@ -177,7 +177,7 @@ async def _load(
     manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats, storage=storage)
     await emit("manifest_downloaded", "manifest downloaded and verified", total=manifest.chunk_count)
     if manifest.dimensions is not None:
-        _check_memory(node, manifest.vector_count * manifest.dimensions * 4)
+        _check_memory(node, held_bytes(manifest.vector_count, manifest.dimensions, settings.vector_dtype))
     state.chunks_total = manifest.chunk_count
     backend = getattr(storage, "name", type(storage).__name__)
     dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
@@ -187,9 +187,10 @@ async def _load(
         if saved is not None:
             await flight.emit("index_building", "opening the saved search index")
             return saved
-        ids, builder, metadata = await fetch_chunks(
-            node, path, manifest, key, flight.emit, stats, throttle, storage=storage
-        )
+        # The chunks are not throttled: the session asked for one database (its manifest was counted
+        # above), and what the load may fetch for it is bounded by FABSTIR_MAX_CHUNKS and the memory
+        # limit; counting every chunk made a 1M-vector database (100 chunks) trip the abuse limit.
+        ids, builder, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats, storage=storage)
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
         engine = await trio.to_thread.run_sync(lambda: builder.finish(ids, metadata), limiter=node.load_limiter)
@@ -287,7 +288,7 @@ async def fetch_chunks(
             if holder["matrix"] is None:  # dimensions missing from the manifest: the first chunk fixes them
                 first = await trio.to_thread.run_sync(decode, limiter=node.load_limiter)
                 holder["dims"] = first.dimensions
-                _check_memory(node, manifest.vector_count * first.dimensions * 4)
+                _check_memory(node, held_bytes(manifest.vector_count, first.dimensions, dtype))
                 holder["matrix"] = MatrixBuilder(manifest.vector_count, first.dimensions, dtype)
         chunk_ids, chunk_meta = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
         first = None
@@ -296,7 +297,7 @@ async def fetch_chunks(
         ids[index], metadata[index] = chunk_ids, chunk_meta
         # the manifest can lie about what the vectors cost: count ids and metadata as they arrive
         holder["extra"] = holder.get("extra", 0) + chunk_ids.nbytes + chunk_meta.nbytes
-        _check_memory(node, manifest.vector_count * holder["dims"] * 4 + holder["extra"])
+        _check_memory(node, held_bytes(manifest.vector_count, holder["dims"], dtype) + holder["extra"])
         done += 1
         stats.chunks = done
         await emit(
@@ -321,12 +322,23 @@ async def fetch_chunks(
     return all_ids, holder["matrix"], all_meta
 
 
+def held_bytes(vectors: int, dimensions: int, dtype: str) -> int:
+    """Bytes of the rows a database is held as (``VECTOR_DTYPE``: f16/bf16 2 per number, f32 4).
+
+    What admission counts: the rows as the node really keeps them, not ``count x dim x 4``.  Ids and
+    metadata are added as they arrive; the HNSW graph is a memory-mapped file beside the rows (an
+    8-bit graph takes about two thirds of the f16 rows' size, see docs/operations.md).
+    """
+    return vectors * dimensions * numpy_dtype(dtype).itemsize
+
+
 def _check_memory(node: Any, nbytes: int) -> None:
     limit_mb = node.settings.vector_memory_limit_mb
     if nbytes > limit_mb * 2**20:
         raise FabstirError(
             ErrorCode.MEMORY_LIMIT_EXCEEDED,
-            f"database needs more than {limit_mb:g} MB, this host's limit per database",
+            f"database needs {nbytes / 2**20:,.0f} MB as this host holds it (VECTOR_DTYPE rows, ids and "
+            f"metadata), more than its limit of {limit_mb:g} MB per database",
         )
 
 

@@ -102,3 +102,15 @@ def test_bad_limit_values_exit_2(setting):
             del os.environ[name]
         else:
             os.environ[name] = old
+
+
+@pytest.mark.parametrize(("dtype", "outcome"), [("f16", "loading_complete"), ("f32", "loading_error")])
+async def test_admission_counts_rows_as_the_node_holds_them(start_node, store, dtype, outcome):
+    # 2,000 x 300: 1.2 MB as f16 rows, 2.4 MB as f32; the limit of 2 MB admits only the first
+    path = hostile_db(store, "held", good_manifest([2000], dims=300), {0: good_chunk(0, 2000, dims=300)})
+    async with start_node(vector_memory_limit_mb=2, vector_dtype=dtype) as running, running.client() as client:
+        await client.session_init("a", manifest_path=path, user_address=OWNER)
+        final = await client.wait_loaded(10)
+        assert final["event"] == outcome
+        if outcome == "loading_error":
+            assert final["error_code"] == "MEMORY_LIMIT_EXCEEDED" and "limit of 2 MB" in final["error"]

@@ -38,18 +38,26 @@ async def test_connection_request_rate(start_node):
             assert (await other.request({"type": "ping"}))["type"] == "pong"
 
 
-async def test_session_downloads_wait_within_budget_then_refuse(start_node, store):
+async def test_chunks_of_a_load_do_not_count_but_databases_asked_for_do(start_node, store):
     path = hostile_db(store, "ten", good_manifest([1] * 10), {i: good_chunk(i, 1, start=i) for i in range(10)})
-    # 11 downloads; 4 per 0.2 s window: the load waits for slots and still completes
-    async with start_node(s5_rate_limit_requests=4, s5_rate_limit_window_seconds=0.2,
-                          s5_rate_limit_max_delay_seconds=1.0) as running, running.client() as client:
+    # 11 downloads (manifest + 10 chunks) with 2 allowed per minute: the load is one database
+    async with start_node(s5_rate_limit_requests=2, s5_rate_limit_window_seconds=60,
+                          s5_rate_limit_max_delay_seconds=0.5) as running, running.client() as client:
         await client.session_init("a", manifest_path=path, user_address=OWNER)
         final = await client.wait_loaded(10)
         assert final["event"] == "loading_complete" and final["vector_count"] == 10
-    # 4 per 60 s with a 1 s budget: refused
-    async with start_node(s5_rate_limit_requests=4, s5_rate_limit_window_seconds=60,
-                          s5_rate_limit_max_delay_seconds=1.0) as running, running.client() as client:
-        await client.session_init("a", manifest_path=path, user_address=OWNER)
-        final = await client.wait_loaded(10)
+        # the session asks for other databases: the 2nd is within budget, the 3rd waits, then is refused
+        other = hostile_db(store, "one", good_manifest([1]), {0: good_chunk(0, 1)})
+        for _ in range(2):
+            client.events.clear()
+            await client.session_init("a", manifest_path=path if _ else other, user_address=OWNER)
+            final = await client.wait_loaded(10)
         assert final["error_code"] == "RATE_LIMIT_EXCEEDED"
         assert (await client.search([1.0, 0.5, 0.5], 1))["code"] == "RATE_LIMIT_EXCEEDED"
+    # a short window: the third database waits for a slot and loads
+    async with start_node(s5_rate_limit_requests=1, s5_rate_limit_window_seconds=0.2,
+                          s5_rate_limit_max_delay_seconds=1.0) as running, running.client() as client:
+        for name in (path, other, path):
+            client.events.clear()
+            await client.session_init("a", manifest_path=name, user_address=OWNER)
+            assert (await client.wait_loaded(10))["event"] == "loading_complete"
