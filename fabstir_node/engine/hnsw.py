@@ -21,6 +21,13 @@ each search runs:
 * **Filtered, broad**: walk the graph for ``2k / fraction + 16`` candidates,
   keep those that pass, and answer when at least ``k`` do; otherwise decline
   (exact fallback).
+* **Untrusted**: a graph built by this version carries its own measurement
+  (``calibration.py``): the search effort that reached the recall target on a
+  held-out sample, and ``min_top_score``.  An unfiltered answer whose best
+  score is below that floor (a query far from the data, where a walk often
+  ends in the wrong neighbourhood) is declined, and the matrix answers it on
+  its exact-quality path.  :meth:`scan` offers that path a scan of the
+  graph's own 8-bit vectors for candidates (no second copy of the rows).
 
 The graph is never mutated: a new database means a new graph, swapped in
 by reference.  Searches from several threads are safe (usearch serialises
@@ -34,6 +41,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .calibration import Calibration
 from .matrix import as_float32
 
 __all__ = ["HnswIndex", "MAX_CANDIDATES", "SELECTIVE"]
@@ -58,11 +66,17 @@ class HnswIndex:
         *,
         expansion_search: int = 64,
         read_rows: Callable[[np.ndarray], np.ndarray] | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         if len(index) != len(vectors):
             raise ValueError(f"the graph has {len(index)} rows, the matrix {len(vectors)}")
         self._index = index
         self._read_rows = read_rows if read_rows is not None else vectors.__getitem__
+        self.calibration = calibration
+        #: Unfiltered answers whose best score is below this are declined (None: all trusted).
+        self.min_top_score = calibration.min_top_score if calibration is not None else None
+        if calibration is not None:
+            expansion_search = calibration.expansion_search
         self.expansion_search = expansion_search
         index.expansion_search = expansion_search
 
@@ -70,7 +84,8 @@ class HnswIndex:
         return len(self._index)
 
     def __repr__(self) -> str:
-        return f"HnswIndex(n={len(self)}, expansion_search={self.expansion_search})"
+        return (f"HnswIndex(n={len(self)}, expansion_search={self.expansion_search}, "
+                f"min_top_score={self.min_top_score})")
 
     @property
     def nbytes(self) -> int:
@@ -87,15 +102,26 @@ class HnswIndex:
         stored = as_float32(self._read_rows(rows))
         return (stored @ query).astype(np.float32)
 
-    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector)."""
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector).
+
+        None when the answer is not trusted (its best score is under ``min_top_score``).
+        """
         n = len(self)
         if n == 0 or count < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         rows = self._candidates(query, min(n, 2 * count))
         scores = self._rescore(query, rows)
         order = np.lexsort((rows, -scores))[:count]
+        floor = self.min_top_score
+        if floor is not None and (len(order) == 0 or float(scores[order[0]]) < floor):
+            return None
         return rows[order], scores[order]
+
+    def scan(self, query: np.ndarray, count: int) -> np.ndarray:
+        """Row numbers of the ``count`` best rows by a full scan of the graph's own vectors (no walk)."""
+        matches = self._index.search(query, min(count, len(self)), exact=True, threads=0)
+        return np.asarray(matches.keys, np.int64)
 
     def search_subset(
         self, query: np.ndarray, k: int, rows: np.ndarray, n: int

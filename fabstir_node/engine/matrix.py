@@ -40,6 +40,7 @@ import numkong
 
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
+from .quantized import Int8Rows, candidate_count
 
 DType = Literal["f32", "f16", "bf16"]
 #: Storage of each dtype; numpy has no bfloat16, so bf16 rows are kept as their bit patterns in uint16.
@@ -52,6 +53,9 @@ _BLOCK_ROWS = 4096
 _PARALLEL_SCAN_ROWS = 50_000
 #: Per-field filter columns kept per matrix (oldest dropped first).
 MAX_CACHED_COLUMNS = 32
+#: Matrices of at least this many rows get an 8-bit copy (``quantized.py``) for their unfiltered
+#: exact-quality searches: below it a full 16-bit scan is as fast.
+COARSE_MIN_ROWS = 200_000
 
 __all__ = [
     "CandidateIndex",
@@ -90,10 +94,11 @@ class CandidateIndex(Protocol):
     """An approximate index over the rows of one matrix (HNSW, later).
 
     ``search`` gets a float32 unit query and returns up to ``count`` row numbers
-    (int64) and their cosine scores.
+    (int64) and their cosine scores, or None when it does not trust its answer
+    (the matrix then answers on its exact-quality path).
     """
 
-    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]: ...
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None: ...
 
 
 class SubsetIndex(CandidateIndex, Protocol):
@@ -383,12 +388,15 @@ class MatrixBuilder:
     (float16 by default in the daemon), so a load never holds a second,
     float32 copy of the whole database, and the work is spread over the
     threads that decode the chunks.  Threads may fill disjoint row ranges at
-    the same time.
+    the same time.  A matrix of :data:`COARSE_MIN_ROWS` or more also gets
+    its 8-bit copy (:class:`~.quantized.Int8Rows`) filled in the same pass.
     """
 
-    def __init__(self, rows: int, dimensions: int, dtype: DType = "f32") -> None:
+    def __init__(self, rows: int, dimensions: int, dtype: DType = "f32", *, coarse: bool | None = None) -> None:
         self._out = np.empty((rows, dimensions), numpy_dtype(dtype))
         self._degenerate: list[int] = []  # one count per fill; list.append is atomic
+        want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
+        self._coarse = Int8Rows(rows, dimensions) if want_coarse else None
 
     @property
     def nbytes(self) -> int:
@@ -399,7 +407,10 @@ class MatrixBuilder:
         block = np.asarray(block)
         if block.ndim != 2 or block.shape[1] != self._out.shape[1] or start + len(block) > len(self._out):
             raise ValueError("block does not fit the matrix")
-        self._degenerate.append(_normalise_rows(block, self._out[start : start + len(block)]))
+        target = self._out[start : start + len(block)]
+        self._degenerate.append(_normalise_rows(block, target))
+        if self._coarse is not None:
+            self._coarse.fill(start, as_float32(target))
 
     def finish(self, ids: Sequence[str], metadata: Sequence[bytes]) -> VectorMatrix:
         """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first)."""
@@ -407,7 +418,7 @@ class MatrixBuilder:
             raise ValueError(f"{len(self._out)} rows but {len(ids)} ids and {len(metadata)} metadata entries")
         ids = ids if isinstance(ids, PackedStrings) else PackedStrings(ids)
         metadata = metadata if isinstance(metadata, PackedBlobs) else PackedBlobs(metadata)
-        return VectorMatrix(self._out, ids, metadata, degenerate_rows=sum(self._degenerate))
+        return VectorMatrix(self._out, ids, metadata, degenerate_rows=sum(self._degenerate), coarse=self._coarse)
 
 
 @attrs.define(eq=False, repr=False)
@@ -423,6 +434,8 @@ class VectorMatrix:
     degenerate_rows: int = 0
     #: Rows dropped at build time because a later row had the same id.
     dropped_duplicates: int = 0
+    #: An 8-bit copy of the rows that picks candidates for unfiltered exact-quality searches.
+    coarse: Int8Rows | None = None
     _columns: dict[str, Column] = attrs.field(factory=dict, init=False)
     _nbytes: int | None = attrs.field(default=None, init=False)
 
@@ -485,8 +498,12 @@ class VectorMatrix:
         """Wrap rows that are already unit length (float32, float16 or bf16 bits), sharing every argument."""
         return cls(vectors, ids, metadata, row_of)
 
-    def with_index(self, index: CandidateIndex | None) -> VectorMatrix:
-        """The same data (shared, not copied) answered through ``index`` when unfiltered."""
+    def with_index(self, index: CandidateIndex | None, *, coarse: Int8Rows | None = None) -> VectorMatrix:
+        """The same data (shared, not copied) answered through ``index`` when unfiltered.
+
+        ``coarse`` attaches an 8-bit copy of these same rows (e.g. the one a load built, carried over
+        to the memory-mapped matrix); without it the matrix keeps its own.
+        """
         return VectorMatrix(
             self._vectors,
             self._ids,
@@ -495,6 +512,7 @@ class VectorMatrix:
             index,
             self.degenerate_rows,
             self.dropped_duplicates,
+            coarse if coarse is not None else self.coarse,
         )
 
     # --- introspection
@@ -608,12 +626,38 @@ class VectorMatrix:
         if subset is not None:
             found, scores = subset
         elif rows is None and self.index is not None:
-            found, scores = self.index.search(q, min(k, n))
-            found = np.asarray(found, np.int64)
-            scores = np.asarray(scores, np.float32)
+            answer = self.index.search(q, min(k, n))
+            if answer is None:  # the graph does not trust its answer (hnsw.py): the exact-quality path
+                found, scores = self._exact(q, k, None)
+            else:
+                found = np.asarray(answer[0], np.int64)
+                scores = np.asarray(answer[1], np.float32)
         else:
             found, scores = self._exact(q, k, rows)
         return self._hits(found, scores, k, minimum)
+
+    def _candidates(self, q: np.ndarray, k: int) -> np.ndarray | None:
+        """Rows holding the unfiltered top ``k`` for exact re-scoring, or None: scan every row.
+
+        From the 8-bit copy when the matrix has one, else from a graph that can scan its own
+        (8-bit) vectors (``HnswIndex.scan``), for matrices of :data:`COARSE_MIN_ROWS` rows or more.
+        """
+        n = len(self)
+        if n < COARSE_MIN_ROWS:
+            return None
+        count = candidate_count(k, n)
+        if count >= n:
+            return None
+        if self.coarse is not None and len(self.coarse) == n:
+            return self.coarse.candidates(q, count)
+        scan = getattr(self.index, "scan", None)
+        return None if scan is None else np.asarray(scan(q, count), np.int64)
+
+    def rescore(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """float32 cosines of ``rows`` (int64 row numbers) with the unit query ``q``."""
+        if len(rows) == 0:
+            return np.empty(0, np.float32)
+        return (as_float32(self._vectors[np.sort(rows)]) @ q).astype(np.float32)
 
     def _exact(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of every row (or of the ``rows`` a filter passes) and the best ``k`` of them.
@@ -623,6 +667,13 @@ class VectorMatrix:
         a third for 16-bit rows, whose full scan is cheaper next to a gather),
         only those rows are gathered and scored.
         """
+        if rows is None:
+            candidates = self._candidates(q, k)
+            if candidates is not None:
+                candidates = np.sort(candidates)
+                scores = self.rescore(q, candidates)
+                top = _top_positions(scores, k)
+                return candidates[top], scores[top]
         vectors = self._vectors
         if vectors.dtype == np.float32:
             score, gather = (lambda data: data @ q), 2

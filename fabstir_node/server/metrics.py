@@ -267,6 +267,19 @@ class _NodeCollector:
         yield GaugeMetricFamily(
             "vector_loading_in_progress", "Database loads in progress.", value=registry.loading_count()
         )
+        queue = getattr(getattr(node, "indexer", None), "queue", None)
+        if queue is not None:
+            yield GaugeMetricFamily(
+                "fabstir_hnsw_build_queue_length", "HNSW graph builds waiting for their turn.", value=queue.waiting
+            )
+            yield GaugeMetricFamily(
+                "fabstir_hnsw_builds_running", "HNSW graph builds running now.", value=queue.running
+            )
+            yield GaugeMetricFamily(
+                "fabstir_hnsw_build_progress",
+                "Fraction of the running HNSW graph build's vectors added (0 when none runs).",
+                value=queue.progress(),
+            )
 
     def describe(self) -> Iterator[Metric]:
         # Describing by collecting is cheap here and keeps the names checked for clashes.

@@ -6,7 +6,9 @@ lookup.  For every database the cache loads it:
 1. **persists** it under ``{cache_dir}/{key}/`` (``storage/disk_cache.py``, in a
    thread: it is file I/O and hashing, which release the GIL), unless it came
    from there, and swaps in the memory-mapped copy, freeing the in-memory one;
-2. when it has at least ``hnsw_min_vectors`` rows and no graph yet, runs
+2. when it has at least ``hnsw_min_vectors`` rows and no graph yet, waits for
+   its turn in the :class:`~.build_queue.BuildQueue` (one build at a time,
+   the database with the most sessions first), then runs
    ``python -m fabstir_node.storage.index_builder`` at ``SCHED_IDLE`` — a
    separate process, so usearch's GIL convoy (engine-notes §1.4) cannot touch
    the daemon — under a deadline, in the cache's nursery (so shutdown or
@@ -31,7 +33,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+import orjson
 
 import trio
 
@@ -39,6 +43,9 @@ from ..storage import disk_cache as persist
 from ..logging import get_logger
 from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
+from ..engine.matrix import COARSE_MIN_ROWS, as_float32
+from ..engine.quantized import Int8Rows
+from .build_queue import BuildQueue
 
 log = get_logger(__name__)
 
@@ -58,20 +65,26 @@ async def _in_background(fn: Any, *args: Any) -> Any:
     return await trio.to_thread.run_sync(run)
 
 
-async def _run_idle(command: list[str]) -> tuple[int, bytes]:
+async def _run_idle(command: list[str], on_line: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
     """Run ``command`` under ``SCHED_IDLE`` from its start; (exit status, the tail of its stdout + stderr).
 
-    Cancelled, the process is killed and reaped before this returns.
+    ``on_line`` sees each complete output line as it arrives.  Cancelled, the process is killed
+    and reaped before this returns.
     """
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         idle_process(process.pid)  # before it has imported anything: its startup yields too
         output = bytearray()
+        pending = b""
         assert process.stdout is not None
         async with process.stdout:
             async for data in process.stdout:
                 output += data
                 del output[:-65536]
+                if on_line is not None:
+                    *lines, pending = (pending + data).split(b"\n")
+                    for line in lines:
+                        on_line(line)
         return await process.wait(), bytes(output)
     finally:
         if process.returncode is None:
@@ -93,6 +106,7 @@ class Indexer:
         expansion_add: int = 160,
         expansion_search: int = 256,
         build_threads: int = 0,
+        build_slots: int = 1,
     ) -> None:
         self.cache_dir = cache_dir
         self.min_vectors = min_vectors
@@ -103,6 +117,8 @@ class Indexer:
         self.build_threads = build_threads
         #: Keys whose graph is being built (one build per key at a time).
         self._building: set[str] = set()
+        #: Builds take turns (``build_queue.py``); metrics read its length and progress.
+        self.queue = BuildQueue(build_slots)
 
     @classmethod
     def from_settings(cls, settings: Any) -> Indexer:
@@ -168,13 +184,20 @@ class Indexer:
         mapped = await _in_background(self._open, directory, key, not saved)
         if mapped is None:
             return
+        if mapped.index is None and len(mapped) >= COARSE_MIN_ROWS:
+            # the load's 8-bit copy serves until the graph; one opened from disk gets one made now
+            coarse = getattr(engine, "coarse", None)
+            if coarse is None:
+                coarse = await _in_background(lambda: Int8Rows.from_rows(mapped.vectors, widen=as_float32))
+            mapped = mapped.with_index(None, coarse=coarse)
         entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
         engine = None  # the in-memory copy can go (the closure above shares this name)
         await trio.to_thread.run_sync(release_free_memory)
         if mapped.index is not None or len(mapped) < self.min_vectors:
             return
-        if not await self._build(key, directory, len(mapped)):
-            return
+        async with self.queue.slot(key, lambda: float(entry.users)) as turn:
+            if not await self._build(key, directory, len(entry), turn):
+                return
         # A fresh mapping: pages the exact scans touched are not carried over to the graph's era.
         # The matrix files were checked above; the new graph is.
         fresh = await _in_background(self._open, directory, key, False)
@@ -192,8 +215,8 @@ class Indexer:
             persist.discard(directory)
             return None
 
-    async def _build(self, key: str, directory: Path, count: int) -> bool:
-        """Run the builder process; True when it wrote a graph."""
+    async def _build(self, key: str, directory: Path, count: int, turn: Any = None) -> bool:
+        """Run the builder process; True when it wrote a graph.  Its progress lines update ``turn``."""
         command = [
             sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", key,
             "--dtype", self.dtype, "--connectivity", str(self.connectivity),
@@ -203,8 +226,24 @@ class Indexer:
         deadline = BUILD_DEADLINE_BASE + BUILD_DEADLINE_PER_1000 * count / 1000
         started = time.monotonic()
         log.info("hnsw_build_started", cache_key=key[:16], vectors=count)
+        report: dict[str, Any] = {}
+
+        def on_line(line: bytes) -> None:
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return
+            if not isinstance(event, dict):
+                return
+            if event.get("event") == "progress" and turn is not None:
+                added, total = event.get("added"), event.get("total")
+                if isinstance(added, int) and isinstance(total, int) and total > 0:
+                    turn.progress = min(1.0, added / total)
+            elif event.get("event") == "index_built":
+                report.update(event)
+
         with trio.move_on_after(deadline) as scope:
-            returncode, output = await _run_idle(command)
+            returncode, output = await _run_idle(command, on_line)
         seconds = time.monotonic() - started
         if scope.cancelled_caught:
             log.warning("hnsw_build_timed_out", cache_key=key[:16], seconds=round(seconds, 1))
@@ -217,5 +256,11 @@ class Indexer:
             if returncode == 3:
                 persist.discard(directory)
             return False
-        log.info("hnsw_built", cache_key=key[:16], vectors=count, seconds=round(seconds, 2))
+        calibration = report.get("calibration") or {}
+        log.info(
+            "hnsw_built", cache_key=key[:16], vectors=count, seconds=round(seconds, 2),
+            build_s=report.get("build_s"), calibrate_s=report.get("calibrate_s"),
+            expansion_search=calibration.get("expansion_search"), min_top_score=calibration.get("min_top_score"),
+            sample_recall=calibration.get("recall"), sample_fallback=calibration.get("fallback"),
+        )
         return True

@@ -346,11 +346,16 @@ def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_sea
     """
     from usearch.index import Index
 
+    from ..engine.calibration import Calibration
     from ..engine.hnsw import HnswIndex
 
     info = _read_json(directory / _INDEX_INFO)
     if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != len(matrix):
         raise CorruptCache("index.json does not match the matrix")
+    try:  # a graph without its own recall measurement (an older version built it) is built again
+        calibration = Calibration.from_json(info.get("calibration"))
+    except ValueError as exc:
+        raise CorruptCache(f"the graph has no valid calibration ({exc})") from None
     path = directory / _INDEX
     _check(path, info.get("file"))
     try:
@@ -367,4 +372,4 @@ def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_sea
         raise CorruptCache("the graph does not hold every row of the matrix")
     vectors = matrix.vectors
     reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
-    return HnswIndex(index, vectors, expansion_search=expansion_search, read_rows=reader)
+    return HnswIndex(index, vectors, expansion_search=expansion_search, read_rows=reader, calibration=calibration)

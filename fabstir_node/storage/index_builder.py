@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from ..engine import calibration as cal
 from ..engine.matrix import as_float32
 from ..priority import lower_priority
 from . import disk_cache as persist
@@ -42,7 +43,8 @@ DTYPES = ("i8", "f16", "bf16")
 
 
 def build_index(
-    vectors: np.ndarray, *, dtype: str = "i8", connectivity: int, expansion_add: int, threads: int = 0
+    vectors: np.ndarray, *, dtype: str = "i8", connectivity: int, expansion_add: int, threads: int = 0,
+    report: bool = False,
 ):  # -> usearch.index.Index
     """A cosine HNSW graph over ``vectors`` with key ``i`` for row ``i``."""
     from usearch.index import Index
@@ -59,7 +61,63 @@ def build_index(
         if block.dtype == np.uint16:  # bf16 bit patterns: usearch takes them as float32 values
             block = as_float32(block)
         index.add(np.arange(start, start + len(block), dtype=np.uint64), block, threads=threads)
+        if report:  # one line per slice: the daemon turns them into the build-progress gauge
+            done = start + len(block)
+            print(orjson.dumps({"event": "progress", "added": done, "total": len(vectors)}).decode(), flush=True)
     return index
+
+
+def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65_536) -> list[np.ndarray]:
+    """The exact top-``k`` rows of each query (float32 arithmetic on the stored rows), best first."""
+    best_rows = np.empty((len(queries), 0), np.int64)
+    best_scores = np.empty((len(queries), 0), np.float32)
+    for start in range(0, len(vectors), block):
+        scores = (as_float32(vectors[start : start + block]) @ queries.T).T  # queries x block
+        rows = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_rows = np.concatenate([best_rows, rows], axis=1)
+        keep = min(k, all_scores.shape[1])
+        part = np.argpartition(-all_scores, keep - 1, axis=1)[:, :keep]
+        best_scores = np.take_along_axis(all_scores, part, 1)
+        best_rows = np.take_along_axis(all_rows, part, 1)
+    out = []
+    for rows, scores in zip(best_rows, best_scores):
+        order = np.lexsort((rows, -scores))
+        out.append(rows[order])
+    return out
+
+
+def calibrate(index, vectors: np.ndarray, *, seed: int = 0) -> cal.Calibration:  # index: usearch.index.Index
+    """Measure the graph on a held-out sample (``engine/calibration.py``) and choose its effort and floor."""
+    queries, kinds = cal.sample_queries(_Widened(vectors), seed=seed)
+    truth = exact_top(vectors, queries, cal.K)
+    recall_by, top_by = {}, {}
+    for effort in cal.EFFORTS:
+        index.expansion_search = effort
+        matches = index.search(queries, 2 * cal.K, threads=0)
+        found, tops = [], np.empty(len(queries))
+        for i, q in enumerate(queries):
+            keys = np.asarray(matches.keys[i][: matches.counts[i]], np.int64)
+            scores = (as_float32(vectors[np.sort(keys)]) @ q) if len(keys) else np.empty(0, np.float32)
+            keys = np.sort(keys)
+            order = np.lexsort((keys, -scores))
+            found.append(keys[order])
+            tops[i] = scores[order[0]] if len(order) else -1.0
+        recall_by[effort] = cal.recall_per_query(found, truth)
+        top_by[effort] = tops
+        if recall_by[effort].min() >= 1.0:
+            break  # every sample query already exact: more effort cannot help
+    return cal.choose(recall_by, top_by, kinds)
+
+
+class _Widened:
+    """Rows of a matrix read as float32 (bf16 bit patterns widened), for the sample."""
+
+    def __init__(self, vectors: np.ndarray) -> None:
+        self._vectors, self.shape = vectors, vectors.shape
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return as_float32(self._vectors[rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,20 +141,26 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     index = build_index(
         matrix.vectors, dtype=args.dtype, connectivity=args.connectivity,
-        expansion_add=args.expansion_add, threads=args.threads,
+        expansion_add=args.expansion_add, threads=args.threads, report=True,
     )
     built = time.monotonic()
+    print(orjson.dumps({"event": "progress", "stage": "calibrating"}).decode(), flush=True)
+    calibration = calibrate(index, matrix.vectors)
+    calibrated = time.monotonic()
     persist.save_index(
         args.directory,
         index,
         key=args.key,
-        parameters={"connectivity": args.connectivity, "expansion_add": args.expansion_add, "dtype": args.dtype},
+        parameters={"connectivity": args.connectivity, "expansion_add": args.expansion_add, "dtype": args.dtype,
+                    "calibration": calibration.to_json()},
     )
     report = {
         "event": "index_built",
         "vectors": len(index),
         "build_s": round(built - started, 3),
-        "save_s": round(time.monotonic() - built, 3),
+        "calibrate_s": round(calibrated - built, 3),
+        "save_s": round(time.monotonic() - calibrated, 3),
+        "calibration": calibration.to_json(),
         "hardware": str(index.hardware_acceleration),
         "priority": priority,
     }

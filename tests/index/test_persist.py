@@ -13,7 +13,7 @@ import pytest
 from _index_data import make_matrix, queries
 
 from fabstir_node.storage import disk_cache as persist
-from fabstir_node.storage.index_builder import build_index
+from fabstir_node.storage.index_builder import build_index, calibrate
 from fabstir_node.engine.filters import compile_filter
 from fabstir_node.engine.hnsw import HnswIndex
 from fabstir_node.engine.matrix import VectorMatrix
@@ -39,7 +39,8 @@ def run_builder(directory: Path, *args: str) -> subprocess.CompletedProcess:
 def save_with_index(directory: Path, matrix: VectorMatrix) -> None:
     assert persist.save(directory, matrix, key=KEY)
     graph = build_index(matrix.vectors, connectivity=16, expansion_add=64, threads=1)
-    persist.save_index(directory, graph, key=KEY, parameters={"connectivity": 16})
+    calibration = calibrate(graph, matrix.vectors)
+    persist.save_index(directory, graph, key=KEY, parameters={"connectivity": 16, "calibration": calibration.to_json()})
 
 
 @pytest.mark.parametrize("dtype", ["f16", "f32", "bf16"])
@@ -138,14 +139,17 @@ def test_a_valid_index_is_attached_and_viewed(tmp_path):
     directory = tmp_path / KEY
     save_with_index(directory, matrix)
     opened = persist.open_matrix(directory, key=KEY, expansion_search=128)
-    assert isinstance(opened.index, HnswIndex) and opened.index.expansion_search == 128
+    # the graph's own measurement chose its effort (the setting is for graphs without one)
+    assert isinstance(opened.index, HnswIndex) and opened.index.calibration is not None
+    assert opened.index.expansion_search == opened.index.calibration.expansion_search
     hits = opened.search(vectors[17], 1).hits
     assert hits[0].id == matrix.ids[17] and hits[0].score == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize(
     "damage",
-    ["graph truncated", "graph flipped", "graph missing", "info garbage", "info of another key", "graph of another db"],
+    ["graph truncated", "graph flipped", "graph missing", "info garbage", "info of another key", "graph of another db",
+     "no calibration (an older version's graph)"],
 )
 def test_a_damaged_index_is_discarded_and_the_matrix_still_opens(tmp_path, damage):
     matrix, vectors = make_matrix(1000, 16)
@@ -162,9 +166,11 @@ def test_a_damaged_index_is_discarded_and_the_matrix_still_opens(tmp_path, damag
         info.write_bytes(b"[]")
     elif damage == "info of another key":
         info.write_bytes(orjson.dumps({**orjson.loads(info.read_bytes()), "key": "x"}))
+    elif damage.startswith("no calibration"):
+        info.write_bytes(orjson.dumps({k: v for k, v in orjson.loads(info.read_bytes()).items() if k != "calibration"}))
     else:  # a well-formed graph with fewer rows, its digest recorded: only the row count gives it away
         other = build_index(matrix.vectors[:900], connectivity=8, expansion_add=32, threads=1)
-        persist.save_index(directory, other, key=KEY, parameters={})
+        persist.save_index(directory, other, key=KEY, parameters={"calibration": calibrate(other, matrix.vectors[:900]).to_json()})
         info.write_bytes(orjson.dumps({**orjson.loads(info.read_bytes()), "count": len(matrix)}))
     opened = persist.open_matrix(directory, key=KEY)
     assert opened.index is None and not persist.has_index(directory) and not graph.exists()

@@ -1,0 +1,158 @@
+"""A graph measures its own recall, and learns which answers not to trust.
+
+An HNSW walk is good where the data is dense around the query and poor where it is not: a query far
+from every stored vector (a uniformly random direction; in RAG, a question the knowledge base has
+no good answer for) has near-tied top-k at low similarity, and the walk often ends in the wrong
+neighbourhood (recall@10 ~0.5 on diffuse data).  Raising the search effort buys those back slowly.
+So once a graph is built, the builder runs a held-out sample of queries through it and through an
+exact scan (:func:`sample_queries`, :func:`recall_per_query`), and :func:`choose` picks:
+
+* ``expansion_search``: the lowest effort at which the answers it trusts reach the target recall
+  while few "near" queries are turned away;
+* ``min_top_score``: answers whose best re-scored cosine is below it are not trusted — above every
+  sample query the graph got badly wrong — and the matrix answers them on its exact-quality path
+  (``matrix.py``).  The sample's recall over all queries, with those answered exactly, is recorded.
+
+Pure: the builder does the searching; this module draws the sample and decides.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import attrs
+import numpy as np
+
+__all__ = ["Calibration", "choose", "recall_per_query", "sample_queries", "EFFORTS", "K"]
+
+#: Search efforts tried, lowest first.
+EFFORTS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
+#: The k the sample is measured at.
+K = 10
+#: Mean recall@K the trusted answers must reach, and the floor of the whole sample.
+TARGET_TRUSTED = 0.995
+TARGET = 0.99
+#: A sample answer with recall at or below this is "badly wrong": no answer scoring below it is trusted.
+BAD = 0.7
+#: Added to the best score of the worst wrong answer, so a query just like it is not trusted either.
+MARGIN = 0.02
+#: Share of near queries an effort may turn away to the exact path and still count as good.
+MAX_NEAR_FALLBACK = 0.05
+
+
+@attrs.frozen
+class Calibration:
+    """What a graph's own measurement chose, and what it measured."""
+
+    expansion_search: int
+    #: Answers whose best score is below this are answered exactly (None: every answer trusted).
+    min_top_score: float | None
+    #: Mean recall@10 of the sample with untrusted answers answered exactly, by kind, and overall.
+    recall: dict[str, float] = attrs.field(factory=dict)
+    #: Share of each kind of sample query answered exactly.
+    fallback: dict[str, float] = attrs.field(factory=dict)
+    queries: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+    @classmethod
+    def from_json(cls, value: object) -> Calibration:
+        """Parse what :meth:`to_json` wrote; ValueError for anything else."""
+        if not isinstance(value, Mapping):
+            raise ValueError("calibration is not an object")
+        ef, floor = value.get("expansion_search"), value.get("min_top_score")
+        if not isinstance(ef, int) or isinstance(ef, bool) or ef < 1:
+            raise ValueError("calibration has no valid expansion_search")
+        if floor is not None and not isinstance(floor, (int, float)):
+            raise ValueError("calibration has no valid min_top_score")
+        recall, fallback = value.get("recall", {}), value.get("fallback", {})
+        if not isinstance(recall, Mapping) or not isinstance(fallback, Mapping):
+            raise ValueError("calibration has no valid measurements")
+        return cls(
+            ef, None if floor is None else float(floor),
+            {str(k): float(v) for k, v in recall.items()},
+            {str(k): float(v) for k, v in fallback.items()},
+            int(value.get("queries", 0)),
+        )
+
+
+def sample_queries(
+    rows: np.ndarray, *, near: int = 200, between: int = 100, far: int = 100, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unit queries (float32) and their kinds ("near", "between", "far") for a matrix's float32 ``rows``.
+
+    near: a stored row plus noise (cosine 0.5-0.95 with it); between: the normalised mean of two
+    random stored rows; far: uniformly random directions.
+    """
+    rng = np.random.default_rng(seed)
+    n, d = rows.shape
+
+    def pick(count: int) -> np.ndarray:
+        return np.asarray(rows[np.sort(rng.integers(0, n, count))], np.float32)
+
+    base = pick(near)
+    noise = rng.standard_normal((near, d)).astype(np.float32)
+    noise -= (noise * base).sum(axis=1, keepdims=True) * base  # orthogonal to the row
+    noise /= np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
+    cosine = rng.uniform(0.5, 0.95, (near, 1)).astype(np.float32)
+    near_q = cosine * base + np.sqrt(1 - cosine**2) * noise
+    between_q = pick(between) + pick(between)
+    far_q = rng.standard_normal((far, d)).astype(np.float32)
+    queries = np.concatenate([near_q, between_q, far_q])
+    norms = np.linalg.norm(queries, axis=1, keepdims=True)
+    good = norms[:, 0] > 1e-6
+    queries = (queries[good] / norms[good]).astype(np.float32)
+    kinds = np.array(["near"] * near + ["between"] * between + ["far"] * far)[good]
+    return queries, kinds
+
+
+def recall_per_query(found: list[np.ndarray], truth: list[np.ndarray], k: int = K) -> np.ndarray:
+    """recall@k of each answer (row numbers, best first) against the exact top-k rows."""
+    out = np.empty(len(truth))
+    for i, (got, want) in enumerate(zip(found, truth)):
+        want_k = want[:k]
+        out[i] = len(set(got[:k].tolist()) & set(want_k.tolist())) / max(1, len(want_k))
+    return out
+
+
+def _floor_for(recall: np.ndarray, top: np.ndarray) -> float | None:
+    """The lowest best-score to trust: above every badly wrong answer, and above the trusted-mean cut."""
+    bad = top[recall <= BAD]
+    floor = float(bad.max()) + MARGIN if len(bad) else None
+    order = np.argsort(-top)
+    running = np.cumsum(recall[order]) / np.arange(1, len(order) + 1)
+    failing = np.flatnonzero(running < TARGET_TRUSTED)
+    if len(failing):  # the most-trusted prefix whose mean stays at the target ends before the first failure
+        cut = float(top[order[failing[0]]]) + 1e-6
+        floor = cut if floor is None else max(floor, cut)
+    return floor
+
+
+def choose(
+    recall_by_effort: Mapping[int, np.ndarray], top_by_effort: Mapping[int, np.ndarray], kinds: np.ndarray
+) -> Calibration:
+    """Pick the effort and the trust floor from the sample's per-query recall and best scores.
+
+    The first effort (lowest first) whose trusted answers keep the targets while it turns away at
+    most :data:`MAX_NEAR_FALLBACK` of the near queries; else the one that turns away the fewest.
+    """
+    best: tuple[float, Calibration] | None = None
+    for effort in sorted(recall_by_effort):
+        recall, top = recall_by_effort[effort], top_by_effort[effort]
+        floor = _floor_for(recall, top)
+        trusted = np.ones(len(top), bool) if floor is None else top >= floor
+        answered = np.where(trusted, recall, 1.0)  # the untrusted are answered exactly
+        by_kind = {str(kind): float(answered[kinds == kind].mean()) for kind in np.unique(kinds)}
+        by_kind["all"] = float(answered.mean())
+        fallback = {str(kind): float((~trusted)[kinds == kind].mean()) for kind in np.unique(kinds)}
+        fallback["all"] = float((~trusted).mean())
+        calibration = Calibration(effort, floor, by_kind, fallback, len(top))
+        near_fallback = fallback.get("near", fallback["all"])
+        if by_kind["all"] >= TARGET and near_fallback <= MAX_NEAR_FALLBACK:
+            return calibration
+        if best is None or near_fallback < best[0]:
+            best = (near_fallback, calibration)
+    if best is None:
+        raise ValueError("no effort was measured")
+    return best[1]

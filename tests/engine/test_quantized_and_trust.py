@@ -1,0 +1,123 @@
+"""The 8-bit candidate scan, the graph's trust floor and its calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fabstir_node.engine import calibration as cal
+from fabstir_node.engine import matrix as matrix_module
+from fabstir_node.engine.hnsw import HnswIndex
+from fabstir_node.engine.matrix import MatrixBuilder, VectorMatrix
+from fabstir_node.engine.quantized import Int8Rows, candidate_count, quantize_rows
+from fabstir_node.storage.index_builder import build_index, calibrate
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+def diffuse(n: int, d: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, d)).astype(np.float32)
+    return unit(centres[rng.integers(0, 12, n)] + 1.2 * rng.standard_normal((n, d)).astype(np.float32))
+
+
+def test_quantize_rows_round_trips_within_half_a_step():
+    rows = diffuse(500)
+    codes, scales = quantize_rows(rows)
+    assert codes.dtype == np.int8 and np.abs(codes).max() == 127
+    assert np.all(np.abs(codes * scales[:, None] - rows) <= scales[:, None] / 2 + 1e-7)
+    zero_codes, zero_scale = quantize_rows(np.zeros((2, 8), np.float32))
+    assert not zero_codes.any() and not zero_scale.any()
+
+
+def test_int8_candidates_hold_the_exact_top_k_near_and_far():
+    rows = diffuse(20_000, seed=1)
+    coarse = Int8Rows.from_rows(rows)
+    rng = np.random.default_rng(2)
+    far = unit(rng.standard_normal((30, rows.shape[1])).astype(np.float32))
+    near = unit(rows[rng.integers(0, len(rows), 30)] + 0.3 * far)
+    for q in np.concatenate([near, far]):
+        truth = set(np.argsort(-(rows @ q), kind="stable")[:10].tolist())
+        found = set(coarse.candidates(q, candidate_count(10, len(rows))).tolist())
+        assert truth <= found
+
+
+def test_a_large_matrix_answers_exactly_through_its_8bit_copy(monkeypatch):
+    monkeypatch.setattr(matrix_module, "COARSE_MIN_ROWS", 1000)
+    rows = diffuse(6000, seed=3)
+    builder = MatrixBuilder(len(rows), rows.shape[1], "f16")
+    for start in range(0, len(rows), 1000):
+        builder.fill(start, rows[start : start + 1000])
+    ids, meta = [f"v{i}" for i in range(len(rows))], [b""] * len(rows)
+    big = builder.finish(ids, meta)
+    assert big.coarse is not None and len(big.coarse) == len(rows)
+    plain = VectorMatrix.from_arrays(ids, rows.copy(), meta, dtype="f16").with_index(None)
+    monkeypatch.setattr(matrix_module, "COARSE_MIN_ROWS", 10**9)  # the reference: a full scan
+    rng = np.random.default_rng(4)
+    queries = np.concatenate([rows[:10], rng.standard_normal((10, rows.shape[1])).astype(np.float32)])
+    expected = [plain.search(q, 10).hits for q in queries]
+    monkeypatch.setattr(matrix_module, "COARSE_MIN_ROWS", 1000)
+    for q, want in zip(queries, expected):
+        got = big.search(q, 10).hits
+        # the same rows; the order of near-ties may differ (the full f16 scan rounds the query to f16)
+        assert {h.id for h in got} == {h.id for h in want}
+        assert [h.score for h in got] == pytest.approx([h.score for h in want], abs=2e-4)
+
+
+class _FixedGraph:
+    """A stand-in usearch index below the unit: always the same candidates (a wrong neighbourhood)."""
+
+    def __init__(self, n: int, keys: list[int]) -> None:
+        self._n, self._keys, self.expansion_search = n, np.asarray(keys, np.uint64), 0
+
+    def __len__(self) -> int:
+        return self._n
+
+    def search(self, query, count, threads=1, exact=False):
+        class Matches:
+            keys = self._keys[:count]
+        return Matches()
+
+
+def test_an_untrusted_graph_answer_goes_to_the_exact_path():
+    rows = diffuse(300, seed=5)
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
+    q = rows[42]
+    wrong = HnswIndex(_FixedGraph(300, [1, 2, 3]), matrix.vectors,
+                      calibration=cal.Calibration(64, min_top_score=0.999))
+    assert wrong.search(q, 3) is None  # the best of its candidates scores under the floor
+    assert [h.id for h in matrix.with_index(wrong).search(q, 3).hits] == [h.id for h in matrix.search(q, 3).hits]
+    trusting = HnswIndex(_FixedGraph(300, [1, 2, 3]), matrix.vectors, calibration=cal.Calibration(64, None))
+    assert trusting.search(q, 3) is not None and trusting.expansion_search == 64
+
+
+def test_choose_takes_the_lowest_effort_that_keeps_the_targets():
+    kinds = np.array(["near"] * 8 + ["far"] * 2)
+    top = np.array([0.9] * 8 + [0.2, 0.3])
+    low = np.array([1.0] * 8 + [0.4, 0.5])  # far answers wrong: untrusted below 0.32
+    chosen = cal.choose({64: low, 128: np.ones(10)}, {64: top, 128: top}, kinds)
+    assert chosen.expansion_search == 64 and chosen.min_top_score == pytest.approx(0.32)
+    assert chosen.recall["all"] == 1.0 and chosen.fallback == {"far": 1.0, "near": 0.0, "all": 0.2}
+    # near answers wrong at a high score: the floor would turn every near query away, so more effort
+    bad_near = low.copy()
+    bad_near[0] = 0.5
+    chosen = cal.choose({64: bad_near, 128: np.ones(10)}, {64: top, 128: top}, kinds)
+    assert chosen.expansion_search == 128 and chosen.min_top_score is None
+    assert cal.Calibration.from_json(chosen.to_json()) == chosen
+    with pytest.raises(ValueError):
+        cal.Calibration.from_json({"expansion_search": "x"})
+
+
+def test_calibrating_a_real_graph_reaches_the_target_on_a_fresh_sample():
+    rows = diffuse(4000, d=24, seed=6)
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(4000)], rows.copy(), [b""] * 4000, dtype="f16")
+    graph = build_index(matrix.vectors, connectivity=8, expansion_add=32, threads=1)
+    calibration = calibrate(graph, matrix.vectors, seed=1)
+    assert calibration.recall["all"] >= cal.TARGET
+    searched = matrix.with_index(HnswIndex(graph, matrix.vectors, calibration=calibration))
+    queries, kinds = cal.sample_queries(rows, seed=99)
+    recall = [len({h.id for h in searched.search(q, 10).hits} & {h.id for h in matrix.search(q, 10).hits}) / 10
+              for q in queries]
+    assert np.mean(recall) >= 0.98  # a fresh sample, near, between and far
