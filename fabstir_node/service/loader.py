@@ -34,6 +34,7 @@ from ..protocol.messages import loading_progress
 from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings
 from ..memory import release_free_memory
 from .cache import Flight, cache_key
+from .content_key import version_digest
 from .sessions import DatabaseState, LoadStatus, Session
 
 log = get_logger(__name__)
@@ -180,7 +181,7 @@ async def _load(
         _check_memory(node, manifest.vector_count * manifest.dimensions * 4)
     state.chunks_total = manifest.chunk_count
     backend = getattr(storage, "name", type(storage).__name__)
-    dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
+    dkey = cache_key(backend, path, await version_digest(storage, path, manifest), settings.vector_dtype)
 
     async def load_once(flight: Flight) -> Any:
         saved = await node.indexer.lookup(dkey)  # the disk cache (a restart, or an evicted entry)
