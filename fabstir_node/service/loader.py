@@ -35,6 +35,7 @@ from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings
 from ..memory import release_free_memory
 from .cache import Flight, cache_key
 from .content_key import version_digest
+from .lineage import lineage_id
 from .sessions import DatabaseState, LoadStatus, Session
 
 log = get_logger(__name__)
@@ -198,6 +199,9 @@ async def _load(
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:
             node.metrics.index_build(stats.index_s)
+        lineage = getattr(node, "lineage", None)  # a new version's graph from the previous one's
+        if lineage is not None:
+            engine = await lineage.follow(lineage_id(backend, path, settings.vector_dtype), dkey, engine, flight.emit)
         return engine
 
     entry = await node.cache.acquire(dkey, load_once, emit)
