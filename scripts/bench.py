@@ -243,6 +243,54 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
     return result
 
 
+async def new_version(daemon: Daemon, root: Path, name: str, n: int, queries: int) -> dict[str, Any]:
+    """A new version of the loaded database ``name`` (1 % removed from the middle, 1 % changed, 1 % appended,
+    every chunk and the manifest rewritten as the SDK does): → searchable, → on a graph, recall."""
+    from fabstir_node.formats.edits import apply_edits
+
+    ids, vectors, metadata = synthetic_records(n, DIM, seed=n)
+    rng = np.random.default_rng(13)
+    step = max(1, n // 100)
+
+    def fresh(count: int) -> np.ndarray:
+        out = vectors[rng.integers(0, n, count)] + 0.3 * rng.standard_normal((count, DIM)).astype(np.float32)
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+    changed = [ids[i] for i in rng.choice(n // 2, step, replace=False)]
+    records = apply_edits((ids, vectors, metadata), delete=ids[n // 2 : n // 2 + step],
+                          update=(changed, fresh(step), [{"v": 2}] * step),
+                          add=([f"v2-{i}" for i in range(step)], fresh(step), [{"v": 2}] * step))
+    write_files(root, build_database(records, owner=OWNER, name=name, now_ms=int(time.time() * 1000) + 1))
+    new_ids, new_vectors, _ = records
+    qs = near_queries(new_vectors, queries, seed=21)
+    truth = exact_top10(new_vectors, qs)
+    url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
+    result: dict[str, Any] = {"vectors": len(new_ids), "changed": "1 % removed, 1 % changed, 1 % added"}
+    async with NodeClient.connect(url, timeout=300) as client:
+        started, loaded, _ = await open_session(client, manifest_path(OWNER, name), "bench-v2")
+        first, _ = await timed_search(client, qs[0])
+        result["load_s"] = round(loaded, 3)
+        result["searchable_s"] = round(loaded + first, 3)
+        updated = next((line for at, line in daemon.lines
+                        if at >= started and line.get("event") == "lineage_index_updated"), None)
+        result["on_graph_from_first_search"] = updated is not None
+        result["on_graph_s"] = result["searchable_s"] if updated is not None else None
+        if updated is None:
+            ready = await daemon.wait_for("hnsw_ready", started, 240)
+            result["on_graph_s"] = round(ready - started, 3) if ready is not None else None
+        else:
+            result["reused_rows"] = updated.get("reused")
+            result["update_ms"] = updated.get("ms")
+        times, hits = [], 0
+        for j, q in enumerate(qs):
+            elapsed, found = await timed_search(client, q)
+            times.append(elapsed)
+            hits += len({new_ids[r] for r in truth[j]} & set(found))
+        result["search"] = percentiles(times)
+        result["recall_at_10"] = round(hits / (10 * len(qs)), 4)
+    return result
+
+
 # --- report ------------------------------------------------------------------------------
 
 
@@ -279,6 +327,13 @@ def table(results: dict[str, Any]) -> str:
     if texts:
         extra.append(f"100K with 500-char texts: RSS growth {texts['rss_mb']}, load {texts['load_s']} s, "
                      f"HNSW ready {texts.get('hnsw_ready_s')} s")
+    living = results.get("new_version")
+    if living:
+        extra.append(f"new version of {living['vectors']} vectors ({living['changed']}): searchable "
+                     f"{living['searchable_s']} s, on a graph {fmt(living.get('on_graph_s'))} s (from the first "
+                     f"search: {living['on_graph_from_first_search']}), search p50/p99 {living['search']['p50_ms']} / "
+                     f"{living['search']['p99_ms']} ms, recall@10 {living['recall_at_10']} "
+                     "(targets 100K: ≤ 1.5 s, from the first search, ≥ 0.99)")
     restart = results.get("restart")
     if restart:
         extra.append(f"after a restart (disk cache): session_init → loading_complete {restart['load_s']} s, "
@@ -314,7 +369,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if args.repeat > 1:
                     print(f"== run {run + 1} of {args.repeat}", flush=True)
                 runs.append(await one_run(nursery, url, published, work / f"cache-{run}", work, args.queries,
-                                          results["hnsw_min_vectors"]))
+                                          results["hnsw_min_vectors"], args.versions))
             results.update(median_of(runs))
         finally:
             bridge.kill()
@@ -327,7 +382,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], cache_dir: Path, work: Path,
-                  queries: int, hnsw_min: int) -> dict[str, Any]:
+                  queries: int, hnsw_min: int, versions: bool = True) -> dict[str, Any]:
     """Every measurement once, with a fresh daemon and an empty disk cache."""
     env = {
         **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
@@ -341,6 +396,11 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
             hnsw = len(vectors) >= hnsw_min
             print(f"-- {name}: cold load, searches, second session", flush=True)
             result["databases"][name] = await cold(daemon, path, vectors, ids_of, queries, hnsw)
+        largest = max((k for k in published if k.isdigit()), key=int)
+        if versions and int(largest) >= hnsw_min:
+            print(f"-- {largest}: a new version with 1 % changed", flush=True)
+            result["new_version"] = await new_version(daemon, work / "bridge", f"bench-{largest}", int(largest),
+                                                      queries)
     if "100000" in published:
         print("-- restart, then a session on 100K (disk cache)", flush=True)
         async with running_daemon(nursery, env) as daemon:
@@ -381,6 +441,8 @@ def cli() -> None:
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--no-texts", dest="texts", action="store_false", help="skip the 500-char-text database")
+    parser.add_argument("--no-versions", dest="versions", action="store_false",
+                        help="skip the new-version rows (1 % changed, after the largest database)")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--keep", help="work directory to use and keep (default: a temporary one)")
     parser.add_argument("--repeat", type=int, default=1,

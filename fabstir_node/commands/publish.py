@@ -39,15 +39,20 @@ SAMPLE_OWNER = "0x0000000000000000000000000000000000000001"
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser("publish", help="write a vector database in the SDK layout")
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", type=Path, help="JSON Lines file of {id, vector, metadata} records")
     source.add_argument("--synthetic", type=int, metavar="N", help="publish N synthetic clustered vectors")
+    edits = parser.add_argument_group("a new version of the stored database (every chunk and the manifest rewritten)")
+    edits.add_argument("--add", type=Path, metavar="FILE.jsonl", help="append these records")
+    edits.add_argument("--delete-ids", type=Path, metavar="FILE", help="delete these ids (one a line)")
+    edits.add_argument("--update", type=Path, metavar="FILE.jsonl", help="replace these records' vectors and metadata")
     parser.add_argument("--dim", type=int, default=384, help="dimensions of synthetic vectors (default 384)")
     parser.add_argument("--seed", type=int, default=0, help="seed of synthetic vectors (default 0)")
     parser.add_argument("--text-chars", type=int, default=0, help="synthetic metadata text length (default short)")
     parser.add_argument("--owner", required=True, help="the user address that owns the database")
     parser.add_argument("--name", required=True, help="the database name")
-    parser.add_argument("--format", choices=["cbor", "json"], default="cbor", help="cbor (as the SDK writes) or json")
+    parser.add_argument("--format", choices=["cbor", "json"], default=None,
+                        help="cbor (as the SDK writes; the default) or json; a new version keeps the stored one")
     parser.add_argument("--encrypt-key", metavar="HEX", help="AES-256-GCM key (64 hex chars), the original node's format")
     parser.add_argument("--chunk-size", type=int, default=10_000, help="vectors per chunk (default 10000)")
     parser.add_argument("--store-dir", dest="store_dir", help="local store directory (env FABSTIR_STORE_DIR)")
@@ -182,6 +187,22 @@ def run(args: argparse.Namespace) -> int:
     flags = {"store_dir": args.store_dir, "s5_bridge_url": args.s5_bridge_url, "s5_portal_url": args.s5_portal_url}
     settings = Settings.from_sources(dict(os.environ), flags)
     key = parse_key(args.encrypt_key)
+    editing = args.add is not None or args.delete_ids is not None or args.update is not None
+    if editing == (args.input is not None or args.synthetic is not None):
+        raise ConfigError("publish needs --input or --synthetic, or edits (--add, --delete-ids, --update), not both")
+    if editing:
+        if settings.s5_portal_url:
+            raise ConfigError("edits are written to the local store or through the bridge, not --s5-portal yet")
+        from .new_version import run_edits
+
+        files, count = run_edits(args, settings, key, read_jsonl)
+        bar = ProgressBar()
+        trio.run(write_files, settings, files, bar)
+        bar.close()
+        where = settings.s5_bridge_url or str(settings.store_path)
+        print(f"published a new version: {count} vectors in {len(files) - 1} chunks to {where}", file=sys.stderr)
+        print(manifest_path(args.owner, args.name))
+        return 0
     if args.synthetic is not None:
         from ..formats.synthetic import synthetic_records
 
@@ -191,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         records = read_jsonl(args.input)
     files = build_database(
-        records, owner=args.owner, name=args.name, format=args.format, key=key, chunk_size=args.chunk_size
+        records, owner=args.owner, name=args.name, format=args.format or "cbor", key=key, chunk_size=args.chunk_size
     )
     if settings.s5_portal_url:
         root = s5_root(

@@ -146,6 +146,7 @@ def build_database(
     now_ms: int | None = None,
     description: str | None = None,
     cbor_vectors: VectorEncoding = "float64",
+    created_ms: int | None = None,
 ) -> dict[str, bytes]:
     """The files of a database: ``{relative path: stored bytes}``.
 
@@ -156,7 +157,8 @@ def build_database(
     ``home/vector-databases/{owner}/{name}``.  ``format`` picks CBOR (the SDK)
     or JSON text; ``key`` wraps every file in AES-256-GCM.  ``cbor_vectors``
     is for tests: ``"float64"`` (the SDK), ``"float32"`` items, or RFC 8746
-    ``"typed"`` arrays.
+    ``"typed"`` arrays.  ``created_ms`` keeps a new version's ``created`` time
+    (default ``now_ms``, which also sets ``updated`` and ``lastAccessed``).
     """
     if format not in ("cbor", "json"):
         raise ValueError("format must be 'cbor' or 'json'")
@@ -189,7 +191,7 @@ def build_database(
         "description": UNDEFINED if description is None else description,
         "vectorCount": n,
         "storageSizeBytes": 0,
-        "created": now,
+        "created": now if created_ms is None else created_ms,
         "lastAccessed": now,
         "updated": now,
         "chunks": chunk_refs,

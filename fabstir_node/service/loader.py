@@ -34,6 +34,8 @@ from ..protocol.messages import loading_progress
 from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..memory import release_free_memory
 from .cache import Flight, cache_key
+from .content_key import version_digest
+from .lineage import lineage_id
 from .sessions import DatabaseState, LoadStatus, Session
 
 log = get_logger(__name__)
@@ -180,7 +182,7 @@ async def _load(
         _check_memory(node, held_bytes(manifest.vector_count, manifest.dimensions, settings.vector_dtype))
     state.chunks_total = manifest.chunk_count
     backend = getattr(storage, "name", type(storage).__name__)
-    dkey = cache_key(backend, path, manifest.digest, settings.vector_dtype)
+    dkey = cache_key(backend, path, await version_digest(storage, path, manifest), settings.vector_dtype)
 
     async def load_once(flight: Flight) -> Any:
         saved = await node.indexer.lookup(dkey)  # the disk cache (a restart, or an evicted entry)
@@ -198,6 +200,9 @@ async def _load(
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:
             node.metrics.index_build(stats.index_s)
+        lineage = getattr(node, "lineage", None)  # a new version's graph from the previous one's
+        if lineage is not None:
+            engine = await lineage.follow(lineage_id(backend, path, settings.vector_dtype), dkey, engine, flight.emit)
         return engine
 
     entry = await node.cache.acquire(dkey, load_once, emit)

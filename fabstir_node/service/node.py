@@ -18,6 +18,7 @@ from ..config import Settings
 from ..logging import get_logger
 from .cache import DatabaseCache
 from .indexer import Indexer
+from .lineage import Lineage
 from .sessions import SessionRegistry
 
 log = get_logger(__name__)
@@ -48,6 +49,8 @@ class Node:
             load_timeout=settings.s5_loading_timeout_minutes * 60,
             on_loaded=self.indexer.on_loaded,
         )
+        #: Which version of each database path was loaded last; new versions reuse its graph.
+        self.lineage = Lineage(self.indexer, self.cache)
 
     # --- factories ---------------------------------------------------------------
 

@@ -63,6 +63,24 @@ class LocalStore:
         self.stats.record_bytes(self.name, len(data))
         return data
 
+    async def content_id(self, path: str) -> bytes:
+        """A token that changes whenever the file at ``path`` is rewritten (size, mtime, inode).
+
+        The shared cache keys a database on its chunks' tokens, so chunks rewritten under a
+        byte-identical manifest are never served from the old version (docs/operations.md).
+        """
+        path = checked_path(path)
+        return await self._run(self._content_id, path)
+
+    def _content_id(self, path: str) -> bytes:
+        root = self._real_root(path)
+        real = self._resolve_inside(root, root.joinpath(*path.split("/")), path)
+        try:
+            info = os.stat(real)
+        except OSError as exc:
+            raise StorageUnavailable(path, f"cannot stat: {_reason(exc)}") from None
+        return f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}:{info.st_dev}".encode()
+
     async def put(self, path: str, data: bytes) -> None:
         path = checked_path(path)
         await self._run(self._write, path, bytes(data))

@@ -153,7 +153,29 @@ class S5TreeView:
             raise missing
         raise StorageNotFound(path, "outside the shared directory")
 
-    async def _resolve(self, tree: Tree, relative: str, max_bytes: int | None) -> ResolvedFile:
+    async def content_id(self, path: str) -> bytes:
+        """The content hash of the file at ``path`` (its directory entry), without downloading the file.
+
+        The shared cache keys a database on its chunks' content ids, so chunks rewritten under a
+        byte-identical manifest are never served from the old version (docs/operations.md).
+        """
+        path = checked_path(path)
+        missing: StorageNotFound | None = None
+        for tree in self.trees:
+            relative = tree.relative(path)
+            if relative is None:
+                continue
+            try:
+                return await self._resolve(tree, relative, None, ref_only=True)  # type: ignore[return-value]
+            except StorageNotFound as exc:
+                missing = StorageNotFound(path, f"not in the {tree.label} tree ({exc.message})")
+            except StorageError as exc:
+                raise type(exc)(path, f"{tree.label} tree: {exc}") from None
+        raise missing if missing is not None else StorageNotFound(path, "outside the shared directory")
+
+    async def _resolve(
+        self, tree: Tree, relative: str, max_bytes: int | None, *, ref_only: bool = False
+    ) -> ResolvedFile:
         portal = self._store.portal
         resolver = Resolver(tree.start, relative)
         while (request := resolver.request) is not None:
@@ -162,6 +184,8 @@ class S5TreeView:
                 answer: Any = await self._entries.get(key, functools.partial(portal.get_entry, key))
                 resolver.feed(answer)
             elif request.purpose == "file":
+                if ref_only:
+                    return bytes(request.blob_id.hash)  # type: ignore[return-value]
                 blob = await portal.get_blob(request.blob_id, max_bytes=max_bytes)
                 # hashing and decrypting a chunk is CPU work: off the event loop
                 await trio.to_thread.run_sync(resolver.feed, blob)
