@@ -184,8 +184,9 @@ class Lineage:
         """A graph from scratch for ``key`` (too many tombstones), swapped into its cache entry."""
         directory = self.indexer.directory(key)
         try:
-            if not await self.indexer._build(key, directory, count):
-                return
+            async with self.indexer.queue.slot(key) as turn:  # builds take turns (build_queue.py)
+                if not await self.indexer._build(key, directory, count, turn):
+                    return
             fresh = await _in_background(self.indexer._open, directory, key, False)
             entry = next((e for e in self.cache.entries() if e.key == key), None)
             if fresh is not None and fresh.index is not None and entry is not None:

@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     loaded = time.monotonic()
     done = update_index(index, mapping, matrix.vectors, len(base), threads=args.threads)
     updated = time.monotonic()
-    parameters = {k: info[k] for k in ("connectivity", "expansion_add", "dtype") if k in info}
+    # the old graph's own measurement (effort, trust floor) carries over to a graph a few percent
+    # different; a rebuild (past the tombstone share) measures afresh
+    parameters = {k: info[k] for k in ("connectivity", "expansion_add", "dtype", "calibration") if k in info}
     parameters["tombstones"] = int(info.get("tombstones", 0)) + done["removed"]
     parameters["updates"] = int(info.get("updates", 0)) + 1
     persist.save_index(args.directory, index, key=args.key, parameters=parameters)
