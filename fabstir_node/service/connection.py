@@ -146,7 +146,7 @@ class ConnectionService:
         if ref is None:
             return  # a re-init without a database keeps whatever the session has
         if session.database is not None and session.database.same_database(ref):
-            if session.database.status is not LoadStatus.ERROR:
+            if session.database.status is not LoadStatus.ERROR and self._same_signer(session.database, signer):
                 return
         if session.database is not None:
             session.database.drop()
@@ -154,6 +154,12 @@ class ConnectionService:
         session.database = state
         assert session.nursery is not None
         session.nursery.start_soon(self.node.load_database, session, state, self._send)
+
+    def _same_signer(self, state: DatabaseState, signer: str | None) -> bool:
+        """Under the ``signed`` policy a load is the signer's: another signer's re-init loads again."""
+        if self.node.settings.access_policy != "signed":
+            return True
+        return (state.signer or "").lower() == (signer or "").lower()
 
     def close(self) -> None:
         """The connection ended: end every session it held."""
