@@ -115,7 +115,9 @@ def _networks(text: str) -> tuple[str, ...] | None:
         try:
             networks.append(str(ipaddress.ip_network(part, strict=False)))
         except ValueError:
-            raise ValueError(f"expected IP addresses or networks (a.b.c.d or a.b.c.d/nn), got {part!r}") from None
+            raise ValueError(
+                f"expected IP addresses or networks (a.b.c.d or a.b.c.d/nn), got {part!r}"
+            ) from None
     return tuple(networks) or None
 
 
@@ -242,21 +244,22 @@ OPTIONS: tuple[Option, ...] = (
            "Requests one connection may send in a burst; beyond it they get RATE_LIMIT_EXCEEDED.", "limits"),
     # --- access: who may load a database, how many connections one client may hold
     Option("access_policy", "FABSTIR_ACCESS_POLICY", "--access-policy", _choice("open", "signed"), "open",
-           "Who may load a database. open: a session whose claimed user address is the manifest's owner (what "
-           "SDK versions that send a plaintext session_init need). signed: only a session opened by an "
-           "encrypted_session_init whose signer (client_address) is the owner, or one that reaches the database "
-           "through a shared S5 directory key; other loads get ACCESS_DENIED before any chunk is read "
-           "(docs/operations.md: the SDK's signing key is not always the wallet).", "access"),
+           "Who may load a database. open: a session whose claimed user address is the manifest's owner "
+           "(what SDK versions that send a plaintext session_init need). signed: only a session opened by "
+           "an encrypted_session_init whose signer (client_address) is the owner, or one that reaches the "
+           "database through a shared S5 directory key; other loads get ACCESS_DENIED before any chunk is "
+           "read (docs/operations.md: the SDK's signing key is not always the wallet).", "access"),
     Option("max_connections_per_ip", "FABSTIR_MAX_CONNECTIONS_PER_IP", None, _int(0), 32,
-           "WebSocket connections one client address may hold at once; beyond it the handshake is refused with "
-           "HTTP 429 (0 = no cap). The SDK keeps one connection per host, so 32 leaves room for browser tabs and "
-           "a small office behind one NAT, while 32 x FABSTIR_MAX_SESSIONS_PER_CONNECTION (16) is about half of "
-           "FABSTIR_MAX_SESSIONS: one address cannot take all of the daemon's sessions.", "access"),
-    Option("trusted_proxies", "FABSTIR_TRUSTED_PROXIES", None, _networks, None,
-           "Reverse proxies whose X-Forwarded-For header is believed (addresses or networks, comma-separated, "
-           "e.g. 127.0.0.1,10.0.0.0/8): behind them a connection counts for the last address in that header "
-           "that is not itself a trusted proxy. Unset: the header is ignored; the peer address counts.",
+           "WebSocket connections one client address may hold at once; beyond it the handshake is refused "
+           "with HTTP 429 (0 = no cap). The SDK keeps one connection per host, so 32 leaves room for browser "
+           "tabs and a small office behind one NAT, while 32 x FABSTIR_MAX_SESSIONS_PER_CONNECTION (16) is "
+           "about half of FABSTIR_MAX_SESSIONS: one address cannot take all of the daemon's sessions.",
            "access"),
+    Option("trusted_proxies", "FABSTIR_TRUSTED_PROXIES", None, _networks, None,
+           "Reverse proxies whose X-Forwarded-For header is believed (addresses or networks, "
+           "comma-separated, e.g. 127.0.0.1,10.0.0.0/8): behind them a connection counts for the last "
+           "address in that header that is not itself a trusted proxy. Unset: the header is ignored; the "
+           "peer address counts.", "access"),
     # --- engine and cache
     Option("vector_dtype", "VECTOR_DTYPE", None, _choice("f32", "f16", "bf16"), "f16",
            "How loaded databases hold their vectors: f16 (half the memory of f32, scores within ~5e-5 of "

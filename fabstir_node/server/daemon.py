@@ -162,8 +162,9 @@ def _log_access_policy(settings: Settings, host_key: Any) -> None:
             "access_policy_open",
             policy="open",
             message="any client that can reach this node may load any database it can name from this "
-                    "node's storage (local store, S5 bridge or host S5 tree); set FABSTIR_ACCESS_POLICY=signed "
-                    "once your clients send encrypted_session_init (docs/operations.md)",
+                    "node's storage (local store, S5 bridge or host S5 tree); set "
+                    "FABSTIR_ACCESS_POLICY=signed once your clients send encrypted_session_init "
+                    "(docs/operations.md)",
         )
     if settings.access_policy == "signed" and host_key is None:
         log.warning(

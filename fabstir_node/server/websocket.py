@@ -143,7 +143,9 @@ class WebSocketService:
         forwarded: list[str] = []
         if self._trusted_proxies:
             forwarded = [
-                value.decode("latin-1") for name, value in request.headers if name.lower() == b"x-forwarded-for"
+                value.decode("latin-1")
+                for name, value in request.headers
+                if name.lower() == b"x-forwarded-for"
             ]
         return client_address(str(remote) if remote else None, forwarded, self._trusted_proxies)
 

@@ -55,7 +55,9 @@ def same_address(a: str, b: str) -> bool:
     return a.isascii() and b.isascii() and a.lower() == b.lower()
 
 
-def decide(policy: Policy | str, *, signer: str | None, capability: bool, owner: str | None = None) -> Decision | None:
+def decide(
+    policy: Policy | str, *, signer: str | None, capability: bool, owner: str | None = None
+) -> Decision | None:
     """The policy's decision for one load, or None when it needs the manifest's ``owner`` first.
 
     ``signer`` is the ``client_address`` recovered from the ``encrypted_session_init`` that named
@@ -96,5 +98,7 @@ def holds_other_users_data(settings: Any) -> bool:
     if not settings.s5_portal_url and settings.s5_embedded_portal_dir is None:
         return True  # the local store or the bridge
     return bool(
-        settings.s5_seed_phrase or settings.s5_embedded_portal_dir is not None or settings.s5_allow_wallet_identity
+        settings.s5_seed_phrase
+        or settings.s5_embedded_portal_dir is not None
+        or settings.s5_allow_wallet_identity
     )

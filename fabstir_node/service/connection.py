@@ -124,7 +124,8 @@ class ConnectionService:
                 raise FabstirError(ErrorCode.LIMIT_EXCEEDED, "too many sessions on this connection")
             settings = self.node.settings
             session = Session(
-                session_id=session_id, conn_id=self.conn_id, peer=self.peer, uploads=self.node.new_upload_store(),
+                session_id=session_id, conn_id=self.conn_id, peer=self.peer,
+                uploads=self.node.new_upload_store(),
                 downloads=SlidingWindow(settings.s5_rate_limit_requests, settings.s5_rate_limit_window_seconds),
             )
             self.node.registry.add(session)
@@ -145,8 +146,9 @@ class ConnectionService:
         """
         if ref is None:
             return  # a re-init without a database keeps whatever the session has
-        if session.database is not None and session.database.same_database(ref):
-            if session.database.status is not LoadStatus.ERROR and self._same_signer(session.database, signer):
+        current = session.database
+        if current is not None and current.same_database(ref):
+            if current.status is not LoadStatus.ERROR and self._same_signer(current, signer):
                 return
         if session.database is not None:
             session.database.drop()

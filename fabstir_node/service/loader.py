@@ -210,7 +210,9 @@ async def _load(
         nonlocal decision
         stats.manifest_digest = manifest.digest
         if decision is None:
-            decision = decide(settings.access_policy, signer=state.signer, capability=capability, owner=manifest.owner)
+            decision = decide(
+                settings.access_policy, signer=state.signer, capability=capability, owner=manifest.owner
+            )
             _enforce(decision, stats)
 
     if decision is not None:

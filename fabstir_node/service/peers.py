@@ -47,7 +47,9 @@ def _trusted(address: Address, trusted: Sequence[Network]) -> bool:
     return any(address.version == net.version and address in net for net in trusted)
 
 
-def client_address(peer: str | None, forwarded_for: Sequence[str] = (), trusted: Sequence[Network] = ()) -> str:
+def client_address(
+    peer: str | None, forwarded_for: Sequence[str] = (), trusted: Sequence[Network] = ()
+) -> str:
     """The address a connection counts for (see the module docstring); ``"unknown"`` without a peer.
 
     ``forwarded_for`` holds the values of every ``X-Forwarded-For`` header, in order.

@@ -44,7 +44,8 @@ def test_signed(signer, capability, owner, expected):
 
 def test_non_ascii_look_alikes_are_not_the_owner():
     owner = "0xabcdef000000000000000000000000000000000k"
-    assert decide("signed", signer=owner.replace("k", "\u212a"), capability=False, owner=owner) is Decision.NOT_OWNER
+    kelvin = owner.replace("k", "\u212a")  # KELVIN SIGN: lower() makes it an ASCII k
+    assert decide("signed", signer=kelvin, capability=False, owner=owner) is Decision.NOT_OWNER
 
 
 def test_unknown_policy_is_a_bug_not_a_silent_open():

@@ -39,8 +39,9 @@ def encrypted_init(host: HostKey, client_key: bytes, *, session_id: str = "s", d
                  "pricePerToken": 1}
     if database is not None:
         plaintext["vectorDatabase"] = database
-    return {"type": "encrypted_session_init", "session_id": session_id, "job_id": session_id, "chain_id": 84532,
-            "payload": build_encrypted_init(host.public_key_compressed, plaintext, client_key)}
+    payload = build_encrypted_init(host.public_key_compressed, plaintext, client_key)
+    return {"type": "encrypted_session_init", "session_id": session_id, "job_id": session_id,
+            "chain_id": 84532, "payload": payload}
 
 
 @pytest.fixture
@@ -157,8 +158,8 @@ async def test_signed_accepts_the_owner_and_a_foreign_signer_never_gets_the_cach
         ids, vectors, _ = records
         async with running.client() as first:
             # the owner's address in any case: the comparison ignores ASCII case
-            ack = await first.request(encrypted_init(host_key, owner[0],
-                                                     database=database(path, owner[1].upper().replace("0X", "0x"))))
+            shouting = "0x" + owner[1][2:].upper()
+            ack = await first.request(encrypted_init(host_key, owner[0], database=database(path, shouting)))
             assert ack["client_address"] == owner[1]
             final = await first.wait_loaded(30)
             assert final["event"] == "loading_complete" and final["vector_count"] == N
@@ -207,7 +208,8 @@ async def test_a_directory_key_is_no_capability_on_a_backend_without_directories
 async def test_uploads_and_their_searches_work_under_signed(with_bridge, host_key):
     async with with_bridge(access_policy="signed", host_key=host_key) as (bridge, running, _, _records):
         async with running.client() as client:
-            for init in (client.session_init("plain"), client.request(encrypted_init(host_key, new_wallet()[0]))):
+            inits = (client.session_init("plain"), client.request(encrypted_init(host_key, new_wallet()[0])))
+            for init in inits:
                 assert (await init)["type"] == "session_init_ack"
                 reply = await client.upload([{"id": "mine", "vector": [1.0] + [0.0] * 7},
                                              {"id": "other", "vector": [0.0, 1.0] + [0.0] * 6}])

@@ -96,7 +96,8 @@ async def test_x_forwarded_for_is_ignored_from_an_untrusted_peer(start_node):
 
 
 async def test_the_per_connection_rate_limit_still_applies(start_node):
-    async with start_node(max_connections_per_ip=4, request_rate_per_second=0.001, request_rate_burst=2.0) as running:
+    settings = {"max_connections_per_ip": 4, "request_rate_per_second": 0.001, "request_rate_burst": 2.0}
+    async with start_node(**settings) as running:
         async with running.client() as client:
             codes = [(await client.request({"type": "ping", "id": str(i)})).get("code") for i in range(4)]
             assert "RATE_LIMIT_EXCEEDED" in codes
