@@ -5,6 +5,10 @@ its handler (trio-websocket lets an exception from one handler kill the whole
 server, engine-notes §3.1), so every error is contained here, logged, and the
 connection is closed with 1011 if it cannot go on.
 
+A handshake beyond ``FABSTIR_MAX_CONNECTIONS_PER_IP`` connections from one
+client address is refused with HTTP 429 (service/peers.py); the slot a
+connection holds is given back when its handler ends, however it ends.
+
 Shutdown is two-phase (:meth:`WebSocketService.shutdown`): stop accepting,
 then let each connection finish the request it is handling (within a grace
 period) and close it with a 1001 "going away" close frame.
