@@ -172,6 +172,8 @@ def _config(args: argparse.Namespace) -> int:
         value = getattr(settings, option.name)
         if option.secret:
             value = "(set)" if value else "(not set)"
+        elif isinstance(value, tuple):
+            value = ",".join(value)  # as the variable is written (portals, trusted proxies)
         print(f"{option.env}={value}")
     print(f"HOST_PRIVATE_KEY={'(set)' if settings.host_private_key else '(not set)'}")
     return 0

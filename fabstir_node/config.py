@@ -104,6 +104,32 @@ def _portal_urls(value: Any) -> tuple[str, ...] | None:
     return tuple(value) or None
 
 
+def _networks(text: str) -> tuple[str, ...] | None:
+    """Comma-separated IP addresses or networks (CIDR), normalised; empty means none."""
+    import ipaddress
+
+    networks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(str(ipaddress.ip_network(part, strict=False)))
+        except ValueError:
+            raise ValueError(
+                f"expected IP addresses or networks (a.b.c.d or a.b.c.d/nn), got {part!r}"
+            ) from None
+    return tuple(networks) or None
+
+
+def _network_list(value: Any) -> tuple[str, ...] | None:
+    """``Settings.trusted_proxies`` from a comma-separated string or a sequence."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _networks(value)
+    return _networks(",".join(value))
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):
@@ -217,6 +243,24 @@ OPTIONS: tuple[Option, ...] = (
            "Requests per second one connection may send on average (token bucket).", "limits"),
     Option("request_rate_burst", "FABSTIR_RATE_LIMIT_BURST", None, _float(1), 400.0,
            "Requests one connection may send in a burst; beyond it they get RATE_LIMIT_EXCEEDED.", "limits"),
+    # --- access: who may load a database, how many connections one client may hold
+    Option("access_policy", "FABSTIR_ACCESS_POLICY", "--access-policy", _choice("open", "signed"), "open",
+           "Who may load a database. open: a session whose claimed user address is the manifest's owner "
+           "(what SDK versions that send a plaintext session_init need). signed: only a session opened by "
+           "an encrypted_session_init whose signer (client_address) is the owner, or one that reaches the "
+           "database through a shared S5 directory key; other loads get ACCESS_DENIED before any chunk is "
+           "read (docs/operations.md: the SDK's signing key is not always the wallet).", "access"),
+    Option("max_connections_per_ip", "FABSTIR_MAX_CONNECTIONS_PER_IP", None, _int(0), 32,
+           "WebSocket connections one client address may hold at once; beyond it the handshake is refused "
+           "with HTTP 429 (0 = no cap). The SDK keeps one connection per host, so 32 leaves room for browser "
+           "tabs and a small office behind one NAT, while 32 x FABSTIR_MAX_SESSIONS_PER_CONNECTION (16) is "
+           "about half of FABSTIR_MAX_SESSIONS: one address cannot take all of the daemon's sessions.",
+           "access"),
+    Option("trusted_proxies", "FABSTIR_TRUSTED_PROXIES", None, _networks, None,
+           "Reverse proxies whose X-Forwarded-For header is believed (addresses or networks, "
+           "comma-separated, e.g. 127.0.0.1,10.0.0.0/8): behind them a connection counts for the last "
+           "address in that header that is not itself a trusted proxy. Unset: the header is ignored; the "
+           "peer address counts.", "access"),
     # --- engine and cache
     Option("vector_dtype", "VECTOR_DTYPE", None, _choice("f32", "f16", "bf16"), "f16",
            "How loaded databases hold their vectors: f16 (half the memory of f32, scores within ~5e-5 of "
@@ -333,6 +377,9 @@ class Settings:
     s5_rate_limit_max_delay_seconds: float = 10.0
     request_rate_per_second: float = 100.0
     request_rate_burst: float = 400.0
+    access_policy: str = "open"
+    max_connections_per_ip: int = 32
+    trusted_proxies: tuple[str, ...] | None = attrs.field(default=None, converter=_network_list)
     cache_entries: int = 10
     cache_ttl_hours: float = 24.0
     cache_max_memory_mb: float = 1000.0

@@ -143,7 +143,8 @@ def main() -> int:
         path = publish(store, args.vectors, args.dim)
         daemon = spawn_daemon(os.path.join(store, "daemon.log"), env={
             "FABSTIR_STORE_DIR": store,
-            "FABSTIR_MAX_SESSIONS": str(max(1000, args.sessions * 4))})
+            "FABSTIR_MAX_SESSIONS": str(max(1000, args.sessions * 4)),
+            "FABSTIR_MAX_CONNECTIONS_PER_IP": "0"})  # every worker connects from loopback
         try:
             code = trio.run(run, daemon.url, daemon.pid, path, args)
         finally:

@@ -129,7 +129,11 @@ async def run_daemon(
                 encryption=host_key is not None,
                 host_public_key=host_key.public_key_hex if host_key is not None else None,
                 host_address=host_key.address if host_key is not None else None,
+                access_policy=settings.access_policy,
+                max_connections_per_ip=settings.max_connections_per_ip,
+                trusted_proxies=list(settings.trusted_proxies or ()),
             )
+            _log_access_policy(settings, host_key)
             task_status.started(DaemonHandle(node=node, websocket=ws, port=port, stop=stop, metrics_port=metrics_port))
             await stop.wait()
             log.info("shutdown_started", grace_seconds=settings.shutdown_grace_seconds, connections=ws.connection_count)
@@ -146,6 +150,28 @@ async def run_daemon(
             if http_client is not None:
                 await http_client.aclose()
     log.info("server_stopped")
+
+
+def _log_access_policy(settings: Settings, host_key: Any) -> None:
+    """Say which access policy runs, and warn when `open` meets storage that holds other users' data."""
+    from ..service.access import holds_other_users_data
+
+    log.info("access_policy", policy=settings.access_policy)
+    if settings.access_policy == "open" and holds_other_users_data(settings):
+        log.warning(
+            "access_policy_open",
+            policy="open",
+            message="any client that can reach this node may load any database it can name from this "
+                    "node's storage (local store, S5 bridge or host S5 tree); set "
+                    "FABSTIR_ACCESS_POLICY=signed once your clients send encrypted_session_init "
+                    "(docs/operations.md)",
+        )
+    if settings.access_policy == "signed" and host_key is None:
+        log.warning(
+            "access_policy_signed_without_host_key",
+            message="FABSTIR_ACCESS_POLICY=signed needs encrypted_session_init, which needs a host key: "
+                    "only databases reached through a shared directory key can be loaded",
+        )
 
 
 async def _start_embedded_portal(nursery: trio.Nursery, settings: Settings, http_client: Any) -> Any:

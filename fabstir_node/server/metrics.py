@@ -58,6 +58,7 @@ BUILD_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 6
 _CODES = frozenset(code.value for code in ErrorCode)
 _LOAD_OUTCOMES = _CODES | {"success", "cancelled"}
 _REQUEST_OUTCOMES = _CODES | {"ok"}
+_REFUSED_REASONS = frozenset({"per_ip_limit"})
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -95,6 +96,10 @@ class Metrics:
         # --- WebSocket server
         self.connections_opened = Counter(
             "fabstir_websocket_connections_opened", "WebSocket connections accepted.", registry=r
+        )
+        self.connections_refused = Counter(
+            "fabstir_websocket_connections_refused", "WebSocket handshakes refused, by reason "
+            "(per_ip_limit: FABSTIR_MAX_CONNECTIONS_PER_IP).", ["reason"], registry=r,
         )
         self.messages = Counter(
             "fabstir_websocket_messages", "Client messages handled, by message type and outcome "
@@ -173,6 +178,10 @@ class Metrics:
         """A WebSocket connection opened (+1) or closed (-1); the gauge is read from the node."""
         if delta > 0:
             self.connections_opened.inc(delta)
+
+    def on_connection_refused(self, reason: str) -> None:
+        """A handshake was refused (``per_ip_limit``)."""
+        self.connections_refused.labels(_bounded(reason, _REFUSED_REASONS)).inc()
 
     def on_request(self, kind: str, outcome: str, seconds: float) -> None:
         """One client message handled: its type, ``"ok"`` or the reply's error code, its duration."""
@@ -290,6 +299,7 @@ class NullMetrics:
     """The :class:`Metrics` interface with every method a no-op (metrics disabled)."""
 
     def on_connection(self, delta: int) -> None: ...
+    def on_connection_refused(self, reason: str) -> None: ...
     def on_request(self, kind: str, outcome: str, seconds: float) -> None: ...
     def observe_search(self, seconds: float) -> None: ...
     def load_started(self) -> None: ...

@@ -5,6 +5,10 @@ its handler (trio-websocket lets an exception from one handler kill the whole
 server, engine-notes §3.1), so every error is contained here, logged, and the
 connection is closed with 1011 if it cannot go on.
 
+A handshake beyond ``FABSTIR_MAX_CONNECTIONS_PER_IP`` connections from one
+client address is refused with HTTP 429 (service/peers.py); the slot a
+connection holds is given back when its handler ends, however it ends.
+
 Shutdown is two-phase (:meth:`WebSocketService.shutdown`): stop accepting,
 then let each connection finish the request it is handling (within a grace
 period) and close it with a 1001 "going away" close frame.
@@ -26,6 +30,7 @@ from ..logging import get_logger
 from ..protocol import codec
 from ..protocol import messages as m
 from ..service.connection import ConnectionService
+from ..service.peers import PeerCounter, client_address, parse_networks
 from ..service.ratelimit import TokenBucket
 
 log = get_logger(__name__)
@@ -56,6 +61,10 @@ class WebSocketService:
         self._handlers: trio.Nursery | None = None
         self.port: int | None = None
         self.closing = False
+        settings = node.settings
+        #: Open connections per client address (FABSTIR_MAX_CONNECTIONS_PER_IP).
+        self.peers = PeerCounter(settings.max_connections_per_ip)
+        self._trusted_proxies = parse_networks(settings.trusted_proxies)
 
     @property
     def connection_count(self) -> int:
@@ -116,6 +125,35 @@ class WebSocketService:
         if self.closing:
             await request.reject(503, body=b"server shutting down\n")
             return
+        peer = self._client_address(request)
+        if not self.peers.acquire(peer):
+            log.warning("connection_refused", remote=peer, reason="per_ip_limit", limit=self.peers.limit)
+            self.node.on_connection_refused("per_ip_limit")
+            try:
+                await request.reject(
+                    429, body=b"too many connections from your address (FABSTIR_MAX_CONNECTIONS_PER_IP)\n"
+                )
+            except Exception:  # noqa: BLE001 - the peer may already be gone
+                pass
+            return
+        try:
+            await self._accept(request, path, peer)
+        finally:
+            self.peers.release(peer)
+
+    def _client_address(self, request: WebSocketRequest) -> str:
+        """The address this connection counts for: the peer, or whom a trusted proxy forwards."""
+        remote = getattr(request.remote, "address", None)
+        forwarded: list[str] = []
+        if self._trusted_proxies:
+            forwarded = [
+                value.decode("latin-1")
+                for name, value in request.headers
+                if name.lower() == b"x-forwarded-for"
+            ]
+        return client_address(str(remote) if remote else None, forwarded, self._trusted_proxies)
+
+    async def _accept(self, request: WebSocketRequest, path: str, peer: str) -> None:
         conn_id = secrets.token_hex(4)
         try:
             ws = await request.accept()
@@ -127,11 +165,11 @@ class WebSocketService:
         self._connections[conn_id] = conn
         remote = getattr(request.remote, "address", None)
         with structlog.contextvars.bound_contextvars(conn_id=conn_id):
-            log.info("connection_open", remote=str(remote) if remote else None, path=path)
+            log.info("connection_open", remote=str(remote) if remote else None, client=peer, path=path)
             self.node.on_connection(+1)
             started = time.monotonic()
             try:
-                await self._serve_connection(conn)
+                await self._serve_connection(conn, peer)
             except* ConnectionClosed:
                 pass  # the peer went away: a normal end
             except* Exception:  # noqa: BLE001 - contain everything: one client never stops the server
@@ -149,7 +187,7 @@ class WebSocketService:
                     duration_ms=round((time.monotonic() - started) * 1000, 1),
                 )
 
-    async def _serve_connection(self, conn: _Connection) -> None:
+    async def _serve_connection(self, conn: _Connection, peer: str | None = None) -> None:
         ws = conn.ws
 
         async def send(reply: dict[str, Any]) -> None:
@@ -164,7 +202,7 @@ class WebSocketService:
                 pass  # the session is being torn down with its connection
 
         async with trio.open_nursery() as nursery:
-            service = ConnectionService(self.node, conn.conn_id, nursery, send_event)
+            service = ConnectionService(self.node, conn.conn_id, nursery, send_event, peer=peer)
             try:
                 while True:
                     try:

@@ -36,9 +36,13 @@ _THREAD_SEARCH_MIN = 20_000
 class ConnectionService:
     """The sessions of one connection and the handling of its requests."""
 
-    def __init__(self, node: Any, conn_id: str, nursery: trio.Nursery, send: Send) -> None:
+    def __init__(
+        self, node: Any, conn_id: str, nursery: trio.Nursery, send: Send, *, peer: str | None = None
+    ) -> None:
         self.node = node
         self.conn_id = conn_id
+        #: The client's address (for the load audit).
+        self.peer = peer
         self._nursery = nursery
         self._send = send
         self._sessions: dict[str, Session] = {}
@@ -76,7 +80,7 @@ class ConnectionService:
         user = ref.user_address if ref is not None else request.user_address
         if user is not None:
             session.user_address = user
-        self._maybe_load(session, ref)
+        self._maybe_load(session, ref, signer=None)
         log.info(
             "session_init", session_id=session.session_id, encrypted=False,
             database=ref.manifest_path if ref else None,
@@ -102,7 +106,7 @@ class ConnectionService:
         ref = opened.vector_database
         if ref is not None:
             session.user_address = ref.user_address
-        self._maybe_load(session, ref)
+        self._maybe_load(session, ref, signer=opened.client_address)
         log.info(
             "session_init", session_id=session.session_id, encrypted=True,
             client_address=opened.client_address, database=ref.manifest_path if ref else None,
@@ -120,7 +124,8 @@ class ConnectionService:
                 raise FabstirError(ErrorCode.LIMIT_EXCEEDED, "too many sessions on this connection")
             settings = self.node.settings
             session = Session(
-                session_id=session_id, conn_id=self.conn_id, uploads=self.node.new_upload_store(),
+                session_id=session_id, conn_id=self.conn_id, peer=self.peer,
+                uploads=self.node.new_upload_store(),
                 downloads=SlidingWindow(settings.s5_rate_limit_requests, settings.s5_rate_limit_window_seconds),
             )
             self.node.registry.add(session)
@@ -133,19 +138,30 @@ class ConnectionService:
         self.current = session
         return session
 
-    def _maybe_load(self, session: Session, ref: m.VectorDatabaseRef | None) -> None:
-        """Start loading ``ref`` unless the session already has (or is loading) it."""
+    def _maybe_load(self, session: Session, ref: m.VectorDatabaseRef | None, *, signer: str | None) -> None:
+        """Start loading ``ref`` unless the session already has (or is loading) it.
+
+        ``signer`` is the client address the init that names ``ref`` proved (None: a plaintext
+        init); the loader's access check (service/access.py) decides with it.
+        """
         if ref is None:
             return  # a re-init without a database keeps whatever the session has
-        if session.database is not None and session.database.same_database(ref):
-            if session.database.status is not LoadStatus.ERROR:
+        current = session.database
+        if current is not None and current.same_database(ref):
+            if current.status is not LoadStatus.ERROR and self._same_signer(current, signer):
                 return
         if session.database is not None:
             session.database.drop()
-        state = DatabaseState(ref=ref)
+        state = DatabaseState(ref=ref, signer=signer)
         session.database = state
         assert session.nursery is not None
         session.nursery.start_soon(self.node.load_database, session, state, self._send)
+
+    def _same_signer(self, state: DatabaseState, signer: str | None) -> bool:
+        """Under the ``signed`` policy a load is the signer's: another signer's re-init loads again."""
+        if self.node.settings.access_policy != "signed":
+            return True
+        return (state.signer or "").lower() == (signer or "").lower()
 
     def close(self) -> None:
         """The connection ended: end every session it held."""

@@ -33,6 +33,7 @@ from ..logging import get_logger
 from ..protocol.messages import loading_progress
 from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..memory import release_free_memory
+from .access import decide, denial
 from .cache import Flight, cache_key
 from .content_key import version_digest
 from .lineage import lineage_id
@@ -52,6 +53,9 @@ class LoadStats:
     download_s: float = 0.0
     decode_s: float = 0.0
     index_s: float = 0.0
+    #: The access policy's decision (service/access.py) and the manifest's content digest, for the audit.
+    decision: str | None = None
+    manifest_digest: str | None = None
 
 
 def _storage_error(exc: StorageError, what: str, code: ErrorCode) -> FabstirError:
@@ -112,6 +116,7 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
             duration_ms=round(duration * 1000, 1),
             error_detail=error.detail if error is not None else None,
         )
+        _audit(node, session, state, stats, outcome)
         if node.metrics is not None:
             node.metrics.load_finished(outcome, duration, state.vector_count if error is None else 0)
         if error is None:
@@ -129,6 +134,29 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
         if state.release is not None:
             state.drop()  # cancelled between getting the database and finishing: give it back
         log.info("load_cancelled", session_id=session.session_id)
+        with structlog.contextvars.bound_contextvars(
+            session_id=session.session_id, manifest_path=state.ref.manifest_path
+        ):
+            _audit(node, session, state, stats, "cancelled")
+
+
+def _audit(node: Any, session: Session, state: DatabaseState, stats: LoadStats, outcome: str) -> None:
+    """One ``load_audit`` line per load: who, which database, the policy's decision, the outcome.
+
+    Addresses and the manifest's content digest only: never keys, session keys or vectors.
+    """
+    log.info(
+        "load_audit",
+        policy=node.settings.access_policy,
+        decision=stats.decision,
+        outcome=outcome,
+        signed=state.signer is not None,
+        client_address=state.signer,
+        claimed_address=state.ref.user_address,
+        peer=session.peer,
+        with_directory_key=state.ref.directory_key is not None,
+        manifest_digest=stats.manifest_digest,
+    )
 
 
 Throttle = Callable[[], Awaitable[None]]
@@ -175,8 +203,26 @@ async def _load(
     settings = node.settings
     path = validate_path(state.ref.manifest_path)
     storage = database_storage(node, state.ref, chain_id)
+    # The access policy, before anything is read (a plaintext init under `signed` reads nothing) and,
+    # if it needs the owner, again on the manifest: always before a chunk or a cached copy is touched.
+    capability = bool(getattr(storage, "capability", False))
+    decision = decide(settings.access_policy, signer=state.signer, capability=capability)
+
+    def authorize(manifest: Manifest) -> None:
+        nonlocal decision
+        stats.manifest_digest = manifest.digest
+        if decision is None:
+            decision = decide(
+                settings.access_policy, signer=state.signer, capability=capability, owner=manifest.owner
+            )
+            _enforce(decision, stats)
+
+    if decision is not None:
+        _enforce(decision, stats)
     await throttle()
-    manifest = await fetch_manifest(node, path, state.ref.user_address, key, stats, storage=storage)
+    manifest = await fetch_manifest(
+        node, path, state.ref.user_address, key, stats, storage=storage, authorize=authorize
+    )
     await emit("manifest_downloaded", "manifest downloaded and verified", total=manifest.chunk_count)
     if manifest.dimensions is not None:
         _check_memory(node, held_bytes(manifest.vector_count, manifest.dimensions, settings.vector_dtype))
@@ -211,12 +257,22 @@ async def _load(
     return entry
 
 
+def _enforce(decision: Any, stats: LoadStats) -> None:
+    """Record the access decision; raise its ``ACCESS_DENIED`` if it refuses."""
+    stats.decision = decision.value
+    error = denial(decision)
+    if error is not None:
+        raise error
+
+
 async def fetch_manifest(
-    node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Any = None
+    node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Any = None,
+    authorize: Callable[[Manifest], None] | None = None,
 ) -> Manifest:
     """Download, decrypt, parse and check one manifest (every session does this itself).
 
     ``storage`` is the database's view (:func:`database_storage`); default ``node.storage``.
+    ``authorize`` (the access policy) sees the parsed manifest before the owner check.
     """
     storage = node.storage if storage is None else storage
     raw = await _download(
@@ -230,6 +286,8 @@ async def fetch_manifest(
         return parse_manifest(obj, max_chunks=settings.max_chunks, max_dimensions=settings.max_dimensions)
 
     manifest = await trio.to_thread.run_sync(decode, limiter=node.load_limiter)
+    if authorize is not None:
+        authorize(manifest)
     check_access(manifest, user_address)
     return manifest
 

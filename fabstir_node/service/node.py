@@ -80,6 +80,10 @@ class Node:
         if self.metrics is not None:
             self.metrics.on_connection(delta)
 
+    def on_connection_refused(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.on_connection_refused(reason)
+
     def on_request(self, kind: str, outcome: str, seconds: float) -> None:
         if self.metrics is not None:
             self.metrics.on_request(kind, outcome, seconds)

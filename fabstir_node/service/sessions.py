@@ -40,6 +40,8 @@ class DatabaseState:
     """The database a session named, and how far its load got."""
 
     ref: VectorDatabaseRef
+    #: ``client_address`` recovered from the encrypted init that named this database (None: plaintext).
+    signer: str | None = None
     status: LoadStatus = LoadStatus.NOT_STARTED
     error: FabstirError | None = None
     engine: "VectorMatrix | None" = None
@@ -104,6 +106,8 @@ class Session:
     chain_id: int | None = None
     user_address: str | None = None
     client_address: str | None = None
+    #: The address the connection counts for (its peer, or whom a trusted proxy forwards); for audits.
+    peer: str | None = None
     #: The 32-byte session key of an encrypted session; lives only here.
     session_key: bytes | None = attrs.field(default=None, repr=False)
     database: DatabaseState | None = None

@@ -134,6 +134,15 @@ class S5TreeView:
     def __repr__(self) -> str:
         return f"S5TreeView({self.name!r})"
 
+    @property
+    def capability(self) -> bool:
+        """Reads only inside a directory whose key the client shared (``vectorDatabase.directoryKey``).
+
+        A file this view resolves proves that the client holds that directory's key, a secret the
+        owner handed out; the access policy (service/access.py) accepts it in place of a signature.
+        """
+        return bool(self.trees) and all(tree.label == "directory" for tree in self.trees)
+
     async def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
         path = checked_path(path)
         missing: StorageNotFound | None = None
