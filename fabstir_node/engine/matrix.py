@@ -67,6 +67,7 @@ __all__ = [
     "Hit",
     "PackedBlobs",
     "PackedStrings",
+    "RowSink",
     "SearchResult",
     "SubsetIndex",
     "VectorMatrix",
@@ -381,6 +382,21 @@ def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.asarray(scores).reshape(-1)
 
 
+class RowSink(Protocol):
+    """Where a :class:`MatrixBuilder` puts finished rows instead of its own array (e.g. a file).
+
+    ``close`` ends writing (the rows stay readable); ``discard`` also throws them away.
+    """
+
+    def write(self, start: int, rows: np.ndarray) -> None: ...
+
+    def rows(self) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
 class MatrixBuilder:
     """Fill a matrix block by block as chunks arrive, then :meth:`finish` it.
 
@@ -392,33 +408,60 @@ class MatrixBuilder:
     its 8-bit copy (:class:`~.quantized.Int8Rows`) filled in the same pass.
     """
 
-    def __init__(self, rows: int, dimensions: int, dtype: DType = "f32", *, coarse: bool | None = None) -> None:
-        self._out = np.empty((rows, dimensions), numpy_dtype(dtype))
+    def __init__(
+        self, rows: int, dimensions: int, dtype: DType = "f32", *, coarse: bool | None = None,
+        sink: RowSink | None = None,
+    ) -> None:
+        self._shape, self._dtype, self._sink = (rows, dimensions), numpy_dtype(dtype), sink
+        # with a sink, rows are normalised into a block-sized scratch array and handed to it
+        self._out = np.empty((rows, dimensions) if sink is None else (0, dimensions), self._dtype)
         self._degenerate: list[int] = []  # one count per fill; list.append is atomic
         want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
         self._coarse = Int8Rows(rows, dimensions) if want_coarse else None
 
     @property
     def nbytes(self) -> int:
-        return int(self._out.nbytes)
+        """Bytes this builder holds in memory (rows given to a sink are not counted)."""
+        return int(self._out.nbytes) + (self._coarse.nbytes if self._coarse is not None else 0)
+
+    def release_sink(self) -> None:
+        """Stop writing to the sink; discard its rows unless :meth:`finish` made a matrix of them."""
+        if self._sink is not None:
+            if getattr(self, "_finished", False):
+                self._sink.close()
+            else:
+                self._sink.discard()
+
+    def discard_sink(self) -> None:
+        """Throw the sink's rows away (the load failed)."""
+        if self._sink is not None:
+            self._sink.discard()
 
     def fill(self, start: int, block: np.ndarray) -> None:
         """Normalise ``block`` (float32, n × d) into rows ``start .. start + n``."""
         block = np.asarray(block)
-        if block.ndim != 2 or block.shape[1] != self._out.shape[1] or start + len(block) > len(self._out):
+        if block.ndim != 2 or block.shape[1] != self._shape[1] or start + len(block) > self._shape[0]:
             raise ValueError("block does not fit the matrix")
-        target = self._out[start : start + len(block)]
+        if self._sink is None:
+            target = self._out[start : start + len(block)]
+        else:
+            target = np.empty((len(block), self._shape[1]), self._dtype)
         self._degenerate.append(_normalise_rows(block, target))
         if self._coarse is not None:
             self._coarse.fill(start, as_float32(target))
+        if self._sink is not None:
+            self._sink.write(start, target)
 
     def finish(self, ids: Sequence[str], metadata: Sequence[bytes]) -> VectorMatrix:
         """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first)."""
-        if len(ids) != len(self._out) or len(metadata) != len(self._out):
-            raise ValueError(f"{len(self._out)} rows but {len(ids)} ids and {len(metadata)} metadata entries")
+        n = self._shape[0]
+        if len(ids) != n or len(metadata) != n:
+            raise ValueError(f"{n} rows but {len(ids)} ids and {len(metadata)} metadata entries")
         ids = ids if isinstance(ids, PackedStrings) else PackedStrings(ids)
         metadata = metadata if isinstance(metadata, PackedBlobs) else PackedBlobs(metadata)
-        return VectorMatrix(self._out, ids, metadata, degenerate_rows=sum(self._degenerate), coarse=self._coarse)
+        vectors = self._out if self._sink is None else self._sink.rows()
+        self._finished = True
+        return VectorMatrix(vectors, ids, metadata, degenerate_rows=sum(self._degenerate), coarse=self._coarse)
 
 
 @attrs.define(eq=False, repr=False)

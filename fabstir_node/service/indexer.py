@@ -45,6 +45,7 @@ from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
 from ..engine.matrix import COARSE_MIN_ROWS, as_float32
 from ..engine.quantized import Int8Rows
+from ..storage.row_writer import clear_stale
 from .build_queue import BuildQueue
 
 log = get_logger(__name__)
@@ -119,6 +120,8 @@ class Indexer:
         self._building: set[str] = set()
         #: Builds take turns (``build_queue.py``); metrics read its length and progress.
         self.queue = BuildQueue(build_slots)
+        if cache_dir is not None:
+            clear_stale(cache_dir)  # row files of loads a crashed process left behind
 
     @classmethod
     def from_settings(cls, settings: Any) -> Indexer:

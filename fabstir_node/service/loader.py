@@ -33,6 +33,7 @@ from ..logging import get_logger
 from ..protocol.messages import loading_progress
 from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..memory import release_free_memory
+from ..storage.row_writer import RowFileWriter, loading_dir
 from .access import decide, denial
 from .cache import Flight, cache_key
 from .content_key import version_digest
@@ -241,7 +242,10 @@ async def _load(
         ids, builder, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats, storage=storage)
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
-        engine = await trio.to_thread.run_sync(lambda: builder.finish(ids, metadata), limiter=node.load_limiter)
+        try:
+            engine = await trio.to_thread.run_sync(lambda: builder.finish(ids, metadata), limiter=node.load_limiter)
+        finally:
+            builder.release_sink()
         await trio.to_thread.run_sync(release_free_memory)  # the load's freed buffers, back to the system now
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:
@@ -312,7 +316,7 @@ async def fetch_chunks(
     dtype = settings.vector_dtype
     holder: dict[str, Any] = {"dims": manifest.dimensions, "matrix": None}
     if manifest.dimensions is not None:
-        holder["matrix"] = MatrixBuilder(manifest.vector_count, manifest.dimensions, dtype)
+        holder["matrix"] = await _new_builder(node, manifest.vector_count, manifest.dimensions, dtype)
     limiter = trio.CapacityLimiter(settings.s5_max_parallel_chunks)
     done = 0
 
@@ -352,7 +356,7 @@ async def fetch_chunks(
                 first = await trio.to_thread.run_sync(decode, limiter=node.load_limiter)
                 holder["dims"] = first.dimensions
                 _check_memory(node, held_bytes(manifest.vector_count, first.dimensions, dtype))
-                holder["matrix"] = MatrixBuilder(manifest.vector_count, first.dimensions, dtype)
+                holder["matrix"] = await _new_builder(node, manifest.vector_count, first.dimensions, dtype)
         chunk_ids, chunk_meta = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
         first = None
         stats.decode_s += time.monotonic() - started
@@ -368,21 +372,36 @@ async def fetch_chunks(
             chunk_id=ref.chunk_id, total=len(counts), percent=round(100.0 * done / len(counts), 1),
         )
 
-    try:
-        async with trio.open_nursery() as nursery:
-            for index in range(len(counts)):
-                nursery.start_soon(one, index)
-    except* FabstirError as group:
-        raise _first_leaf(group) from None
-
     def join() -> tuple[PackedStrings, PackedBlobs]:
         all_ids = PackedStrings.concat(ids)  # type: ignore[arg-type]
         if len(set(all_ids)) != len(all_ids):
             raise FabstirError(ErrorCode.INVALID_DATABASE, "the database holds the same vector id more than once")
         return all_ids, PackedBlobs.concat(metadata)  # type: ignore[arg-type]
 
-    all_ids, all_meta = await trio.to_thread.run_sync(join, limiter=node.load_limiter)
+    try:
+        try:
+            async with trio.open_nursery() as nursery:
+                for index in range(len(counts)):
+                    nursery.start_soon(one, index)
+        except* FabstirError as group:
+            raise _first_leaf(group) from None
+        all_ids, all_meta = await trio.to_thread.run_sync(join, limiter=node.load_limiter)
+    except BaseException:
+        if holder["matrix"] is not None:
+            holder["matrix"].discard_sink()  # a failed or cancelled load leaves no row file behind
+        raise
     return all_ids, holder["matrix"], all_meta
+
+
+async def _new_builder(node: Any, rows: int, dimensions: int, dtype: str) -> MatrixBuilder:
+    """A builder for a load; with a disk cache its rows go to a file (``storage/row_writer.py``), not memory."""
+    cache_dir = getattr(node.indexer, "cache_dir", None)
+    if cache_dir is None:
+        return MatrixBuilder(rows, dimensions, dtype)  # type: ignore[arg-type]
+    writer = await trio.to_thread.run_sync(
+        RowFileWriter, loading_dir(cache_dir), rows, dimensions, numpy_dtype(dtype)
+    )
+    return MatrixBuilder(rows, dimensions, dtype, sink=writer)  # type: ignore[arg-type]
 
 
 def held_bytes(vectors: int, dimensions: int, dtype: str) -> int:

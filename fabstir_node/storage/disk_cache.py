@@ -49,6 +49,7 @@ import numpy as np
 import orjson
 
 from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix, numpy_dtype
+from .row_writer import LOADING_DIR
 
 __all__ = [
     "FORMAT",
@@ -134,7 +135,9 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
     tmp = directory.with_name(f".{directory.name}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
     try:
-        np.save(tmp / "vectors.npy", np.ascontiguousarray(matrix.vectors), allow_pickle=False)
+        adopted = _adopt_row_file(matrix.vectors, tmp / "vectors.npy")
+        if adopted is None:
+            np.save(tmp / "vectors.npy", np.ascontiguousarray(matrix.vectors), allow_pickle=False)
         (tmp / "ids.json").write_bytes(orjson.dumps(list(matrix.ids)))
         meta = matrix.metadata
         if not isinstance(meta, PackedBlobs):
@@ -163,10 +166,31 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return False
             raise
+        if adopted is not None and adopted.parent.parent.name == LOADING_DIR:
+            adopted.unlink(missing_ok=True)  # the load's row file now lives on as this directory's
         return True
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _adopt_row_file(vectors: np.ndarray, target: Path) -> Path | None:
+    """Hard-link the ``.npy`` file that ``vectors`` maps whole to ``target``; its path, or None.
+
+    A load that wrote its rows to a file (``row_writer.py``) is saved without copying them.
+    """
+    filename = getattr(vectors, "filename", None)
+    if not isinstance(vectors, np.memmap) or filename is None or not vectors.flags.c_contiguous:
+        return None
+    source = Path(filename)
+    try:
+        whole = np.load(source, mmap_mode="r", allow_pickle=False)
+        if whole.shape != vectors.shape or whole.dtype != vectors.dtype or whole.offset != vectors.offset:
+            return None
+        os.link(source, target)
+    except (OSError, ValueError):
+        return None
+    return source
 
 
 def read_manifest(directory: Path, *, key: str) -> dict[str, Any]:

@@ -114,3 +114,15 @@ async def test_admission_counts_rows_as_the_node_holds_them(start_node, store, d
         assert final["event"] == outcome
         if outcome == "loading_error":
             assert final["error_code"] == "MEMORY_LIMIT_EXCEEDED" and "limit of 2 MB" in final["error"]
+
+
+async def test_a_failed_load_leaves_no_row_file(start_node, store, tmp_path):
+    # the first chunk is good, the second has a vector of the wrong width: the load fails midway
+    path = hostile_db(store, "midway", good_manifest([50, 50], dims=3),
+                      {0: good_chunk(0, 50), 1: good_chunk(1, 50, dims=4, start=50)})
+    cache = tmp_path / "cache"
+    async with start_node(cache_dir=cache, s5_max_parallel_chunks=1) as running, running.client() as client:
+        await client.session_init("a", manifest_path=path, user_address=OWNER)
+        final = await client.wait_loaded(10)
+        assert final["event"] == "loading_error"
+        assert not list((cache / ".loading").rglob("*.npy"))

@@ -1,0 +1,69 @@
+"""Loads write their rows to a file (not the daemon's memory) that the disk cache adopts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import trio
+
+from fabstir_node.engine.matrix import MatrixBuilder
+from fabstir_node.storage import disk_cache as persist
+from fabstir_node.storage.row_writer import LOADING_DIR, RowFileWriter, clear_stale, loading_dir
+
+OWNER = "0xAbCdEf0000000000000000000000000000000001"
+
+
+def test_a_builder_with_a_row_file_makes_the_same_matrix(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((700, 12)).astype(np.float32)
+    ids, meta = [f"v{i}" for i in range(700)], [b""] * 700
+    plain, filed = MatrixBuilder(700, 12, "f16"), MatrixBuilder(700, 12, "f16", sink=RowFileWriter(tmp_path, 700, 12, np.float16))
+    for start in (300, 0, 600):  # any order, as chunks arrive
+        block = rows[start : start + {0: 300, 300: 300, 600: 100}[start]]
+        plain.fill(start, block)
+        filed.fill(start, block)
+    a, b = plain.finish(ids, meta), filed.finish(ids, meta)
+    filed.release_sink()
+    assert isinstance(b.vectors, np.memmap) and np.array_equal(a.vectors, b.vectors)
+    assert filed.nbytes == 0  # nothing of the rows held in memory
+    assert persist.save(tmp_path / "db", b, key="k")
+    assert os.stat(tmp_path / "db" / "vectors.npy").st_nlink == 2  # adopted by a hard link, not rewritten
+    assert np.array_equal(persist.open_matrix(tmp_path / "db", key="k").vectors, a.vectors)
+
+
+def test_a_discarded_row_file_is_gone(tmp_path):
+    writer = RowFileWriter(tmp_path, 10, 4, np.float16)
+    builder = MatrixBuilder(10, 4, "f16", sink=writer)
+    builder.fill(0, np.ones((5, 4), np.float32))
+    builder.release_sink()  # never finished: the rows are thrown away
+    assert not writer.path.exists()
+
+
+def test_stale_row_files_of_dead_processes_are_cleared(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    for pid in (int(dead.stdout), os.getppid(), os.getpid()):
+        (tmp_path / LOADING_DIR / str(pid)).mkdir(parents=True)
+        (tmp_path / LOADING_DIR / str(pid) / "x.npy").write_bytes(b"x")
+    clear_stale(tmp_path)
+    left = sorted(int(p.name) for p in (tmp_path / LOADING_DIR).iterdir())
+    assert left == sorted([os.getppid(), os.getpid()])  # live processes keep theirs
+
+
+async def test_a_load_leaves_its_rows_in_the_cache_and_nothing_in_loading(start_node, publish_local, tmp_path):
+    path, _ = publish_local(1200, 16, owner=OWNER, chunk_size=300)
+    cache = tmp_path / "cache"
+    async with start_node(cache_dir=cache, hnsw_min_vectors=10**6) as running, running.client() as client:
+        await client.session_init("s", manifest_path=path, user_address=OWNER.lower())
+        assert (await client.wait_loaded(30))["event"] == "loading_complete"
+        with trio.fail_after(30):
+            while not any(cache.glob("*/vectors.npy")):
+                await trio.sleep(0.02)
+            while any(loading_dir(cache).glob("*.npy")):
+                await trio.sleep(0.02)
+        (saved,) = cache.glob("*/vectors.npy")
+        assert os.stat(saved).st_nlink == 1
+        reply = await client.search([1.0] + [0.0] * 15, 3)
+        assert len(reply["results"]) == 3
