@@ -1,6 +1,7 @@
 """End-to-end benchmark: databases behind a loopback bridge, the daemon as a subprocess, a real client.
 
     scripts/bench [--sizes 1000,10000,100000] [--queries 500] [--repeat N] [--out bench-results.json] [--keep DIR]
+                  [--format cbor|json]
 
 Publishes clustered 384-d databases (CBOR, the SDK's layout) into a stand-in
 S5 bridge (a subprocess on 127.0.0.1), starts ``fabstir-node serve`` as a
@@ -53,9 +54,11 @@ DIM = 384
 # --- data ----------------------------------------------------------------------------
 
 
-def publish(root: Path, n: int, name: str, text_chars: int | None = None) -> tuple[str, np.ndarray, list[str]]:
+def publish(root: Path, n: int, name: str, text_chars: int | None = None,
+            format: str = "cbor") -> tuple[str, np.ndarray, list[str]]:
     ids, vectors, metadata = synthetic_records(n, DIM, seed=n + (text_chars or 0), text_chars=text_chars)
-    write_files(root, build_database((ids, vectors, metadata), owner=OWNER, name=name))
+    write_files(root, build_database((ids, vectors, metadata), owner=OWNER, name=name,
+                                     format=format))  # type: ignore[arg-type]
     return manifest_path(OWNER, name), vectors, ids
 
 
@@ -346,17 +349,19 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="fabstir-bench-"))
     bridge_root = work / "bridge"
     sizes = [int(s) for s in args.sizes.split(",")]
-    print(f"publishing {sizes} x {DIM} (+ 100K with 500-char texts) in {work}", flush=True)
+    print(f"publishing {sizes} x {DIM} (+ 100K with 500-char texts) as {args.format} in {work}", flush=True)
     started = time.perf_counter()
-    published = {str(n): publish(bridge_root, n, f"bench-{n}") for n in sizes}
+    published = {str(n): publish(bridge_root, n, f"bench-{n}", format=args.format) for n in sizes}
     if args.texts and 100_000 in sizes:
-        published["100000-texts"] = publish(bridge_root, 100_000, "bench-100000-texts", text_chars=500)
+        published["100000-texts"] = publish(bridge_root, 100_000, "bench-100000-texts", text_chars=500,
+                                            format=args.format)
     print(f"published in {time.perf_counter() - started:.1f} s", flush=True)
     results: dict[str, Any] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or _cpu_name()}, "
                    f"Python {platform.python_version()}",
         "queries": args.queries,
+        "format": args.format,
         "databases": {},
     }
     async with trio.open_nursery() as nursery:
@@ -443,6 +448,8 @@ def cli() -> None:
     parser.add_argument("--no-texts", dest="texts", action="store_false", help="skip the 500-char-text database")
     parser.add_argument("--no-versions", dest="versions", action="store_false",
                         help="skip the new-version rows (1 % changed, after the largest database)")
+    parser.add_argument("--format", choices=["cbor", "json"], default="cbor",
+                        help="chunk encoding: cbor (what the SDK writes) or json (what the S5 bridge returns)")
     parser.add_argument("--out", default="bench-results.json")
     parser.add_argument("--keep", help="work directory to use and keep (default: a temporary one)")
     parser.add_argument("--repeat", type=int, default=1,
