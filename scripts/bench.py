@@ -57,8 +57,11 @@ DIM = 384
 def publish(root: Path, n: int, name: str, text_chars: int | None = None,
             format: str = "cbor") -> tuple[str, np.ndarray, list[str]]:
     ids, vectors, metadata = synthetic_records(n, DIM, seed=n + (text_chars or 0), text_chars=text_chars)
-    write_files(root, build_database((ids, vectors, metadata), owner=OWNER, name=name,
-                                     format=format))  # type: ignore[arg-type]
+    done = root / f".published-{name}-{format}"  # with --keep, a database already written is not written again
+    if not done.exists():
+        write_files(root, build_database((ids, vectors, metadata), owner=OWNER, name=name,
+                                         format=format))  # type: ignore[arg-type]
+        done.write_text("ok\n")
     return manifest_path(OWNER, name), vectors, ids
 
 
