@@ -404,6 +404,7 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
             hnsw = len(vectors) >= hnsw_min
             print(f"-- {name}: cold load, searches, second session", flush=True)
             result["databases"][name] = await cold(daemon, path, vectors, ids_of, queries, hnsw)
+            print(f"   {name}: {json.dumps(result['databases'][name])}", flush=True)  # kept if a later step fails
         largest = max((k for k in published if k.isdigit()), key=int)
         if versions and int(largest) >= hnsw_min:
             print(f"-- {largest}: a new version with 1 % changed", flush=True)
