@@ -386,6 +386,7 @@ def _read_host_key(env: Mapping[str, str], key_file: Path | None) -> str | None:
     if inline and key_file is not None:
         raise ConfigError("HOST_PRIVATE_KEY and HOST_PRIVATE_KEY_FILE are both set; set one")
     if key_file is not None:
+        _check_key_file_mode(key_file)
         try:
             text = key_file.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -394,6 +395,19 @@ def _read_host_key(env: Mapping[str, str], key_file: Path | None) -> str | None:
             raise ConfigError(f"HOST_PRIVATE_KEY_FILE: {key_file} is empty")
         return text
     return inline or None
+
+
+def _check_key_file_mode(key_file: Path) -> None:
+    """Refuse a key file that group or others may read or change (as ssh does)."""
+    try:
+        mode = key_file.stat().st_mode
+    except OSError:
+        return  # reading it reports the error
+    if mode & 0o077:
+        raise ConfigError(
+            f"HOST_PRIVATE_KEY_FILE: {key_file} is open to group or others (mode {mode & 0o777:04o}); "
+            f"run chmod 600 {key_file}"
+        )
 
 
 def markdown_table() -> str:

@@ -32,26 +32,50 @@ from ..config import ConfigError, Settings
 from ..errors import FabstirError
 from ..formats.paths import manifest_path
 from ..formats.writer import build_database
+from . import HelpFormatter, paragraph
 from .progress import ProgressBar
 
 SAMPLE_OWNER = "0x0000000000000000000000000000000000000001"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("publish", help="write a vector database in the SDK layout")
+    parser = sub.add_parser(
+        "publish", help="write a vector database in the SDK layout",
+        description=paragraph(
+            "Write a vector database the way the Fabstir SDK stores it (a manifest and chunks of "
+            "vectors) from a JSON Lines file or synthetic data, into the local store, through an "
+            "S5 bridge, or into an S5 tree through a portal. Prints the manifest path that "
+            "clients name in session_init."
+        ),
+        epilog="examples:\n"
+               "  fabstir-node publish --synthetic 10000 --dim 384 --owner 0x… --name docs\n"
+               "  fabstir-node publish --input rows.jsonl --owner 0x… --name docs \\\n"
+               "      --s5-bridge http://localhost:5522",
+        formatter_class=HelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", type=Path, help="JSON Lines file of {id, vector, metadata} records")
+    source.add_argument("--input", metavar="FILE", type=Path,
+                        help="JSON Lines file of {id, vector, metadata} records")
     source.add_argument("--synthetic", type=int, metavar="N", help="publish N synthetic clustered vectors")
-    parser.add_argument("--dim", type=int, default=384, help="dimensions of synthetic vectors (default 384)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic vectors (default 0)")
-    parser.add_argument("--text-chars", type=int, default=0, help="synthetic metadata text length (default short)")
-    parser.add_argument("--owner", required=True, help="the user address that owns the database")
-    parser.add_argument("--name", required=True, help="the database name")
-    parser.add_argument("--format", choices=["cbor", "json"], default="cbor", help="cbor (as the SDK writes) or json")
-    parser.add_argument("--encrypt-key", metavar="HEX", help="AES-256-GCM key (64 hex chars), the original node's format")
-    parser.add_argument("--chunk-size", type=int, default=10_000, help="vectors per chunk (default 10000)")
-    parser.add_argument("--store-dir", dest="store_dir", help="local store directory (env FABSTIR_STORE_DIR)")
-    parser.add_argument("--s5-bridge", dest="s5_bridge_url", help="write through this S5 bridge (env ENHANCED_S5_URL)")
+    parser.add_argument("--dim", metavar="N", type=int, default=384,
+                        help="dimensions of synthetic vectors (default 384)")
+    parser.add_argument("--seed", metavar="N", type=int, default=0,
+                        help="seed of synthetic vectors (default 0)")
+    parser.add_argument("--text-chars", metavar="N", type=int, default=0,
+                        help="synthetic metadata text length (default short)")
+    parser.add_argument("--owner", metavar="ADDR", required=True,
+                        help="the user address that owns the database")
+    parser.add_argument("--name", metavar="NAME", required=True, help="the database name")
+    parser.add_argument("--format", choices=["cbor", "json"], default="cbor",
+                        help="cbor (as the SDK writes) or json")
+    parser.add_argument("--encrypt-key", metavar="HEX",
+                        help="AES-256-GCM key (64 hex chars), the original node's format")
+    parser.add_argument("--chunk-size", metavar="N", type=int, default=10_000,
+                        help="vectors per chunk (default 10000)")
+    parser.add_argument("--store-dir", metavar="DIR", dest="store_dir",
+                        help="local store directory (env FABSTIR_STORE_DIR)")
+    parser.add_argument("--s5-bridge", metavar="URL", dest="s5_bridge_url",
+                        help="write through this S5 bridge (env ENHANCED_S5_URL)")
     s5 = parser.add_argument_group("native S5 (docs/s5.md)")
     s5.add_argument("--s5-portal", dest="s5_portal_url", metavar="URL",
                     help="write the s5.js layout through this S5 portal (env S5_PORTAL_URL)")
@@ -60,7 +84,8 @@ def add_parser(sub: Any) -> None:
     s5.add_argument("--wallet-identity", action="store_true",
                     help="write into the tree the Fabstir SDK derives from --owner and --chain-id "
                          "(anyone who knows the address can read and write it)")
-    s5.add_argument("--chain-id", type=int, default=84532, help="chain id for --wallet-identity (default 84532)")
+    s5.add_argument("--chain-id", metavar="ID", type=int, default=84532,
+                    help="chain id for --wallet-identity (default 84532)")
     s5.add_argument("--encrypt-files", action="store_true",
                     help="encrypt each file with its own XChaCha20-Poly1305 key, kept in the directory (s5.js option)")
     parser.set_defaults(handler=run)

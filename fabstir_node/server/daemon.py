@@ -9,7 +9,10 @@ signal cuts the grace short.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -17,7 +20,7 @@ import httpx
 import trio
 
 from .. import __version__
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..logging import configure, get_logger
 from ..service.node import Node
 from .websocket import WebSocketService
@@ -32,7 +35,6 @@ def needs_http_client(settings: Settings) -> bool:
 def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Any:
     """The storage backend the settings select: native S5 portals, the S5 bridge, else the local store."""
     if settings.s5_portal_url:
-        from ..config import ConfigError
         from ..storage.s5_portal import PortalClient, parse_portals
         from ..storage.s5_store import S5Store
         from ..storage.transfer import RetryPolicy
@@ -66,8 +68,47 @@ def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> 
         )
     from ..storage.local import LocalStore
 
-    settings.store_path.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(settings.store_path, "FABSTIR_STORE_DIR")
     return LocalStore(settings.store_path)
+
+
+def uses_local_store(settings: Settings) -> bool:
+    return not needs_http_client(settings)
+
+
+def ensure_writable_dir(path: Path, variable: str, hint: str = "") -> None:
+    """Create ``path`` if needed and prove it writable (a file is created and removed).
+
+    Raises :class:`ConfigError` naming ``variable``: one line for the operator instead of a traceback
+    the first time a database is saved.
+    """
+    probe = path / f".fabstir-write-check-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{variable}: cannot write to {path} ({reason}){hint}") from None
+
+
+def check_directories(settings: Settings) -> None:
+    """Fail fast, naming the setting, when the store or cache directory cannot be written."""
+    if uses_local_store(settings):
+        ensure_writable_dir(settings.store_path, "FABSTIR_STORE_DIR")
+    if settings.cache_dir is not None:
+        ensure_writable_dir(settings.cache_dir, "FABSTIR_CACHE_DIR", "; or set FABSTIR_CACHE_DIR=off")
+
+
+def listen_error(exc: OSError, host: str, port: int, variable: str, flag: str) -> ConfigError:
+    """The one line naming the port and its setting when a server cannot listen."""
+    if exc.errno == errno.EADDRINUSE:
+        what = f"port {port} on {host} is already in use by another process"
+    elif exc.errno == errno.EACCES:
+        what = f"not allowed to listen on port {port} on {host} (ports below 1024 need privileges)"
+    else:
+        what = f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__})"
+    return ConfigError(f"{variable}: {what}; choose another with {variable} or {flag}")
 
 
 def load_host_key(settings: Settings) -> Any:
@@ -98,6 +139,7 @@ async def run_daemon(
             timeout=settings.s5_download_timeout_seconds,
         )
     # the embedded portal's storage is built once the portal listens (below)
+    check_directories(settings)
     storage = None if settings.s5_embedded_portal_dir else build_storage(settings, http_client)
     node = Node(settings, storage=storage, host_key=host_key)
     ws = WebSocketService(node)
@@ -110,7 +152,10 @@ async def run_daemon(
             if settings.s5_embedded_portal_dir is not None:
                 node.storage = storage = await _start_embedded_portal(nursery, settings, http_client)
             await nursery.start(node.cache.run)
-            port = await nursery.start(ws.run, settings.host, settings.port)
+            try:
+                port = await nursery.start(ws.run, settings.host, settings.port)
+            except OSError as exc:
+                raise listen_error(exc, settings.host, settings.port, "FABSTIR_PORT", "--port") from None
             metrics_port = None
             if settings.metrics_enabled:
                 from .metrics import Metrics
@@ -118,7 +163,12 @@ async def run_daemon(
 
                 node.metrics = Metrics(node)
                 probes = Probes(node, node.metrics, closing=lambda: ws.closing)
-                metrics_port = await nursery.start(probes.run, settings.metrics_host, settings.metrics_port)
+                try:
+                    metrics_port = await nursery.start(probes.run, settings.metrics_host, settings.metrics_port)
+                except OSError as exc:
+                    raise listen_error(
+                        exc, settings.metrics_host, settings.metrics_port, "FABSTIR_METRICS_PORT", "--metrics-port"
+                    ) from None
             log.info(
                 "server_started",
                 host=settings.host,
@@ -139,6 +189,11 @@ async def run_daemon(
                 await ws.shutdown(settings.shutdown_grace_seconds)
                 shutdown.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        error = _single_config_error(group)
+        if error is None:
+            raise
+        raise error from None
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             if storage is not None and hasattr(storage, "aclose"):
@@ -166,6 +221,16 @@ async def _start_embedded_portal(nursery: trio.Nursery, settings: Settings, http
         s5_seed_phrase=settings.s5_seed_phrase or embedded_seed_phrase(root),
     )
     return build_storage(evolved, http_client)
+
+
+def _single_config_error(group: BaseExceptionGroup) -> ConfigError | None:
+    """The ConfigError a failed start-up raised inside the nursery, when that is all that went wrong."""
+    matched, rest = group.split(ConfigError)
+    if matched is None or rest is not None:
+        return None
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched if isinstance(matched, ConfigError) else None
 
 
 @attrs.frozen
