@@ -18,13 +18,13 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .commands import HelpFormatter, paragraph, publish, search
 from .config import OPTIONS, ConfigError, Settings, markdown_table
-
 
 #: What a flag's value looks like in ``--help`` (the variable's name is in the help text).
 _METAVARS = {

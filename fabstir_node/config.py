@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import attrs
 
@@ -85,7 +86,7 @@ def _url(text: str) -> str | None:
     value = text.strip().rstrip("/")
     if not value:
         return None
-    if not (value.startswith("http://") or value.startswith("https://")):
+    if not value.startswith(("http://", "https://")):
         raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
     return value
 
@@ -356,7 +357,7 @@ class Settings:
     @classmethod
     def from_sources(
         cls, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
-    ) -> "Settings":
+    ) -> Settings:
         """Defaults, overridden by ``env``, overridden by ``flags`` (already parsed values or strings).
 
         Raises :class:`ConfigError` naming the variable or flag of a bad value.

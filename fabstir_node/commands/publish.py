@@ -21,6 +21,7 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
         if args.synthetic < 1 or args.dim < 1:
             raise ConfigError("--synthetic and --dim must be positive")
+        records: tuple[list[str], np.ndarray, Sequence[dict[str, Any] | None]]
         records = synthetic_records(args.synthetic, args.dim, args.seed, text_chars=args.text_chars or None)
     else:
         records = read_jsonl(args.input)

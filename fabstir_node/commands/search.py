@@ -89,7 +89,9 @@ def _table(reply: dict[str, Any]) -> str:
         meta = orjson.dumps(hit.get("metadata") or {}).decode()
         meta = meta if len(meta) <= 70 else meta[:67] + "..."
         lines.append(f"{rank:>3}  {hit['score']:>8.4f}  {str(hit['id'])[:28]:<28}  {meta}")
-    lines.append(f"{len(reply['results'])} results of {reply['totalVectors']} vectors in {reply['searchTimeMs']:.2f} ms")
+    lines.append(
+        f"{len(reply['results'])} results of {reply['totalVectors']} vectors in {reply['searchTimeMs']:.2f} ms"
+    )
     return "\n".join(lines)
 
 

@@ -228,9 +228,10 @@ def _single_config_error(group: BaseExceptionGroup) -> ConfigError | None:
     matched, rest = group.split(ConfigError)
     if matched is None or rest is not None:
         return None
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched if isinstance(matched, ConfigError) else None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, ConfigError) else None
 
 
 @attrs.frozen

@@ -36,7 +36,8 @@ outcomes are ``"ok"``, ``"success"``, ``"cancelled"`` or an
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -45,7 +46,7 @@ from prometheus_client.exposition import choose_encoder
 from .. import __version__
 from ..errors import ErrorCode, StorageNotFound, StorageTooLarge, StorageUnavailable
 
-__all__ = ["Metrics", "NullMetrics", "NULL_METRICS", "metrics_of"]
+__all__ = ["NULL_METRICS", "Metrics", "NullMetrics", "metrics_of"]
 
 # Buckets, in seconds, chosen around the plan's targets (protocol §5): search on
 # 100K vectors < 100 ms; load 1K < 2 s, 10K < 5 s, 100K < 30 s, deadline 5 min.

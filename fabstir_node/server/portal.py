@@ -176,7 +176,7 @@ class LocalPortal:
             ("etag", f'"{blob_id.hash.hex()}"'),
         ]
         span = _parse_range(request.header("range"), size)
-        if span == "unsatisfiable":
+        if isinstance(span, str):  # "unsatisfiable"
             return HttpResponse(416, [("content-range", f"bytes */{size}")])
         status, start, length = 200, 0, size
         if span is not None:

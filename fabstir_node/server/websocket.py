@@ -134,7 +134,7 @@ class WebSocketService:
                 await self._serve_connection(conn)
             except* ConnectionClosed:
                 pass  # the peer went away: a normal end
-            except* Exception:  # noqa: BLE001 - contain everything: one client never stops the server
+            except* Exception:  # contain everything: one client never stops the server
                 log.exception("connection_failed")
                 with trio.move_on_after(2) as cleanup:
                     cleanup.shield = True

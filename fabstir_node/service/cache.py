@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import trio
@@ -208,9 +209,11 @@ class DatabaseCache:
                 flight.error = FabstirError(ErrorCode.TIMEOUT, "loading the vector database timed out")
             except FabstirError as exc:
                 flight.error = exc
-            except Exception:  # noqa: BLE001 - every waiter gets a code, the daemon lives on
+            except Exception:  # every waiter gets a code, the daemon lives on
                 log.exception("load_crashed")
-                flight.error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
+                flight.error = FabstirError(
+                    ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database"
+                )
         if scope.cancelled_caught and flight.result is None and flight.error is None:
             flight.error = FabstirError(ErrorCode.INTERNAL_ERROR, "the load was cancelled")
         self._flights.pop(flight.key, None)

@@ -13,7 +13,8 @@ error replies in exactly one place, :meth:`ConnectionService.handle`.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -216,7 +217,9 @@ class ConnectionService:
         if request.k > settings.max_k:
             raise FabstirError(ErrorCode.LIMIT_EXCEEDED, f"k must be at most {settings.max_k}")
         if len(request.query_vector) > settings.max_dimensions:
-            raise FabstirError(ErrorCode.LIMIT_EXCEEDED, f"queryVector has more than {settings.max_dimensions} dimensions")
+            raise FabstirError(
+                ErrorCode.LIMIT_EXCEEDED, f"queryVector has more than {settings.max_dimensions} dimensions"
+            )
         source = self._search_source(session)
         flt = None
         if request.metadata_filter:

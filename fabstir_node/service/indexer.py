@@ -35,10 +35,10 @@ from typing import Any
 
 import trio
 
-from ..storage import disk_cache as persist
 from ..logging import get_logger
 from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
+from ..storage import disk_cache as persist
 
 log = get_logger(__name__)
 
@@ -150,7 +150,7 @@ class Indexer:
         self._building.add(entry.key)
         try:
             await self._persist_and_index(entry)
-        except Exception:  # noqa: BLE001 - background work: log it, the entry stays on exact search
+        except Exception:  # background work: log it, the entry stays on exact search
             log.exception("indexing_failed", cache_key=entry.key[:16])
         finally:
             self._building.discard(entry.key)

@@ -17,22 +17,23 @@ protocol's loading codes.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import numpy as np
 import structlog
 import trio
 
+from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
 from ..formats.blob import decode_object, open_blob
 from ..formats.chunk import decode_chunk
 from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
-from ..protocol.messages import loading_progress
-from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings
 from ..memory import release_free_memory
+from ..protocol.messages import loading_progress
 from .cache import Flight, cache_key
 from .sessions import DatabaseState, LoadStatus, Session
 
@@ -93,7 +94,7 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
             error = FabstirError(ErrorCode.TIMEOUT, f"loading did not finish within {minutes:g} minutes")
         except FabstirError as exc:
             error = exc
-        except Exception:  # noqa: BLE001 - a bug must not kill the session; the client gets a code
+        except Exception:  # a bug must not kill the session; the client gets a code
             log.exception("load_crashed")
             error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
         duration = time.monotonic() - started

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -42,7 +43,7 @@ class DatabaseState:
     ref: VectorDatabaseRef
     status: LoadStatus = LoadStatus.NOT_STARTED
     error: FabstirError | None = None
-    engine: "VectorMatrix | None" = None
+    engine: VectorMatrix | None = None
     vector_count: int = 0
     chunks_total: int = 0
     chunks_done: int = 0
@@ -62,7 +63,7 @@ class DatabaseState:
             and self.ref.directory_key == ref.directory_key
         )
 
-    def finish(self, *, engine: "VectorMatrix | None" = None, error: FabstirError | None = None) -> None:
+    def finish(self, *, engine: VectorMatrix | None = None, error: FabstirError | None = None) -> None:
         self.finished_at = time.monotonic()
         if error is not None:
             self.status, self.error, self.engine = LoadStatus.ERROR, error, None
@@ -99,7 +100,7 @@ class Session:
 
     session_id: str
     conn_id: str
-    uploads: "UploadStore"
+    uploads: UploadStore
     job_id: str | None = None
     chain_id: int | None = None
     user_address: str | None = None

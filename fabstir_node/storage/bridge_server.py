@@ -301,7 +301,7 @@ def cbor_as_json_text(data: bytes) -> bytes | None:
     stream = io.BytesIO(data)
     try:
         value = cbor2.CBORDecoder(stream).decode()
-    except Exception:  # any malformed input: "not CBOR"
+    except Exception:  # noqa: BLE001 - any malformed input: "not CBOR"
         return None
     if stream.tell() != len(data) or not isinstance(value, dict | list):
         return None

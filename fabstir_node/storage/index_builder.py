@@ -63,7 +63,9 @@ def build_index(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fabstir_node.storage.index_builder", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fabstir_node.storage.index_builder", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("directory", type=Path)
     parser.add_argument("--key", required=True)
     parser.add_argument("--dtype", choices=DTYPES, default="i8")

@@ -43,7 +43,7 @@ import trio
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound
 from ..protocol.messages import DEFAULT_CHAIN_ID, VectorDatabaseRef
 from ..s5.identity import DirectoryKeys, S5Identity
-from ..s5.resolve import NeedEntry, Resolver, ResolvedFile
+from ..s5.resolve import NeedEntry, ResolvedFile, Resolver
 from .base import HealthStatus, StorageStats, checked_path
 from .s5_portal import PortalClient
 
