@@ -22,9 +22,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from . import __version__
 from .commands import HelpFormatter, paragraph, publish, search
+from .commands.sample import ensure_sample_database
 from .config import OPTIONS, ConfigError, Settings, markdown_table
+from .crypto.keys import HostKey
+from .logging import configure
+from .memory import tune_allocator
+from .server.daemon import check_directories, load_host_key, run_daemon
+from .server.portal import serve_portal
 
 #: What a flag's value looks like in ``--help`` (the variable's name is in the help text).
 _METAVARS = {
@@ -165,12 +173,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import trio
-
-    from .logging import configure
-    from .memory import tune_allocator
-    from .server.daemon import check_directories, load_host_key, run_daemon
-
     settings = settings_from_args(args)
     try:
         host_key = load_host_key(settings)
@@ -179,8 +181,6 @@ def _serve(args: argparse.Namespace) -> int:
     check_directories(settings)
     configure(settings.log_level, settings.log_format)
     if args.sample:
-        from .commands.sample import ensure_sample_database
-
         ensure_sample_database(settings)
     tune_allocator()
     trio.run(functools.partial(run_daemon, settings, host_key=host_key))
@@ -188,8 +188,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .crypto.keys import HostKey
-
     key = HostKey.generate()
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
     try:
@@ -207,11 +205,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _portal(args: argparse.Namespace) -> int:
-    import trio
-
-    from .logging import configure
-    from .server.portal import serve_portal
-
     token = None
     if args.token_file is not None:
         try:

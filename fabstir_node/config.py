@@ -16,9 +16,12 @@ import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
+
+from .errors import FabstirError
+from .s5.seed import phrase_to_entropy
 
 
 class ConfigError(Exception):
@@ -119,9 +122,6 @@ def _seed_phrase(text: str) -> str | None:
     phrase = " ".join(text.split())
     if not phrase:
         return None
-    from .errors import FabstirError
-    from .s5.seed import phrase_to_entropy
-
     try:
         phrase_to_entropy(phrase)
     except FabstirError as exc:
@@ -324,7 +324,7 @@ class Settings:
     max_chunks: int = 100_000
     max_manifest_bytes: int = 32 * 1024 * 1024
     vector_memory_limit_mb: float = 500.0
-    vector_dtype: str = "f16"
+    vector_dtype: Literal["f32", "f16", "bf16"] = "f16"  # engine.matrix.DType
     s5_rate_limit_requests: int = 100
     s5_rate_limit_window_seconds: float = 60.0
     s5_rate_limit_max_delay_seconds: float = 10.0

@@ -32,7 +32,13 @@ import trio
 from ..config import ConfigError, Settings
 from ..errors import FabstirError
 from ..formats.paths import manifest_path
+from ..formats.synthetic import synthetic_records
 from ..formats.writer import build_database
+from ..s5.identity import S5Identity
+from ..server.daemon import build_storage
+from ..storage.s5_portal import PortalClient, parse_portals
+from ..storage.s5_publish import publish_files
+from ..storage.transfer import RetryPolicy, make_http_client
 from . import HelpFormatter, paragraph
 from .progress import ProgressBar
 
@@ -131,12 +137,8 @@ def parse_key(text: str | None) -> bytes | None:
 
 async def write_files(settings: Settings, files: dict[str, bytes], bar: ProgressBar | None = None) -> None:
     """Store every file, through the bridge if configured, else in the local store."""
-    from ..server.daemon import build_storage
-
     client = None
     if settings.s5_bridge_url:
-        from ..storage.bridge import make_http_client
-
         client = make_http_client(max_connections=8, timeout=settings.s5_download_timeout_seconds)
     storage = build_storage(settings, client)
     try:
@@ -155,8 +157,6 @@ async def write_files(settings: Settings, files: dict[str, bytes], bar: Progress
 
 def s5_root(settings: Settings, *, seed_phrase_file: Path | None = None, wallet: tuple[str, int] | None = None) -> Any:
     """Root keys of the tree to write: the SDK wallet identity, a seed phrase file, or ``S5_SEED_PHRASE``."""
-    from ..s5.identity import S5Identity
-
     if wallet is not None:
         return S5Identity.from_wallet(*wallet).root()
     phrase = settings.s5_seed_phrase
@@ -177,10 +177,6 @@ async def publish_s5(
     settings: Settings, root: Any, files: dict[str, bytes], *, encrypt_files: bool = False
 ) -> bytes:
     """Write one database's files through ``settings.s5_portal_url``; returns its directory key (32 bytes)."""
-    from ..storage.s5_portal import PortalClient, parse_portals
-    from ..storage.s5_publish import publish_files
-    from ..storage.transfer import RetryPolicy, make_http_client
-
     directories = {path.rpartition("/")[0] for path in files}
     if len(directories) != 1:
         raise ValueError("a database lives in one directory")
@@ -209,8 +205,6 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_sources(dict(os.environ), flags)
     key = parse_key(args.encrypt_key)
     if args.synthetic is not None:
-        from ..formats.synthetic import synthetic_records
-
         if args.synthetic < 1 or args.dim < 1:
             raise ConfigError("--synthetic and --dim must be positive")
         records: tuple[list[str], np.ndarray, Sequence[dict[str, Any] | None]]

@@ -20,6 +20,7 @@ import trio
 from ..client import NodeClient
 from . import HelpFormatter, paragraph
 from .progress import ProgressBar
+from .publish import read_jsonl
 
 #: Dimensions of a ``--random`` query when nothing tells us the database's (the SDK's default embedding).
 DEFAULT_DIM = 384
@@ -108,8 +109,6 @@ async def _run(args: argparse.Namespace) -> int:
         if ack.get("type") == "error":
             return _fail(ack)
         if args.upload is not None:
-            from .publish import read_jsonl
-
             ids, vectors, metadata = read_jsonl(args.upload)
             uploaded_dim = int(vectors.shape[-1])
             for start in range(0, len(ids), 1000):

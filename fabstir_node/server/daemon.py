@@ -13,7 +13,6 @@ import errno
 import os
 import signal
 from pathlib import Path
-from typing import Any
 
 import attrs
 import httpx
@@ -21,8 +20,18 @@ import trio
 
 from .. import __version__
 from ..config import ConfigError, Settings
+from ..crypto.keys import HostKey
 from ..logging import configure, get_logger
 from ..service.node import Node
+from ..storage.base import Storage
+from ..storage.bridge import BridgeStore
+from ..storage.local import LocalStore
+from ..storage.s5_portal import PortalClient, parse_portals
+from ..storage.s5_store import S5Store
+from ..storage.transfer import RetryPolicy, make_http_client
+from .metrics import Metrics
+from .portal import embedded_seed_phrase, serve_portal
+from .probes import Probes
 from .websocket import WebSocketService
 
 log = get_logger(__name__)
@@ -32,32 +41,11 @@ def needs_http_client(settings: Settings) -> bool:
     return bool(settings.s5_bridge_url or settings.s5_portal_url or settings.s5_embedded_portal_dir)
 
 
-def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Any:
+def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Storage:
     """The storage backend the settings select: native S5 portals, the S5 bridge, else the local store."""
     if settings.s5_portal_url:
-        from ..storage.s5_portal import PortalClient, parse_portals
-        from ..storage.s5_store import S5Store
-        from ..storage.transfer import RetryPolicy
-
-        assert http_client is not None
-        try:
-            portals = parse_portals(settings.s5_portal_url, settings.s5_portal_token)
-        except ValueError as exc:
-            raise ConfigError(f"S5_PORTAL_URL / S5_PORTAL_TOKEN: {exc}") from None
-        portal = PortalClient(
-            portals,
-            client=http_client,
-            policy=RetryPolicy(settings.s5_max_retries, settings.s5_download_timeout_seconds),
-            max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
-        )
-        return S5Store(
-            portal,
-            seed_phrase=settings.s5_seed_phrase,
-            allow_wallet_identity=settings.s5_allow_wallet_identity,
-        )
+        return build_s5_store(settings, http_client)
     if settings.s5_bridge_url:
-        from ..storage.bridge import BridgeStore
-
         assert http_client is not None
         return BridgeStore(
             settings.s5_bridge_url,
@@ -66,10 +54,28 @@ def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> 
             timeout_seconds=settings.s5_download_timeout_seconds,
             max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
         )
-    from ..storage.local import LocalStore
-
     ensure_writable_dir(settings.store_path, "FABSTIR_STORE_DIR")
     return LocalStore(settings.store_path)
+
+
+def build_s5_store(settings: Settings, http_client: httpx.AsyncClient | None) -> S5Store:
+    """Native S5 through the portals of ``S5_PORTAL_URL`` (which must be set)."""
+    assert settings.s5_portal_url and http_client is not None
+    try:
+        portals = parse_portals(settings.s5_portal_url, settings.s5_portal_token)
+    except ValueError as exc:
+        raise ConfigError(f"S5_PORTAL_URL / S5_PORTAL_TOKEN: {exc}") from None
+    portal = PortalClient(
+        portals,
+        client=http_client,
+        policy=RetryPolicy(settings.s5_max_retries, settings.s5_download_timeout_seconds),
+        max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
+    )
+    return S5Store(
+        portal,
+        seed_phrase=settings.s5_seed_phrase,
+        allow_wallet_identity=settings.s5_allow_wallet_identity,
+    )
 
 
 def uses_local_store(settings: Settings) -> bool:
@@ -111,19 +117,17 @@ def listen_error(exc: OSError, host: str, port: int, variable: str, flag: str) -
     return ConfigError(f"{variable}: {what}; choose another with {variable} or {flag}")
 
 
-def load_host_key(settings: Settings) -> Any:
+def load_host_key(settings: Settings) -> HostKey | None:
     if not settings.host_private_key:
         return None
-    from ..crypto.keys import HostKey
-
     return HostKey.from_hex(settings.host_private_key)
 
 
 async def run_daemon(
     settings: Settings,
     *,
-    host_key: Any = None,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    host_key: HostKey | None = None,
+    task_status: trio.TaskStatus[DaemonHandle] = trio.TASK_STATUS_IGNORED,
     handle_signals: bool = True,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``handle.stop``); returns after a clean shutdown.
@@ -132,8 +136,6 @@ async def run_daemon(
     """
     http_client = None
     if needs_http_client(settings):
-        from ..storage.transfer import make_http_client
-
         http_client = make_http_client(
             max_connections=max(20, settings.s5_max_parallel_chunks * 4),
             timeout=settings.s5_download_timeout_seconds,
@@ -158,11 +160,9 @@ async def run_daemon(
                 raise listen_error(exc, settings.host, settings.port, "FABSTIR_PORT", "--port") from None
             metrics_port = None
             if settings.metrics_enabled:
-                from .metrics import Metrics
-                from .probes import Probes
-
-                node.metrics = Metrics(node)
-                probes = Probes(node, node.metrics, closing=lambda: ws.closing)
+                metrics = Metrics(node)
+                node.metrics = metrics
+                probes = Probes(node, metrics, closing=lambda: ws.closing)
                 try:
                     metrics_port = await nursery.start(probes.run, settings.metrics_host, settings.metrics_port)
                 except OSError as exc:
@@ -203,10 +203,10 @@ async def run_daemon(
     log.info("server_stopped")
 
 
-async def _start_embedded_portal(nursery: trio.Nursery, settings: Settings, http_client: Any) -> Any:
+async def _start_embedded_portal(
+    nursery: trio.Nursery, settings: Settings, http_client: httpx.AsyncClient | None
+) -> Storage:
     """Run a local portal over ``S5_EMBEDDED_PORTAL_DIR`` in ``nursery``; storage that reads through it first."""
-    from .portal import embedded_seed_phrase, serve_portal
-
     root = settings.s5_embedded_portal_dir
     assert root is not None
     port = await nursery.start(serve_portal, root, "127.0.0.1", 0)
@@ -247,7 +247,7 @@ class DaemonHandle:
     metrics_port: int | None = None
 
 
-async def _set_on_signal(stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def _set_on_signal(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
@@ -256,7 +256,9 @@ async def _set_on_signal(stop: trio.Event, *, task_status: Any = trio.TASK_STATU
             return
 
 
-async def _reconfigure_logging_on_sighup(settings: Settings, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def _reconfigure_logging_on_sighup(
+    settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """SIGHUP re-applies the logging configuration; sessions and connections are untouched."""
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         task_status.started()

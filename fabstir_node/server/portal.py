@@ -35,7 +35,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import trio
@@ -276,7 +275,7 @@ async def serve_portal(
     token: str | None = None,
     redirect_base: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a portal over ``root`` until cancelled; ``nursery.start`` returns the bound port."""
     portal = LocalPortal(PortalDirectory(root), token=token, redirect_base=redirect_base)

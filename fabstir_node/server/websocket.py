@@ -26,6 +26,7 @@ from ..logging import get_logger
 from ..protocol import codec
 from ..protocol import messages as m
 from ..service.connection import ConnectionService
+from ..service.node import Node
 from ..service.ratelimit import TokenBucket
 
 log = get_logger(__name__)
@@ -49,7 +50,7 @@ class _Connection:
 class WebSocketService:
     """Serve the protocol on ``listeners`` until cancelled or shut down."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self._connections: dict[str, _Connection] = {}
         self._accept_scope: trio.CancelScope | None = None
@@ -61,7 +62,7 @@ class WebSocketService:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def run(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
         """Bind, report the bound port through ``task_status``, serve until cancelled."""
         settings = self.node.settings
         listeners = await trio.open_tcp_listeners(port, host=host)

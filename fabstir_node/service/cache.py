@@ -29,6 +29,7 @@ import trio
 
 from ..errors import ErrorCode, FabstirError
 from ..logging import get_logger
+from .hooks import MetricsSink
 
 log = get_logger(__name__)
 
@@ -104,7 +105,7 @@ class DatabaseCache:
 
     def __init__(
         self, *, max_entries: int = 10, ttl_seconds: float = 24 * 3600, max_bytes: int = 1000 * 2**20,
-        load_timeout: float = 300.0, metrics: Any = None,
+        load_timeout: float = 300.0, metrics: MetricsSink | None = None,
         on_loaded: Callable[[CachedDatabase], Awaitable[None]] | None = None,
     ) -> None:
         self.max_entries = max_entries
@@ -119,7 +120,7 @@ class DatabaseCache:
 
     # --- lifecycle ---------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[DatabaseCache] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the nursery that flights and background work run in; evict expired entries."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery

@@ -35,10 +35,12 @@ from typing import Any
 
 import trio
 
+from ..config import Settings
 from ..logging import get_logger
 from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
 from ..storage import disk_cache as persist
+from .cache import CachedDatabase
 
 log = get_logger(__name__)
 
@@ -105,7 +107,7 @@ class Indexer:
         self._building: set[str] = set()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Indexer:
+    def from_settings(cls, settings: Settings) -> Indexer:
         return cls(
             getattr(settings, "cache_dir", None),
             min_vectors=getattr(settings, "hnsw_min_vectors", 20_000),
@@ -140,7 +142,7 @@ class Indexer:
 
     # --- the cache's on_loaded hook ------------------------------------------------
 
-    async def on_loaded(self, entry: Any) -> None:
+    async def on_loaded(self, entry: CachedDatabase) -> None:
         """Persist ``entry``, then build, view and swap in its graph when it is large enough."""
         if entry.engine.index is not None:
             entry.swap(entry.engine, "hnsw")  # opened from disk with its graph
@@ -155,7 +157,7 @@ class Indexer:
         finally:
             self._building.discard(entry.key)
 
-    async def _persist_and_index(self, entry: Any) -> None:
+    async def _persist_and_index(self, entry: CachedDatabase) -> None:
         key, engine = entry.key, entry.engine
         directory = self.directory(key)
         started = time.monotonic()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
@@ -33,9 +33,14 @@ from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
 from ..memory import release_free_memory
-from ..protocol.messages import loading_progress
+from ..protocol.messages import VectorDatabaseRef, loading_progress
+from ..storage.base import Storage
 from .cache import Flight, cache_key
+from .hooks import Send
 from .sessions import DatabaseState, LoadStatus, Session
+
+if TYPE_CHECKING:  # node.py imports this module
+    from .node import Node
 
 log = get_logger(__name__)
 
@@ -62,7 +67,7 @@ def _storage_error(exc: StorageError, what: str, code: ErrorCode) -> FabstirErro
     return FabstirError(code, f"{what} could not be downloaded", detail=str(exc))
 
 
-async def run_load(node: Any, session: Session, state: DatabaseState, send: Callable[[dict], Awaitable[None]]) -> None:
+async def run_load(node: Node, session: Session, state: DatabaseState, send: Send) -> None:
     """Load ``state.ref`` for ``session``; always ends ``state`` with a terminal status unless cancelled."""
     settings = node.settings
     session_key = session.session_key  # a re-init may change it; this load keeps the one it started with
@@ -133,7 +138,7 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
 Throttle = Callable[[], Awaitable[None]]
 
 
-def _throttle(node: Any, session: Session) -> Throttle:
+def _throttle(node: Node, session: Session) -> Throttle:
     """Wait for the session's next download slot, or refuse when that is too far off."""
     max_delay = node.settings.s5_rate_limit_max_delay_seconds
 
@@ -154,7 +159,7 @@ def _throttle(node: Any, session: Session) -> Throttle:
     return throttle
 
 
-def database_storage(node: Any, ref: Any, chain_id: int | None) -> Any:
+def database_storage(node: Node, ref: VectorDatabaseRef | None, chain_id: int | None) -> Storage:
     """The storage that reads ``ref``'s database.
 
     A backend that resolves paths in per-user trees (native S5) offers
@@ -162,12 +167,13 @@ def database_storage(node: Any, ref: Any, chain_id: int | None) -> Any:
     whose ``name`` says so (the cache key uses it); other backends serve every
     database themselves.
     """
-    for_database = getattr(node.storage, "for_database", None)
-    return node.storage if for_database is None else for_database(ref, chain_id)
+    storage = node.require_storage()
+    for_database = getattr(storage, "for_database", None)
+    return storage if for_database is None else for_database(ref, chain_id)
 
 
 async def _load(
-    node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle,
+    node: Node, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle,
     *, chain_id: int | None = None,
 ) -> Any:
     """Verify this session's manifest, then get the database from the shared cache (loading it once)."""
@@ -207,13 +213,13 @@ async def _load(
 
 
 async def fetch_manifest(
-    node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Any = None
+    node: Node, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Storage | None = None
 ) -> Manifest:
     """Download, decrypt, parse and check one manifest (every session does this itself).
 
     ``storage`` is the database's view (:func:`database_storage`); default ``node.storage``.
     """
-    storage = node.storage if storage is None else storage
+    storage = node.require_storage() if storage is None else storage
     raw = await _download(
         node, storage, path, stats, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED,
         max_bytes=node.settings.max_manifest_bytes,
@@ -230,8 +236,8 @@ async def fetch_manifest(
 
 
 async def fetch_chunks(
-    node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
-    throttle: Throttle | None = None, *, storage: Any = None,
+    node: Node, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
+    throttle: Throttle | None = None, *, storage: Storage | None = None,
 ) -> tuple[PackedStrings, MatrixBuilder, PackedBlobs]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it.
 
@@ -239,7 +245,7 @@ async def fetch_chunks(
     ``VECTOR_DTYPE``) by the same worker thread, so there is never a float32 copy of the whole
     database and the conversion overlaps the downloads.
     """
-    storage = node.storage if storage is None else storage
+    storage = node.require_storage() if storage is None else storage
     settings = node.settings
     counts = [ref.vector_count for ref in manifest.chunks]
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
@@ -322,7 +328,7 @@ async def fetch_chunks(
     return all_ids, holder["matrix"], all_meta
 
 
-def _check_memory(node: Any, nbytes: int) -> None:
+def _check_memory(node: Node, nbytes: int) -> None:
     limit_mb = node.settings.vector_memory_limit_mb
     if nbytes > limit_mb * 2**20:
         raise FabstirError(
@@ -332,7 +338,7 @@ def _check_memory(node: Any, nbytes: int) -> None:
 
 
 async def _download(
-    node: Any, storage: Any, path: str, stats: LoadStats, what: str, code: ErrorCode, *,
+    node: Node, storage: Storage, path: str, stats: LoadStats, what: str, code: ErrorCode, *,
     max_bytes: int | None = None,
 ) -> bytes:
     """One object from storage, timed for the stats and metrics; failures become ``code`` (or not-found)."""

@@ -115,7 +115,7 @@ class Session:
     #: Storage downloads this session started (S5_RATE_LIMIT_*); set by the connection.
     downloads: SlidingWindow | None = attrs.field(default=None, repr=False)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own a nursery for the session's background work until :meth:`close`."""
         with trio.CancelScope() as scope:
             self.scope = scope

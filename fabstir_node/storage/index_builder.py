@@ -27,6 +27,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -43,7 +44,7 @@ DTYPES = ("i8", "f16", "bf16")
 
 def build_index(
     vectors: np.ndarray, *, dtype: str = "i8", connectivity: int, expansion_add: int, threads: int = 0
-):  # -> usearch.index.Index
+) -> Any:  # a usearch.index.Index (usearch has no type information)
     """A cosine HNSW graph over ``vectors`` with key ``i`` for row ``i``."""
     from usearch.index import Index
 

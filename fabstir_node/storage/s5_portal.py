@@ -64,11 +64,15 @@ _INLINE_HASH_BYTES = 1024 * 1024
 _HEALTH_KEY = b"\xed" + bytes(32)
 
 
+def _without_trailing_slash(url: str) -> str:
+    return url.rstrip("/")
+
+
 @attrs.frozen
 class Portal:
     """One portal: its base URL and the bearer token it gets (never logged)."""
 
-    url: str = attrs.field(converter=lambda u: u.rstrip("/"))
+    url: str = attrs.field(converter=_without_trailing_slash)
     token: str | None = attrs.field(default=None, repr=False)
 
     @property
