@@ -38,7 +38,8 @@ from .server.portal import serve_portal
 _METAVARS = {
     "--host": "ADDR", "--port": "PORT", "--metrics-host": "ADDR", "--metrics-port": "PORT",
     "--store-dir": "DIR", "--cache-dir": "DIR", "--embedded-portal": "DIR", "--s5-bridge": "URL",
-    "--s5-portal": "URL[,URL...]", "--log-format": "FORMAT", "--log-level": "LEVEL", "--max-message-bytes": "BYTES",
+    "--s5-portal": "URL[,URL...]", "--log-format": "FORMAT", "--log-level": "LEVEL",
+    "--max-message-bytes": "BYTES",
 }
 
 DESCRIPTION = """\

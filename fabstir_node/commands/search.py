@@ -53,7 +53,7 @@ def add_parser(sub: Any) -> None:
     query = parser.add_mutually_exclusive_group(required=True)
     query.add_argument("--query", metavar="JSON", help="query vector as a JSON array, or @FILE holding one")
     query.add_argument("--random", action="store_true",
-                       help="a random unit query vector (as many dimensions as the uploaded vectors, else --dim)")
+                       help="a random unit query vector (with the uploaded vectors' dimensions, else --dim)")
     parser.add_argument("--dim", metavar="N", type=int, default=None,
                         help="dimensions of the --random vector (default: those of --upload, else 384)")
     parser.add_argument("-k", type=int, default=5, help="results to return (default 5)")
@@ -91,7 +91,8 @@ def _table(reply: dict[str, Any]) -> str:
         meta = meta if len(meta) <= 70 else meta[:67] + "..."
         lines.append(f"{rank:>3}  {hit['score']:>8.4f}  {str(hit['id'])[:28]:<28}  {meta}")
     lines.append(
-        f"{len(reply['results'])} results of {reply['totalVectors']} vectors in {reply['searchTimeMs']:.2f} ms"
+        f"{len(reply['results'])} results of {reply['totalVectors']} vectors"
+        f" in {reply['searchTimeMs']:.2f} ms"
     )
     return "\n".join(lines)
 

@@ -164,10 +164,13 @@ async def run_daemon(
                 node.metrics = metrics
                 probes = Probes(node, metrics, closing=lambda: ws.closing)
                 try:
-                    metrics_port = await nursery.start(probes.run, settings.metrics_host, settings.metrics_port)
+                    metrics_port = await nursery.start(
+                        probes.run, settings.metrics_host, settings.metrics_port
+                    )
                 except OSError as exc:
                     raise listen_error(
-                        exc, settings.metrics_host, settings.metrics_port, "FABSTIR_METRICS_PORT", "--metrics-port"
+                        exc, settings.metrics_host, settings.metrics_port,
+                        "FABSTIR_METRICS_PORT", "--metrics-port",
                     ) from None
             log.info(
                 "server_started",
@@ -247,7 +250,9 @@ class DaemonHandle:
     metrics_port: int | None = None
 
 
-async def _set_on_signal(stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def _set_on_signal(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:

@@ -62,7 +62,9 @@ class WebSocketService:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def run(self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Bind, report the bound port through ``task_status``, serve until cancelled."""
         settings = self.node.settings
         listeners = await trio.open_tcp_listeners(port, host=host)

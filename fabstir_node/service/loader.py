@@ -213,7 +213,8 @@ async def _load(
 
 
 async def fetch_manifest(
-    node: Node, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Storage | None = None
+    node: Node, path: str, user_address: str, key: bytes | None, stats: LoadStats, *,
+    storage: Storage | None = None,
 ) -> Manifest:
     """Download, decrypt, parse and check one manifest (every session does this itself).
 

@@ -1,4 +1,4 @@
-"""What an operator sees when something is wrong: one line naming the setting, exit status 2; help for people."""
+"""What an operator sees when something is wrong: one line naming the setting, status 2; help for people."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from fabstir_node.crypto.keys import HostKey
 from fabstir_node.testing import spawn_daemon
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fabstir_node", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout)
 
@@ -64,7 +66,8 @@ def test_a_directory_that_cannot_be_written_is_one_line(variable, tmp_path):
 def test_a_read_only_store_directory_is_one_line(tmp_path):
     store = tmp_path / "store"
     store.mkdir(mode=0o555)
-    result = run_cli("serve", "--store-dir", str(store), env={"FABSTIR_CACHE_DIR": "off", "FABSTIR_METRICS_PORT": "0"})
+    result = run_cli("serve", "--store-dir", str(store),
+                     env={"FABSTIR_CACHE_DIR": "off", "FABSTIR_METRICS_PORT": "0"})
     assert result.returncode == 2
     assert "FABSTIR_STORE_DIR" in one_line(result) and "Permission denied" in result.stderr
 
@@ -75,7 +78,8 @@ def test_a_key_file_open_to_others_is_refused(mode, tmp_path):
     key_file = tmp_path / "host-key"
     key_file.write_text(key)
     key_file.chmod(mode)
-    result = run_cli("serve", "--store-dir", str(tmp_path / "store"), env={"HOST_PRIVATE_KEY_FILE": str(key_file)})
+    result = run_cli("serve", "--store-dir", str(tmp_path / "store"),
+                     env={"HOST_PRIVATE_KEY_FILE": str(key_file)})
     assert result.returncode == 2
     line = one_line(result)
     assert "HOST_PRIVATE_KEY_FILE" in line and f"{mode:04o}" in line and "chmod 600" in line
@@ -88,7 +92,8 @@ def test_random_query_follows_the_uploaded_dimension(tmp_path):
                               for i in range(12)))
     daemon = spawn_daemon(tmp_path / "daemon.log", env={"FABSTIR_STORE_DIR": str(tmp_path / "store")})
     try:
-        result = run_cli("search", "--url", daemon.url, "--upload", str(rows), "--random", "-k", "3", "--json")
+        result = run_cli("search", "--url", daemon.url, "--upload", str(rows), "--random", "-k", "3",
+                         "--json")
         assert result.returncode == 0, result.stderr
         assert len(json.loads(result.stdout)["results"]) == 3
         # an explicit --dim still wins (and the node says why it cannot answer)

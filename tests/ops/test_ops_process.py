@@ -41,7 +41,8 @@ class _Lines:
                         return line
                 data = await self.stream.receive_some(65536)
                 if not data:
-                    raise AssertionError(f"stdout ended before {event!r}; saw {[seen['event'] for seen in self.seen]}")
+                    seen = [item["event"] for item in self.seen]
+                    raise AssertionError(f"stdout ended before {event!r}; saw {seen}")
                 self.buffer += data
 
 
