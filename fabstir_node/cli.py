@@ -18,19 +18,55 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
+
+import trio
 
 from . import __version__
+from .commands import HelpFormatter, paragraph, publish, search
+from .commands.sample import ensure_sample_database
 from .config import OPTIONS, ConfigError, Settings, markdown_table
+from .crypto.keys import HostKey
+from .logging import configure
+from .memory import tune_allocator
+from .server.daemon import check_directories, load_host_key, run_daemon
+from .server.portal import serve_portal
 
+#: What a flag's value looks like in ``--help`` (the variable's name is in the help text).
+_METAVARS = {
+    "--host": "ADDR", "--port": "PORT", "--metrics-host": "ADDR", "--metrics-port": "PORT",
+    "--store-dir": "DIR", "--cache-dir": "DIR", "--embedded-portal": "DIR", "--s5-bridge": "URL",
+    "--s5-portal": "URL[,URL...]", "--log-format": "FORMAT", "--log-level": "LEVEL",
+    "--max-message-bytes": "BYTES",
+}
+
+DESCRIPTION = """\
+The Fabstir host daemon: it loads users' vector databases from storage (native S5, an S5 bridge or
+a local directory) and answers their vector searches over WebSocket (ws://HOST:PORT/v1/ws)."""
+
+EPILOG = """\
+start here:
+  fabstir-node serve --sample       run the daemon with a sample database on ws://127.0.0.1:8080/v1/ws
+  fabstir-node search --random \\
+      --manifest-path home/vector-databases/0x0000000000000000000000000000000000000001/sample/manifest.json \\
+      --user-address 0x0000000000000000000000000000000000000001
+                                    query it as a client would
+  fabstir-node config               show the settings in effect
+
+Every setting is an environment variable; the common ones are also flags of `serve`, and a flag wins.
+A bad setting (or a port in use, a directory that cannot be written) stops with exit status 2 and one
+line naming the variable. `fabstir-node COMMAND --help` shows a command's options; docs/operations.md
+explains every setting."""
 
 def _add_setting_flags(parser: argparse.ArgumentParser) -> None:
     for option in OPTIONS:
         if option.flag:
+            default = "" if option.default is None else f", default {option.default}"
             parser.add_argument(
-                option.flag, dest=option.name, default=None, metavar=option.env,
-                help=f"{option.help} (env {option.env})",
+                option.flag, dest=option.name, default=None, metavar=_METAVARS.get(option.flag, "VALUE"),
+                help=f"{option.help} [env {option.env}{default}]",
             )
 
 
@@ -40,34 +76,70 @@ def settings_from_args(args: argparse.Namespace, env: dict[str, str] | None = No
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fabstir-node", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fabstir-node", description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"fabstir-node {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
-    serve = sub.add_parser("serve", help="run the host daemon")
+    serve = sub.add_parser(
+        "serve", help="run the host daemon", formatter_class=HelpFormatter,
+        description=paragraph(
+            "Run the host daemon until SIGTERM or SIGINT: the WebSocket server, and the operations "
+            "server (/metrics, /health, /ready) unless FABSTIR_METRICS_PORT=0. Settings come from "
+            "the environment; the flags below override the common ones (`fabstir-node config` "
+            "lists them all). Exit status 0 after a clean shutdown, 2 for a configuration error."
+        ),
+        epilog="examples:\n"
+               "  fabstir-node serve --sample                       local store, sample database\n"
+               "  fabstir-node serve --s5-bridge http://localhost:5522 --host 0.0.0.0\n"
+               "  HOST_PRIVATE_KEY_FILE=/etc/fabstir-node/host-key fabstir-node serve   (encrypted sessions)",
+    )
     _add_setting_flags(serve)
     serve.add_argument(
         "--sample", action="store_true",
-        help="publish the sample database into the local store first (if it is not there yet)",
+        help="first publish a small sample database (5,000 vectors) into the local store, unless it is there",
     )
 
-    keygen = sub.add_parser("keygen", help="make a host key pair")
-    keygen.add_argument("--out", required=True, help="file for the private key (written with mode 0600)")
-    keygen.add_argument("--force", action="store_true", help="overwrite an existing file")
+    keygen = sub.add_parser(
+        "keygen", formatter_class=HelpFormatter, help="make a host key pair",
+        description=paragraph(
+            "Make a secp256k1 host key pair for encrypted sessions. The private key goes to FILE "
+            "(mode 0600, never printed); the public key and address are printed. Point "
+            "HOST_PRIVATE_KEY_FILE at FILE."
+        ),
+    )
+    keygen.add_argument("--out", required=True, metavar="FILE", help="file for the private key (mode 0600)")
+    keygen.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
 
-    portal = sub.add_parser("portal", help="run a local S5 portal backed by a directory")
+    portal = sub.add_parser(
+        "portal", formatter_class=HelpFormatter, help="run a local S5 portal backed by a directory",
+        description=paragraph(
+            "Serve a directory as an S5 portal (blob downloads with Range, registry get/set with "
+            "signature and revision checks, uploads), for tests and for hosts that keep their "
+            "own S5 data. See docs/s5.md."
+        ),
+    )
     portal.add_argument("--dir", required=True, type=Path, help="directory of blobs and registry entries")
-    portal.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    portal.add_argument("--host", default="127.0.0.1", metavar="ADDR",
+                        help="address to bind (default 127.0.0.1)")
     portal.add_argument("--port", type=int, default=5050, help="port (default 5050; 0 = any free port)")
-    portal.add_argument("--token-file", type=Path, help="file with a bearer token that uploads and registry writes need")
+    portal.add_argument("--token-file", type=Path, metavar="FILE",
+                        help="file with a bearer token that uploads and registry writes need")
     portal.add_argument("--redirect-base", metavar="URL",
                         help="answer /s5/blob/{id} with a redirect to URL/s5/download/{id} (default: this portal)")
 
-    config = sub.add_parser("config", help="print every setting")
-    config.add_argument("--markdown", action="store_true", help="as a Markdown table (for the docs)")
+    config = sub.add_parser(
+        "config", formatter_class=HelpFormatter, help="print every setting",
+        description=paragraph(
+            "Print every setting as VARIABLE=value, as the daemon would see it with this "
+            "environment and these flags (secrets show as (set) or (not set)). A bad value exits "
+            "with status 2, as `serve` would."
+        ),
+    )
+    config.add_argument("--markdown", action="store_true",
+                        help="print the settings table of the docs instead")
     _add_setting_flags(config)
-
-    from .commands import publish, search
 
     publish.add_parser(sub)
     search.add_parser(sub)
@@ -102,21 +174,14 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import trio
-
-    from .logging import configure
-    from .memory import tune_allocator
-    from .server.daemon import load_host_key, run_daemon
-
     settings = settings_from_args(args)
     try:
         host_key = load_host_key(settings)
     except ValueError as exc:
         raise ConfigError(f"HOST_PRIVATE_KEY: {exc}") from None
+    check_directories(settings)
     configure(settings.log_level, settings.log_format)
     if args.sample:
-        from .commands.sample import ensure_sample_database
-
         ensure_sample_database(settings)
     tune_allocator()
     trio.run(functools.partial(run_daemon, settings, host_key=host_key))
@@ -124,8 +189,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from .crypto.keys import HostKey
-
     key = HostKey.generate()
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
     try:
@@ -143,11 +206,6 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _portal(args: argparse.Namespace) -> int:
-    import trio
-
-    from .logging import configure
-    from .server.portal import serve_portal
-
     token = None
     if args.token_file is not None:
         try:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 import orjson
 import trio
@@ -34,7 +35,7 @@ class NodeClient:
     @asynccontextmanager
     async def connect(
         cls, url: str, *, timeout: float = 60.0, max_message_size: int = 64 * 1024 * 1024
-    ) -> AsyncIterator["NodeClient"]:
+    ) -> AsyncIterator[NodeClient]:
         async with open_websocket_url(url, max_message_size=max_message_size, connect_timeout=timeout) as ws:
             yield cls(ws, timeout=timeout)
 

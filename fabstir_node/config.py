@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Literal
 
 import attrs
+
+from .errors import FabstirError
+from .s5.seed import phrase_to_entropy
 
 
 class ConfigError(Exception):
@@ -85,7 +89,7 @@ def _url(text: str) -> str | None:
     value = text.strip().rstrip("/")
     if not value:
         return None
-    if not (value.startswith("http://") or value.startswith("https://")):
+    if not value.startswith(("http://", "https://")):
         raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
     return value
 
@@ -144,9 +148,6 @@ def _seed_phrase(text: str) -> str | None:
     phrase = " ".join(text.split())
     if not phrase:
         return None
-    from .errors import FabstirError
-    from .s5.seed import phrase_to_entropy
-
     try:
         phrase_to_entropy(phrase)
     except FabstirError as exc:
@@ -371,7 +372,7 @@ class Settings:
     max_chunks: int = 100_000
     max_manifest_bytes: int = 32 * 1024 * 1024
     vector_memory_limit_mb: float = 1536.0
-    vector_dtype: str = "f16"
+    vector_dtype: Literal["f32", "f16", "bf16"] = "f16"  # engine.matrix.DType
     s5_rate_limit_requests: int = 100
     s5_rate_limit_window_seconds: float = 60.0
     s5_rate_limit_max_delay_seconds: float = 10.0
@@ -407,7 +408,7 @@ class Settings:
     @classmethod
     def from_sources(
         cls, env: Mapping[str, str] | None = None, flags: Mapping[str, Any] | None = None
-    ) -> "Settings":
+    ) -> Settings:
         """Defaults, overridden by ``env``, overridden by ``flags`` (already parsed values or strings).
 
         Raises :class:`ConfigError` naming the variable or flag of a bad value.
@@ -437,6 +438,7 @@ def _read_host_key(env: Mapping[str, str], key_file: Path | None) -> str | None:
     if inline and key_file is not None:
         raise ConfigError("HOST_PRIVATE_KEY and HOST_PRIVATE_KEY_FILE are both set; set one")
     if key_file is not None:
+        _check_key_file_mode(key_file)
         try:
             text = key_file.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
@@ -445,6 +447,19 @@ def _read_host_key(env: Mapping[str, str], key_file: Path | None) -> str | None:
             raise ConfigError(f"HOST_PRIVATE_KEY_FILE: {key_file} is empty")
         return text
     return inline or None
+
+
+def _check_key_file_mode(key_file: Path) -> None:
+    """Refuse a key file that group or others may read or change (as ssh does)."""
+    try:
+        mode = key_file.stat().st_mode
+    except OSError:
+        return  # reading it reports the error
+    if mode & 0o077:
+        raise ConfigError(
+            f"HOST_PRIVATE_KEY_FILE: {key_file} is open to group or others (mode {mode & 0o777:04o}); "
+            f"run chmod 600 {key_file}"
+        )
 
 
 def markdown_table() -> str:

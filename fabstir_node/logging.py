@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, MutableMapping, TextIO
+from collections.abc import MutableMapping
+from typing import Any, TextIO
 
 import orjson
 import structlog
@@ -64,6 +65,7 @@ def configure(level: str = "info", fmt: str = "auto", stream: TextIO | None = No
     stream = stream or sys.stdout
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
+    final: list[structlog.typing.Processor]
     if fmt == "json":
         final = [_EXCEPTION_DICT, structlog.processors.JSONRenderer(serializer=_orjson_dumps)]
     else:

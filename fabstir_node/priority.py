@@ -22,8 +22,8 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 __all__ = ["can_leave_idle", "idle_process", "idle_thread", "lower_priority"]
 

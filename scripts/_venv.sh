@@ -1,6 +1,7 @@
-# Sourced by scripts/run, scripts/test and friends: make sure .venv exists and
-# holds this checkout with the given extras installed.  Re-installs only when
-# pyproject.toml changed since the last install (a stamp file records its hash).
+# Sourced by scripts/run, scripts/test, scripts/lint and friends: make sure .venv
+# exists and holds this checkout with the given extras installed.  Re-installs only
+# when pyproject.toml changed since the last install or these extras are new (a
+# stamp file records the hash and every set of extras installed with it).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${FABSTIR_VENV:-$ROOT/.venv}"
@@ -16,9 +17,15 @@ fabstir_venv() {
     echo "creating virtual environment in $VENV" >&2
     "$PYTHON" -m venv "$VENV"
   fi
-  local want stamp="$VENV/.fabstir-installed"
-  want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)-${extras}"
-  if [ ! -f "$stamp" ] || ! grep -qx -- "$want" "$stamp"; then
+  local want hash stamp="$VENV/.fabstir-installed"
+  hash="$(sha256sum <"$ROOT/pyproject.toml" | cut -c1-16)"
+  want="${hash}-${extras}"
+  local have=0
+  if [ -f "$stamp" ]; then
+    if grep -qx -- "$want" "$stamp"; then have=1; fi
+    if [ -z "$extras" ] && grep -q -- "^${hash}-" "$stamp"; then have=1; fi  # any extras include the base
+  fi
+  if [ "$have" = 0 ]; then
     echo "installing fabstir-node${extras:+[$extras]} into $VENV" >&2
     local log="$VENV/pip-install.log"
     if ! "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$ROOT${extras:+[$extras]}" >"$log" 2>&1; then
@@ -26,6 +33,8 @@ fabstir_venv() {
       echo "installing fabstir-node failed; the full log is in $log" >&2
       exit 1
     fi
-    echo "$want" > "$stamp"
+    # keep the extras installed from this same pyproject.toml: they are still there
+    { grep -- "^${hash}-" "$stamp" 2>/dev/null || true; echo "$want"; } >"$stamp.new"
+    mv "$stamp.new" "$stamp"
   fi
 }

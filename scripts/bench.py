@@ -33,10 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import numpy as np
 import trio
@@ -315,7 +316,8 @@ def table(results: dict[str, Any]) -> str:
     row("cold: → first search answered (s)", lambda s: s.get("searchable_s"), "— / 100K ≤ 3")
     row("cold: → HNSW ready (s)", lambda s: s.get("hnsw_ready_s"), "— / 100K ≤ 15")
     row("search p50 / p99 before HNSW (ms)",
-        lambda s: s.get("search_before_hnsw") and f"{s['search_before_hnsw']['p50_ms']} / {s['search_before_hnsw']['p99_ms']}",
+        lambda s: s.get("search_before_hnsw")
+        and f"{s['search_before_hnsw']['p50_ms']} / {s['search_before_hnsw']['p99_ms']}",
         "< 100 / p99 ≤ 25")
     row("search p50 / p99 (ms, final path)",
         lambda s: f"{s['search']['p50_ms']} / {s['search']['p99_ms']} ({s['search_path']})", "< 100 / p99 ≤ 5 on HNSW")
@@ -360,7 +362,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                             format=args.format)
     print(f"published in {time.perf_counter() - started:.1f} s", flush=True)
     results: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or _cpu_name()}, "
                    f"Python {platform.python_version()}",
         "queries": args.queries,

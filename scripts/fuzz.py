@@ -145,7 +145,8 @@ async def run(url: str, frames: int, connections: int, seed: int) -> int:
     print(f"fuzz: {total} frames over {connections} connections in {elapsed:.1f} s = {total / elapsed:,.0f} frames/s")
     for failure in failures[:50]:
         print(f"FAILURE: {failure}")
-    print(f"fuzz: {len(failures)} failures; final search {'ok' if not any('final' in f for f in failures) else 'FAILED'}")
+    final = "FAILED" if any("final" in f for f in failures) else "ok"
+    print(f"fuzz: {len(failures)} failures; final search {final}")
     return 1 if failures else 0
 
 

@@ -21,6 +21,7 @@ import argparse
 import functools
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,32 +32,61 @@ import trio
 from ..config import ConfigError, Settings
 from ..errors import FabstirError
 from ..formats.paths import manifest_path
+from ..formats.synthetic import synthetic_records
 from ..formats.writer import build_database
+from ..s5.identity import S5Identity
+from ..server.daemon import build_storage
+from ..storage.s5_portal import PortalClient, parse_portals
+from ..storage.s5_publish import publish_files
+from ..storage.transfer import RetryPolicy, make_http_client
+from . import HelpFormatter, paragraph
 from .progress import ProgressBar
 
 SAMPLE_OWNER = "0x0000000000000000000000000000000000000001"
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("publish", help="write a vector database in the SDK layout")
+    parser = sub.add_parser(
+        "publish", help="write a vector database in the SDK layout",
+        description=paragraph(
+            "Write a vector database the way the Fabstir SDK stores it (a manifest and chunks of "
+            "vectors) from a JSON Lines file or synthetic data, into the local store, through an "
+            "S5 bridge, or into an S5 tree through a portal. Prints the manifest path that "
+            "clients name in session_init."
+        ),
+        epilog="examples:\n"
+               "  fabstir-node publish --synthetic 10000 --dim 384 --owner 0x… --name docs\n"
+               "  fabstir-node publish --input rows.jsonl --owner 0x… --name docs \\\n"
+               "      --s5-bridge http://localhost:5522",
+        formatter_class=HelpFormatter,
+    )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--input", type=Path, help="JSON Lines file of {id, vector, metadata} records")
+    source.add_argument("--input", metavar="FILE", type=Path,
+                        help="JSON Lines file of {id, vector, metadata} records")
     source.add_argument("--synthetic", type=int, metavar="N", help="publish N synthetic clustered vectors")
     edits = parser.add_argument_group("a new version of the stored database (every chunk and the manifest rewritten)")
     edits.add_argument("--add", type=Path, metavar="FILE.jsonl", help="append these records")
     edits.add_argument("--delete-ids", type=Path, metavar="FILE", help="delete these ids (one a line)")
     edits.add_argument("--update", type=Path, metavar="FILE.jsonl", help="replace these records' vectors and metadata")
-    parser.add_argument("--dim", type=int, default=384, help="dimensions of synthetic vectors (default 384)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of synthetic vectors (default 0)")
-    parser.add_argument("--text-chars", type=int, default=0, help="synthetic metadata text length (default short)")
-    parser.add_argument("--owner", required=True, help="the user address that owns the database")
-    parser.add_argument("--name", required=True, help="the database name")
+    parser.add_argument("--dim", metavar="N", type=int, default=384,
+                        help="dimensions of synthetic vectors (default 384)")
+    parser.add_argument("--seed", metavar="N", type=int, default=0,
+                        help="seed of synthetic vectors (default 0)")
+    parser.add_argument("--text-chars", metavar="N", type=int, default=0,
+                        help="synthetic metadata text length (default short)")
+    parser.add_argument("--owner", metavar="ADDR", required=True,
+                        help="the user address that owns the database")
+    parser.add_argument("--name", metavar="NAME", required=True, help="the database name")
     parser.add_argument("--format", choices=["cbor", "json"], default=None,
                         help="cbor (as the SDK writes; the default) or json; a new version keeps the stored one")
-    parser.add_argument("--encrypt-key", metavar="HEX", help="AES-256-GCM key (64 hex chars), the original node's format")
-    parser.add_argument("--chunk-size", type=int, default=10_000, help="vectors per chunk (default 10000)")
-    parser.add_argument("--store-dir", dest="store_dir", help="local store directory (env FABSTIR_STORE_DIR)")
-    parser.add_argument("--s5-bridge", dest="s5_bridge_url", help="write through this S5 bridge (env ENHANCED_S5_URL)")
+    parser.add_argument("--encrypt-key", metavar="HEX",
+                        help="AES-256-GCM key (64 hex chars), the original node's format")
+    parser.add_argument("--chunk-size", metavar="N", type=int, default=10_000,
+                        help="vectors per chunk (default 10000)")
+    parser.add_argument("--store-dir", metavar="DIR", dest="store_dir",
+                        help="local store directory (env FABSTIR_STORE_DIR)")
+    parser.add_argument("--s5-bridge", metavar="URL", dest="s5_bridge_url",
+                        help="write through this S5 bridge (env ENHANCED_S5_URL)")
     s5 = parser.add_argument_group("native S5 (docs/s5.md)")
     s5.add_argument("--s5-portal", dest="s5_portal_url", metavar="URL",
                     help="write the s5.js layout through this S5 portal (env S5_PORTAL_URL)")
@@ -65,7 +95,8 @@ def add_parser(sub: Any) -> None:
     s5.add_argument("--wallet-identity", action="store_true",
                     help="write into the tree the Fabstir SDK derives from --owner and --chain-id "
                          "(anyone who knows the address can read and write it)")
-    s5.add_argument("--chain-id", type=int, default=84532, help="chain id for --wallet-identity (default 84532)")
+    s5.add_argument("--chain-id", metavar="ID", type=int, default=84532,
+                    help="chain id for --wallet-identity (default 84532)")
     s5.add_argument("--encrypt-files", action="store_true",
                     help="encrypt each file with its own XChaCha20-Poly1305 key, kept in the directory (s5.js option)")
     parser.set_defaults(handler=run)
@@ -110,12 +141,8 @@ def parse_key(text: str | None) -> bytes | None:
 
 async def write_files(settings: Settings, files: dict[str, bytes], bar: ProgressBar | None = None) -> None:
     """Store every file, through the bridge if configured, else in the local store."""
-    from ..server.daemon import build_storage
-
     client = None
     if settings.s5_bridge_url:
-        from ..storage.bridge import make_http_client
-
         client = make_http_client(max_connections=8, timeout=settings.s5_download_timeout_seconds)
     storage = build_storage(settings, client)
     try:
@@ -134,8 +161,6 @@ async def write_files(settings: Settings, files: dict[str, bytes], bar: Progress
 
 def s5_root(settings: Settings, *, seed_phrase_file: Path | None = None, wallet: tuple[str, int] | None = None) -> Any:
     """Root keys of the tree to write: the SDK wallet identity, a seed phrase file, or ``S5_SEED_PHRASE``."""
-    from ..s5.identity import S5Identity
-
     if wallet is not None:
         return S5Identity.from_wallet(*wallet).root()
     phrase = settings.s5_seed_phrase
@@ -156,10 +181,6 @@ async def publish_s5(
     settings: Settings, root: Any, files: dict[str, bytes], *, encrypt_files: bool = False
 ) -> bytes:
     """Write one database's files through ``settings.s5_portal_url``; returns its directory key (32 bytes)."""
-    from ..storage.s5_portal import PortalClient, parse_portals
-    from ..storage.s5_publish import publish_files
-    from ..storage.transfer import RetryPolicy, make_http_client
-
     directories = {path.rpartition("/")[0] for path in files}
     if len(directories) != 1:
         raise ValueError("a database lives in one directory")
@@ -204,10 +225,9 @@ def run(args: argparse.Namespace) -> int:
         print(manifest_path(args.owner, args.name))
         return 0
     if args.synthetic is not None:
-        from ..formats.synthetic import synthetic_records
-
         if args.synthetic < 1 or args.dim < 1:
             raise ConfigError("--synthetic and --dim must be positive")
+        records: tuple[list[str], np.ndarray, Sequence[dict[str, Any] | None]]
         records = synthetic_records(args.synthetic, args.dim, args.seed, text_chars=args.text_chars or None)
     else:
         records = read_jsonl(args.input)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import attrs
 import trio
 
 from ..config import Settings
+from ..errors import StorageNotFound
 from ..formats.paths import manifest_path
 from ..formats.synthetic import synthetic_records
 from ..formats.writer import build_database
 from ..logging import get_logger
-from .publish import SAMPLE_OWNER, write_files
+from ..server.daemon import build_s5_store
+from ..server.portal import embedded_seed_phrase, serve_portal
+from ..storage.transfer import make_http_client
+from .publish import SAMPLE_OWNER, publish_s5, write_files
 
 log = get_logger(__name__)
 
@@ -50,17 +55,8 @@ def _sample_files() -> dict[str, bytes]:
 
 async def _ensure_in_s5(settings: Settings) -> None:
     """Publish the sample into the host's S5 tree (starting the embedded portal for the while, if any)."""
-    import attrs
-
-    from ..errors import StorageNotFound
-    from ..server.daemon import build_storage
-    from ..storage.transfer import make_http_client
-    from .publish import publish_s5
-
     async with trio.open_nursery() as nursery, make_http_client(max_connections=8) as client:
         if settings.s5_embedded_portal_dir is not None:
-            from ..server.portal import embedded_seed_phrase, serve_portal
-
             root = settings.s5_embedded_portal_dir
             port = await nursery.start(serve_portal, root, "127.0.0.1", 0)
             settings = attrs.evolve(
@@ -69,7 +65,7 @@ async def _ensure_in_s5(settings: Settings) -> None:
                 s5_portal_token=None,
                 s5_seed_phrase=settings.s5_seed_phrase or embedded_seed_phrase(root),
             )
-        store = build_storage(settings, client)
+        store = build_s5_store(settings, client)
         if store.host_root is None:
             log.info("sample_skipped", reason="no S5_SEED_PHRASE: the host has no S5 tree to publish into")
         else:

@@ -18,32 +18,59 @@ import orjson
 import trio
 
 from ..client import NodeClient
+from . import HelpFormatter, paragraph
 from .progress import ProgressBar
+from .publish import read_jsonl
+
+#: Dimensions of a ``--random`` query when nothing tells us the database's (the SDK's default embedding).
+DEFAULT_DIM = 384
 
 
 def add_parser(sub: Any) -> None:
-    parser = sub.add_parser("search", help="search a node as a client would")
+    parser = sub.add_parser(
+        "search", help="search a node as a client would",
+        description=paragraph(
+            "Check a running node the way a client uses it: connect, open a session on a stored "
+            "database (--manifest-path and --user-address) or on vectors uploaded from a file "
+            "(--upload), show the loading progress, run one search and print the hits. "
+            "Exit status 0 with results, 1 when the node answers with an error, 2 when it "
+            "cannot be reached."
+        ),
+        epilog="examples:\n"
+               "  fabstir-node search --random -k 5 \\\n"
+               "      --manifest-path home/vector-databases/0x…/sample/manifest.json --user-address 0x…\n"
+               "  fabstir-node search --upload rows.jsonl --query '[0.1, 0.2, 0.3]' --json",
+        formatter_class=HelpFormatter,
+    )
     parser.add_argument("--url", default="ws://127.0.0.1:8080/v1/ws", help="node URL (default %(default)s)")
-    parser.add_argument("--session-id", default="cli", help="session id to use")
+    parser.add_argument("--session-id", metavar="ID", default="cli", help="session id to use")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--manifest-path", help="database to load, e.g. home/vector-databases/0x…/name/manifest.json")
-    source.add_argument("--upload", type=Path, help="JSON Lines file of {id, vector, metadata} to upload instead")
-    parser.add_argument("--user-address", default="", help="owner address of the database")
+    source.add_argument("--manifest-path", metavar="PATH",
+                        help="database to load, e.g. home/vector-databases/0x…/name/manifest.json")
+    source.add_argument("--upload", metavar="FILE", type=Path,
+                        help="JSON Lines file of {id, vector, metadata} to upload instead")
+    parser.add_argument("--user-address", metavar="ADDR", default="", help="owner address of the database")
     query = parser.add_mutually_exclusive_group(required=True)
-    query.add_argument("--query", help="query vector as a JSON array, or @FILE holding one")
-    query.add_argument("--random", action="store_true", help="a random query vector (of --dim dimensions)")
-    parser.add_argument("--dim", type=int, default=384, help="dimensions for --random (default 384)")
+    query.add_argument("--query", metavar="JSON", help="query vector as a JSON array, or @FILE holding one")
+    query.add_argument("--random", action="store_true",
+                       help="a random unit query vector (with the uploaded vectors' dimensions, else --dim)")
+    parser.add_argument("--dim", metavar="N", type=int, default=None,
+                        help="dimensions of the --random vector (default: those of --upload, else 384)")
     parser.add_argument("-k", type=int, default=5, help="results to return (default 5)")
-    parser.add_argument("--threshold", type=float, default=None, help="minimum cosine similarity")
-    parser.add_argument("--filter", dest="metadata_filter", help="metadata filter as JSON, e.g. '{\"tag\":\"a\"}'")
-    parser.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for loading (default 300)")
+    parser.add_argument("--threshold", metavar="SCORE", type=float, default=None,
+                        help="minimum cosine similarity")
+    parser.add_argument("--filter", metavar="JSON", dest="metadata_filter",
+                        help="metadata filter as JSON, e.g. '{\"tag\":\"a\"}'")
+    parser.add_argument("--timeout", metavar="SECONDS", type=float, default=300.0,
+                        help="seconds to wait for loading (default 300)")
     parser.add_argument("--json", action="store_true", help="print the raw reply as JSON")
     parser.set_defaults(handler=run)
 
 
-def _query(args: argparse.Namespace) -> list[float]:
+def _query(args: argparse.Namespace, uploaded_dim: int | None = None) -> list[float]:
     if args.random:
-        vector = np.random.default_rng().normal(size=args.dim)
+        dim = args.dim if args.dim is not None else uploaded_dim or DEFAULT_DIM
+        vector = np.random.default_rng().normal(size=dim)
         return (vector / np.linalg.norm(vector)).tolist()
     text = args.query
     if text.startswith("@"):
@@ -63,12 +90,16 @@ def _table(reply: dict[str, Any]) -> str:
         meta = orjson.dumps(hit.get("metadata") or {}).decode()
         meta = meta if len(meta) <= 70 else meta[:67] + "..."
         lines.append(f"{rank:>3}  {hit['score']:>8.4f}  {str(hit['id'])[:28]:<28}  {meta}")
-    lines.append(f"{len(reply['results'])} results of {reply['totalVectors']} vectors in {reply['searchTimeMs']:.2f} ms")
+    lines.append(
+        f"{len(reply['results'])} results of {reply['totalVectors']} vectors"
+        f" in {reply['searchTimeMs']:.2f} ms"
+    )
     return "\n".join(lines)
 
 
 async def _run(args: argparse.Namespace) -> int:
     filter_spec = orjson.loads(args.metadata_filter) if args.metadata_filter else None
+    uploaded_dim: int | None = None
     async with NodeClient.connect(args.url, timeout=args.timeout) as client:
         if args.upload is not None:
             ack = await client.session_init(args.session_id)
@@ -79,9 +110,8 @@ async def _run(args: argparse.Namespace) -> int:
         if ack.get("type") == "error":
             return _fail(ack)
         if args.upload is not None:
-            from .publish import read_jsonl
-
             ids, vectors, metadata = read_jsonl(args.upload)
+            uploaded_dim = int(vectors.shape[-1])
             for start in range(0, len(ids), 1000):
                 batch = [
                     {"id": ids[i], "vector": vectors[i].tolist(), "metadata": metadata[i]}
@@ -108,7 +138,9 @@ async def _run(args: argparse.Namespace) -> int:
             if final["event"] == "loading_error":
                 return _fail({"code": final.get("error_code"), "message": final.get("error")})
             print(f"loaded {final['vector_count']} vectors in {final['duration_ms']:.0f} ms", file=sys.stderr)
-        reply = await client.search(_query(args), args.k, threshold=args.threshold, metadata_filter=filter_spec)
+        reply = await client.search(
+            _query(args, uploaded_dim), args.k, threshold=args.threshold, metadata_filter=filter_spec
+        )
         if reply.get("type") == "error":
             return _fail(reply)
         print(orjson.dumps(reply).decode() if args.json else _table(reply))

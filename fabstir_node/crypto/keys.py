@@ -140,7 +140,7 @@ class HostKey:
     public_key_compressed: bytes = attrs.field(init=False, repr=lambda pub: pub.hex())
 
     @private_key.validator
-    def _check_private_key(self, _attribute: attrs.Attribute, value: bytes) -> None:
+    def _check_private_key(self, _attribute: attrs.Attribute[bytes], value: bytes) -> None:
         if not isinstance(value, bytes):
             raise ValueError("host private key must be bytes")
         _private_key(value)

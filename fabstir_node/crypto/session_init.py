@@ -50,7 +50,7 @@ from ..protocol.messages import VectorDatabaseRef, parse_vector_database
 from . import e2ee
 from .keys import HostKey, address_from_public_key, compress_public_key, recover_public_key
 
-__all__ = ["DecryptedInit", "MAX_FIELD_BYTES", "open_encrypted_init"]
+__all__ = ["MAX_FIELD_BYTES", "DecryptedInit", "open_encrypted_init"]
 
 #: Largest decoded hex field accepted (the plaintext is a few hundred bytes).
 MAX_FIELD_BYTES = 64 * 1024

@@ -40,7 +40,8 @@ from __future__ import annotations
 import bisect
 import math
 import operator
-from typing import Any, Callable, Collection, Iterable, Mapping, Protocol, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import attrs
 import numpy as np
@@ -52,7 +53,7 @@ MAX_DEPTH = 16
 MAX_CLAUSES = 1024
 _EXACT_INT = 2**53  # ints beyond this do not survive a trip through float64
 
-__all__ = ["Filter", "Column", "ColumnSource", "compile_filter", "build_columns", "MAX_DEPTH", "MAX_CLAUSES"]
+__all__ = ["MAX_CLAUSES", "MAX_DEPTH", "Column", "ColumnSource", "Filter", "build_columns", "compile_filter"]
 
 
 class _Missing:
@@ -271,7 +272,8 @@ class Column:
         return mask
 
     def exists(self) -> np.ndarray:
-        return self.kind != _K_MISSING
+        present: np.ndarray = self.kind != _K_MISSING
+        return present
 
 
 _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
@@ -405,7 +407,7 @@ class _FieldTest(Filter):
         if op == "$nin":
             return not any(_equals(x, c) for c in v)
         if op == "$exists":
-            return (x is not MISSING) == v
+            return (x is not MISSING) == bool(v)
         return x is not MISSING and _compare(_COMPARISONS[op], x, v)
 
     def _evaluate(self, columns: Mapping[str, Column], n: int) -> np.ndarray:
@@ -502,8 +504,8 @@ class _Compiler:
         raise _bad(f"unsupported value of type {type(value).__name__}")
 
 
-def _finite(x: int | float) -> bool:
-    return isinstance(x, int) or math.isfinite(x)
+def _finite(x: object) -> bool:
+    return isinstance(x, int) or (isinstance(x, float) and math.isfinite(x))
 
 
 def compile_filter(spec: object) -> Filter:

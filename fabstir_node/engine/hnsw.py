@@ -37,14 +37,15 @@ them on its own lock).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 from .calibration import Calibration
 from .matrix import as_float32
 
-__all__ = ["HnswIndex", "MAX_CANDIDATES", "SELECTIVE"]
+__all__ = ["MAX_CANDIDATES", "SELECTIVE", "HnswIndex"]
 
 #: Filters passing fewer than this fraction of rows are searched exactly over the passing rows.
 SELECTIVE = 0.1
@@ -100,7 +101,8 @@ class HnswIndex:
         if len(rows) == 0:
             return np.empty(0, np.float32)
         stored = as_float32(self._read_rows(rows))
-        return (stored @ query).astype(np.float32)
+        scores: np.ndarray = (stored @ query).astype(np.float32)
+        return scores
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector).

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any, Collection, Iterator, Literal, Mapping, Protocol, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 import attrs
+import numkong
 import numpy as np
 import orjson
-import numkong
 
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
@@ -59,18 +60,18 @@ COARSE_MIN_ROWS = 200_000
 
 __all__ = [
     "CandidateIndex",
-    "MatrixBuilder",
     "DType",
-    "as_float32",
-    "numpy_dtype",
-    "to_bfloat16",
     "Hit",
+    "MatrixBuilder",
     "PackedBlobs",
     "PackedStrings",
     "RowSink",
     "SearchResult",
     "SubsetIndex",
     "VectorMatrix",
+    "as_float32",
+    "numpy_dtype",
+    "to_bfloat16",
     "unit_vector",
     "vector_from_json",
 ]
@@ -237,7 +238,8 @@ class PackedBlobs(Sequence[bytes]):
         offsets = np.zeros(len(blobs) + 1, np.int64)
         np.cumsum(np.fromiter(map(len, blobs), np.int64, len(blobs)), out=offsets[1:])
         self._offsets = offsets
-        self._buffer = b"".join(blobs)
+        # bytes, an mmap or a disk_cache.FileBuffer: anything whose slices are bytes
+        self._buffer: Any = b"".join(blobs)
 
     @classmethod
     def concat(cls, parts: Sequence[PackedBlobs]) -> PackedBlobs:
@@ -277,7 +279,7 @@ class PackedBlobs(Sequence[bytes]):
         if not -len(self) <= i < len(self):
             raise IndexError(i)
         i %= len(self)
-        return self._buffer[int(self._offsets[i]) : int(self._offsets[i + 1])]
+        return bytes(self._buffer[int(self._offsets[i]) : int(self._offsets[i + 1])])
 
     def __iter__(self) -> Iterator[bytes]:
         buf, bounds = self.joined(), self._offsets.tolist()  # on disk: one read, not one per item
@@ -377,7 +379,7 @@ def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
     # one scan of a large matrix is split across the cores (100K x 384: 9.7 -> 6.5 ms on 2 cores);
     # below that, starting the threads costs more than it saves
     threads = 0 if len(data) >= _PARALLEL_SCAN_ROWS else 1
-    kind = "bf16" if data.dtype == np.uint16 else "f16"
+    kind: Literal["bf16", "f16"] = "bf16" if data.dtype == np.uint16 else "f16"
     scores = numkong.cdist(data, query, metric="dot", dtype=kind, out_dtype="float32", threads=threads)
     return np.asarray(scores).reshape(-1)
 
@@ -561,14 +563,14 @@ class VectorMatrix:
     # --- introspection
 
     def __len__(self) -> int:
-        return self._vectors.shape[0]
+        return int(self._vectors.shape[0])
 
     def __repr__(self) -> str:
         return f"VectorMatrix(n={len(self)}, dimensions={self.dimensions}, dtype={self.dtype!r})"
 
     @property
     def dimensions(self) -> int:
-        return self._vectors.shape[1]
+        return int(self._vectors.shape[1])
 
     @property
     def dtype(self) -> DType:
@@ -718,6 +720,7 @@ class VectorMatrix:
                 top = _top_positions(scores, k)
                 return candidates[top], scores[top]
         vectors = self._vectors
+        score: Callable[[np.ndarray], np.ndarray]
         if vectors.dtype == np.float32:
             score, gather = (lambda data: data @ q), 2
         else:

@@ -182,9 +182,10 @@ class _Builder:
         )
 
 
-def _store_row(builder: _Builder, row: int, values: np.ndarray) -> None:
+def _store_row(builder: _Builder, row: int | slice, values: np.ndarray) -> None:
     # Callers run under np.errstate(over="ignore"): a float64 beyond the
     # float32 range becomes inf here and is refused in finish().
+    assert builder.matrix is not None
     builder.matrix[row] = values
 
 
@@ -225,10 +226,11 @@ def _from_object(obj: Any, builder: _Builder) -> Chunk:
     if array.dtype.kind not in "fiu" or array.ndim != 2:
         raise builder.invalid("a vector holds something other than numbers")
     with np.errstate(over="ignore", invalid="ignore"):
-        _store_row(builder, slice(None), array)  # type: ignore[arg-type]
+        _store_row(builder, slice(None), array)
     # numpy turned any boolean into 0.0 or 1.0; only rows holding one of those
     # values need a look at the Python objects.
     matrix = builder.matrix
+    assert matrix is not None
     suspects = np.flatnonzero(((matrix == 0) | (matrix == 1)).any(axis=1))
     for index in suspects.tolist():
         if bool in set(map(type, vectors[index])):
@@ -479,6 +481,7 @@ class _Walker:
         matrix = self.builder.matrix
         if not self.rows64:
             return
+        assert matrix is not None
         length = matrix.shape[1]
         buf = self.buf
         for row, offset in zip(self.rows64, self.offsets64):

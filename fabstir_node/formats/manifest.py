@@ -110,6 +110,12 @@ def _string(obj: dict[str, Any], key: str, *, required: bool) -> str | None:
     return value
 
 
+def _required_string(obj: dict[str, Any], key: str) -> str:
+    value = _string(obj, key, required=True)
+    assert value is not None  # _string raised otherwise
+    return value
+
+
 def _canonical(value: Any, depth: int = 0) -> Any:
     """JSON-number semantics for hashing: integral floats become ints, and
     map entries whose value is null are dropped (JSON.stringify drops
@@ -169,8 +175,8 @@ def parse_manifest(
     """
     if not isinstance(obj, dict):
         raise _invalid("must be an object")
-    name = _string(obj, "name", required=True)
-    owner = _string(obj, "owner", required=True)
+    name = _required_string(obj, "name")
+    owner = _required_string(obj, "owner")
     description = _string(obj, "description", required=False)
 
     dimensions = lookup(obj, "dimensions")

@@ -46,7 +46,8 @@ _WORDS = (
 
 def _unit_rows(matrix: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return matrix / np.maximum(norms, np.float32(1e-12))
+    unit: np.ndarray = matrix / np.maximum(norms, np.float32(1e-12))
+    return unit
 
 
 def synthetic_records(

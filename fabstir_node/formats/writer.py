@@ -89,7 +89,7 @@ class _VectorRows:
             # Copy each value's bytes as one opaque item, not byte by byte.
             cells[:, :, 1:].view(f"V{size}").reshape(n, d)[:] = items.view(f"V{size}")
         self.width = rows.shape[1]
-        self.raw = memoryview(rows.reshape(-1))
+        self.raw = rows.reshape(-1).data
 
     def row(self, i: int) -> Any:
         """Row ``i`` as a value for :func:`~fabstir_node.s5.cborx.encode_s5`."""

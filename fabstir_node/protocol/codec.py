@@ -17,8 +17,11 @@ to echo.  The rules (protocol §1–§3):
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable
+import operator
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import cattrs
@@ -47,7 +50,7 @@ class Rejected:
     """A frame we refuse: the error to reply with and what to echo."""
 
     error: FabstirError
-    echo: Echo = Echo()
+    echo: Echo = attrs.field(factory=Echo)
 
 
 # --- strict primitive hooks ------------------------------------------------------
@@ -137,7 +140,7 @@ for _type, _hook in (
     (str | None, _structure_optional_str),
     (VectorDatabaseRef | None, _structure_database),
 ):
-    _converter.register_structure_hook_func(lambda t, _t=_type: t == _t, _hook)
+    _converter.register_structure_hook_func(functools.partial(operator.eq, _type), _hook)
 _converter.register_structure_hook(Echo, lambda value, _type: value)
 _converter.register_structure_hook(Any, lambda value, _type: value)
 
@@ -287,7 +290,7 @@ def decode_object(raw: dict[str, Any]) -> Request | Rejected:
     kind = obj.get("type")
     if not isinstance(kind, str) or not kind:
         return Rejected(FabstirError(ErrorCode.INVALID_MESSAGE, "frame has no string 'type'"), echo)
-    entry = _TYPES.get(raw.get("type")) if isinstance(raw.get("type"), str) else None
+    entry = _TYPES.get(kind)
     if entry is None:
         shown = kind if len(kind) <= 64 else kind[:64] + "…"
         return Rejected(

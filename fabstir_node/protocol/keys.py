@@ -8,7 +8,8 @@ accepts either spelling; replies use the spelling the protocol documents.
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 _CAMEL_BOUNDARY = re.compile(r"(?<!^)(?=[A-Z])")
 _MISSING = object()

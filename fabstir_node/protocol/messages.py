@@ -7,7 +7,7 @@ functions so the spelling of every outbound key is written down in one place.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -18,7 +18,7 @@ from .keys import lookup
 DEFAULT_CHAIN_ID = 84532
 
 #: The ``id`` / ``requestId`` a client attached to a frame, echoed on replies.
-RequestId = Union[str, int, None]
+RequestId = str | int | None
 
 
 @attrs.frozen
@@ -117,7 +117,7 @@ class Ping:
     echo: Echo = Echo()
 
 
-Request = Union[SessionInit, EncryptedSessionInit, UploadVectors, SearchVectors, Ping]
+Request = SessionInit | EncryptedSessionInit | UploadVectors | SearchVectors | Ping
 
 
 # --- replies -------------------------------------------------------------------
@@ -160,7 +160,9 @@ def upload_reply(*, status: str, uploaded: int, rejected: int, errors: list[str]
     return _with_echo(reply, echo)
 
 
-def search_reply(*, results: list[dict[str, Any]], total_vectors: int, search_time_ms: float, echo: Echo) -> dict[str, Any]:
+def search_reply(
+    *, results: list[dict[str, Any]], total_vectors: int, search_time_ms: float, echo: Echo
+) -> dict[str, Any]:
     reply = {
         "type": "searchVectorsResponse",
         "requestId": echo.request_id if echo.request_id is not None else echo.id,
@@ -177,7 +179,9 @@ def pong(echo: Echo) -> dict[str, Any]:
 
 def error_reply(error: FabstirError, echo: Echo | None = None) -> dict[str, Any]:
     """The one shape of every error (§2.3): ``code``, ``message`` and, for old clients, ``error``."""
-    reply: dict[str, Any] = {"type": "error", "code": error.code.value, "message": error.message, "error": error.message}
+    reply: dict[str, Any] = {
+        "type": "error", "code": error.code.value, "message": error.message, "error": error.message
+    }
     if echo is not None:
         if echo.session_id is not None:
             reply["session_id"] = echo.session_id

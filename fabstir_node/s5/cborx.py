@@ -59,7 +59,7 @@ _TYPED_ARRAY_CODES = {"f": 85, "d": 86}
 _LEAF_TYPES = (str, bytes, int, float, bool, type(None), array.array)
 
 
-class JsMap(dict):
+class JsMap(dict[Any, Any]):
     """A dict written like a JS ``Map`` (minimal header, keys of any type)."""
 
 
@@ -116,7 +116,7 @@ _KEYS: dict[str, bytes] = {}
 _KEY_CACHE_LIMIT = 4096
 
 
-def _plain_object(value: Mapping, out: list[Any], js_numbers: bool, depth: int) -> None:
+def _plain_object(value: Mapping[Any, Any], out: list[Any], js_numbers: bool, depth: int) -> None:
     # A plain JS object: cbor-x reserves a 16-bit length header.
     count = len(value)
     append = out.append
@@ -191,7 +191,7 @@ def _encode(value: Any, out: list[Any], js_numbers: bool, depth: int) -> None:
         raise TypeError(f"cannot encode {kind.__name__} as S5 CBOR")
 
 
-def _swapped(value: array.array) -> bytes:
+def _swapped(value: array.array[Any]) -> bytes:
     copy = array.array(value.typecode, value)
     copy.byteswap()
     return copy.tobytes()
@@ -306,5 +306,5 @@ def decode(data: bytes, *, code: ErrorCode, what: str = "CBOR data", undefined: 
         return _check(value, 0, undefined)
     except FabstirError:
         raise
-    except Exception as exc:  # cbor2 raises many types; all mean "not valid here"
+    except Exception as exc:  # noqa: BLE001 - cbor2 raises many types; all mean "not valid here"
         raise FabstirError(code, f"{what} is not valid CBOR", detail=f"{type(exc).__name__}: {exc}") from None

@@ -49,7 +49,7 @@ def _primary(ch: str) -> tuple[int, int]:
     return (_OTHER, ord(lower[:1] or ch))
 
 
-def locale_sort_key(text: str) -> tuple:
+def locale_sort_key(text: str) -> tuple[list[tuple[int, int]], list[int], list[int]]:
     """A sort key that orders strings the way ``localeCompare`` does (approximately)."""
     primary: list[tuple[int, int]] = []
     secondary: list[int] = []

@@ -167,7 +167,9 @@ class DirV1:
         if sharding is None:
             return None
         root = sharding.get("root") if isinstance(sharding, dict) else None
-        cid = root.get("cid") if isinstance(root, dict) else None
+        if not isinstance(root, dict):
+            return None
+        cid = root.get("cid")
         if not cid:
             return None
         if not isinstance(cid, bytes):
@@ -203,7 +205,7 @@ def _decode_locations(raw: Any) -> tuple[tuple[int, Any], ...] | None:
         return None
     if not isinstance(raw, list):
         raise _invalid("FileRef locations must be an array")
-    locations = []
+    locations: list[tuple[int, Any]] = []
     for item in raw:
         if not isinstance(item, list) or len(item) != 2:
             raise _invalid("a blob location must be a [tag, value] pair")
@@ -219,10 +221,10 @@ def _decode_file_ref(raw: dict[Any, Any]) -> FileRef:
     file_hash = raw.get(_HASH)
     if not isinstance(file_hash, bytes) or len(file_hash) != 32:
         raise _invalid("invalid FileRef hash")
-    size = raw.get(_SIZE)
+    raw_size = raw.get(_SIZE)
+    size = _opt_int(raw_size, "file size")
     if size is None:
         raise _invalid("invalid FileRef size")
-    size = _opt_int(size, "file size")
     media_type = raw.get(_MEDIA_TYPE)
     if media_type is not None and not isinstance(media_type, str):
         raise _invalid("FileRef media type must be text")

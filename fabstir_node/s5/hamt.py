@@ -19,7 +19,7 @@ can read it back; s5.js cannot follow such links either way.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 
 import attrs
 
@@ -58,7 +58,7 @@ class HamtNodeRef:
 
 
 #: A leaf value: a FileRef, a DirRef, or None for a DirRef whose link s5.js dropped.
-HamtValue = Union[FileRef, DirRef, None]
+HamtValue = FileRef | DirRef | None
 
 
 @attrs.frozen
@@ -95,7 +95,9 @@ def _leaf_value(key: str, raw: Any) -> HamtValue:
     link = raw.get("link")
     if not isinstance(link, dict):
         raise _invalid("HAMT directory entry has no link")
-    prefix, link_hash = _LINK_TYPES.get(link.get("type")), link.get("hash")
+    link_type = link.get("type")
+    prefix = _LINK_TYPES.get(link_type) if isinstance(link_type, str) else None
+    link_hash = link.get("hash")
     if prefix is None:
         raise _invalid("HAMT directory entry has an unknown link type")
     if not isinstance(link_hash, bytes) or len(link_hash) != 32:
@@ -187,7 +189,7 @@ def encode_hamt(node: HamtNode, *, root: bool) -> bytes:
 
 def single_leaf_root(files: dict[str, FileRef], dirs: dict[str, DirRef]) -> HamtNode:
     """A root holding every entry in one leaf (bitmap 1), which s5.js searches linearly."""
-    entries = [(f"f:{name}", ref) for name, ref in files.items()]
+    entries: list[tuple[str, FileRef | DirRef | None]] = [(f"f:{name}", ref) for name, ref in files.items()]
     entries += [(f"d:{name}", ref) for name, ref in dirs.items()]
     return HamtNode((HamtLeaf(tuple(entries)),), bitmap=1, count=len(entries), depth=0)
 

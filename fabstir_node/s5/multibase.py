@@ -21,7 +21,7 @@ import binascii
 
 from fabstir_node.errors import ErrorCode, FabstirError
 
-__all__ = ["BASES", "encode", "decode"]
+__all__ = ["BASES", "decode", "encode"]
 
 #: The prefixes this module understands, in s5.js order of preference.
 BASES = ("b", "z", "u", "f", "m")

@@ -29,8 +29,8 @@ from fabstir_node.s5.cid import MHASH_BLAKE3, MHASH_BLAKE3_DEFAULT, MKEY_ED25519
 from fabstir_node.s5.keys import ed25519_public_key, ed25519_sign, ed25519_verify, multikey
 
 __all__ = [
-    "RECORD_TYPE_REGISTRY_ENTRY",
     "MAX_DATA_SIZE",
+    "RECORD_TYPE_REGISTRY_ENTRY",
     "RegistryEntry",
     "decode_entry",
     "entry_from_json",

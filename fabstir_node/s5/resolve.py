@@ -27,7 +27,7 @@ later), ``FabstirError`` for malformed or undecryptable data.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import attrs
 
@@ -61,7 +61,7 @@ class NeedBlob:
     purpose: Literal["directory", "hamt", "file"]
 
 
-Request = Union[NeedEntry, NeedBlob]
+Request = NeedEntry | NeedBlob
 
 
 @attrs.frozen

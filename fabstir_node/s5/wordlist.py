@@ -7,7 +7,7 @@ carries 10 bits; only its first three letters matter.
 
 from __future__ import annotations
 
-__all__ = ["WORDS", "PREFIX_INDEX"]
+__all__ = ["PREFIX_INDEX", "WORDS"]
 
 WORDS: tuple[str, ...] = tuple(
     """

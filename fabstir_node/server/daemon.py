@@ -9,17 +9,29 @@ signal cuts the grace short.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
-from typing import Any
+from pathlib import Path
 
 import attrs
 import httpx
 import trio
 
 from .. import __version__
-from ..config import Settings
+from ..config import ConfigError, Settings
+from ..crypto.keys import HostKey
 from ..logging import configure, get_logger
 from ..service.node import Node
+from ..storage.base import Storage
+from ..storage.bridge import BridgeStore
+from ..storage.local import LocalStore
+from ..storage.s5_portal import PortalClient, parse_portals
+from ..storage.s5_store import S5Store
+from ..storage.transfer import RetryPolicy, make_http_client
+from .metrics import Metrics
+from .portal import embedded_seed_phrase, serve_portal
+from .probes import Probes
 from .websocket import WebSocketService
 
 log = get_logger(__name__)
@@ -29,33 +41,11 @@ def needs_http_client(settings: Settings) -> bool:
     return bool(settings.s5_bridge_url or settings.s5_portal_url or settings.s5_embedded_portal_dir)
 
 
-def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Any:
+def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> Storage:
     """The storage backend the settings select: native S5 portals, the S5 bridge, else the local store."""
     if settings.s5_portal_url:
-        from ..config import ConfigError
-        from ..storage.s5_portal import PortalClient, parse_portals
-        from ..storage.s5_store import S5Store
-        from ..storage.transfer import RetryPolicy
-
-        assert http_client is not None
-        try:
-            portals = parse_portals(settings.s5_portal_url, settings.s5_portal_token)
-        except ValueError as exc:
-            raise ConfigError(f"S5_PORTAL_URL / S5_PORTAL_TOKEN: {exc}") from None
-        portal = PortalClient(
-            portals,
-            client=http_client,
-            policy=RetryPolicy(settings.s5_max_retries, settings.s5_download_timeout_seconds),
-            max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
-        )
-        return S5Store(
-            portal,
-            seed_phrase=settings.s5_seed_phrase,
-            allow_wallet_identity=settings.s5_allow_wallet_identity,
-        )
+        return build_s5_store(settings, http_client)
     if settings.s5_bridge_url:
-        from ..storage.bridge import BridgeStore
-
         assert http_client is not None
         return BridgeStore(
             settings.s5_bridge_url,
@@ -64,25 +54,80 @@ def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> 
             timeout_seconds=settings.s5_download_timeout_seconds,
             max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
         )
-    from ..storage.local import LocalStore
-
-    settings.store_path.mkdir(parents=True, exist_ok=True)
+    ensure_writable_dir(settings.store_path, "FABSTIR_STORE_DIR")
     return LocalStore(settings.store_path)
 
 
-def load_host_key(settings: Settings) -> Any:
+def build_s5_store(settings: Settings, http_client: httpx.AsyncClient | None) -> S5Store:
+    """Native S5 through the portals of ``S5_PORTAL_URL`` (which must be set)."""
+    assert settings.s5_portal_url and http_client is not None
+    try:
+        portals = parse_portals(settings.s5_portal_url, settings.s5_portal_token)
+    except ValueError as exc:
+        raise ConfigError(f"S5_PORTAL_URL / S5_PORTAL_TOKEN: {exc}") from None
+    portal = PortalClient(
+        portals,
+        client=http_client,
+        policy=RetryPolicy(settings.s5_max_retries, settings.s5_download_timeout_seconds),
+        max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
+    )
+    return S5Store(
+        portal,
+        seed_phrase=settings.s5_seed_phrase,
+        allow_wallet_identity=settings.s5_allow_wallet_identity,
+    )
+
+
+def uses_local_store(settings: Settings) -> bool:
+    return not needs_http_client(settings)
+
+
+def ensure_writable_dir(path: Path, variable: str, hint: str = "") -> None:
+    """Create ``path`` if needed and prove it writable (a file is created and removed).
+
+    Raises :class:`ConfigError` naming ``variable``: one line for the operator instead of a traceback
+    the first time a database is saved.
+    """
+    probe = path / f".fabstir-write-check-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{variable}: cannot write to {path} ({reason}){hint}") from None
+
+
+def check_directories(settings: Settings) -> None:
+    """Fail fast, naming the setting, when the store or cache directory cannot be written."""
+    if uses_local_store(settings):
+        ensure_writable_dir(settings.store_path, "FABSTIR_STORE_DIR")
+    if settings.cache_dir is not None:
+        ensure_writable_dir(settings.cache_dir, "FABSTIR_CACHE_DIR", "; or set FABSTIR_CACHE_DIR=off")
+
+
+def listen_error(exc: OSError, host: str, port: int, variable: str, flag: str) -> ConfigError:
+    """The one line naming the port and its setting when a server cannot listen."""
+    if exc.errno == errno.EADDRINUSE:
+        what = f"port {port} on {host} is already in use by another process"
+    elif exc.errno == errno.EACCES:
+        what = f"not allowed to listen on port {port} on {host} (ports below 1024 need privileges)"
+    else:
+        what = f"cannot listen on {host}:{port} ({exc.strerror or type(exc).__name__})"
+    return ConfigError(f"{variable}: {what}; choose another with {variable} or {flag}")
+
+
+def load_host_key(settings: Settings) -> HostKey | None:
     if not settings.host_private_key:
         return None
-    from ..crypto.keys import HostKey
-
     return HostKey.from_hex(settings.host_private_key)
 
 
 async def run_daemon(
     settings: Settings,
     *,
-    host_key: Any = None,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    host_key: HostKey | None = None,
+    task_status: trio.TaskStatus[DaemonHandle] = trio.TASK_STATUS_IGNORED,
     handle_signals: bool = True,
 ) -> None:
     """Run until SIGINT/SIGTERM (or ``handle.stop``); returns after a clean shutdown.
@@ -91,13 +136,12 @@ async def run_daemon(
     """
     http_client = None
     if needs_http_client(settings):
-        from ..storage.transfer import make_http_client
-
         http_client = make_http_client(
             max_connections=max(20, settings.s5_max_parallel_chunks * 4),
             timeout=settings.s5_download_timeout_seconds,
         )
     # the embedded portal's storage is built once the portal listens (below)
+    check_directories(settings)
     storage = None if settings.s5_embedded_portal_dir else build_storage(settings, http_client)
     node = Node(settings, storage=storage, host_key=host_key)
     ws = WebSocketService(node)
@@ -110,15 +154,24 @@ async def run_daemon(
             if settings.s5_embedded_portal_dir is not None:
                 node.storage = storage = await _start_embedded_portal(nursery, settings, http_client)
             await nursery.start(node.cache.run)
-            port = await nursery.start(ws.run, settings.host, settings.port)
+            try:
+                port = await nursery.start(ws.run, settings.host, settings.port)
+            except OSError as exc:
+                raise listen_error(exc, settings.host, settings.port, "FABSTIR_PORT", "--port") from None
             metrics_port = None
             if settings.metrics_enabled:
-                from .metrics import Metrics
-                from .probes import Probes
-
-                node.metrics = Metrics(node)
-                probes = Probes(node, node.metrics, closing=lambda: ws.closing)
-                metrics_port = await nursery.start(probes.run, settings.metrics_host, settings.metrics_port)
+                metrics = Metrics(node)
+                node.metrics = metrics
+                probes = Probes(node, metrics, closing=lambda: ws.closing)
+                try:
+                    metrics_port = await nursery.start(
+                        probes.run, settings.metrics_host, settings.metrics_port
+                    )
+                except OSError as exc:
+                    raise listen_error(
+                        exc, settings.metrics_host, settings.metrics_port,
+                        "FABSTIR_METRICS_PORT", "--metrics-port",
+                    ) from None
             log.info(
                 "server_started",
                 host=settings.host,
@@ -143,6 +196,11 @@ async def run_daemon(
                 await ws.shutdown(settings.shutdown_grace_seconds)
                 shutdown.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        error = _single_config_error(group)
+        if error is None:
+            raise
+        raise error from None
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(2):
             if storage is not None and hasattr(storage, "aclose"):
@@ -152,7 +210,7 @@ async def run_daemon(
     log.info("server_stopped")
 
 
-def _log_access_policy(settings: Settings, host_key: Any) -> None:
+def _log_access_policy(settings: Settings, host_key: HostKey | None) -> None:
     """Say which access policy runs, and warn when `open` meets storage that holds other users' data."""
     from ..service.access import holds_other_users_data
 
@@ -174,10 +232,10 @@ def _log_access_policy(settings: Settings, host_key: Any) -> None:
         )
 
 
-async def _start_embedded_portal(nursery: trio.Nursery, settings: Settings, http_client: Any) -> Any:
+async def _start_embedded_portal(
+    nursery: trio.Nursery, settings: Settings, http_client: httpx.AsyncClient | None
+) -> Storage:
     """Run a local portal over ``S5_EMBEDDED_PORTAL_DIR`` in ``nursery``; storage that reads through it first."""
-    from .portal import embedded_seed_phrase, serve_portal
-
     root = settings.s5_embedded_portal_dir
     assert root is not None
     port = await nursery.start(serve_portal, root, "127.0.0.1", 0)
@@ -194,6 +252,17 @@ async def _start_embedded_portal(nursery: trio.Nursery, settings: Settings, http
     return build_storage(evolved, http_client)
 
 
+def _single_config_error(group: BaseExceptionGroup) -> ConfigError | None:
+    """The ConfigError a failed start-up raised inside the nursery, when that is all that went wrong."""
+    matched, rest = group.split(ConfigError)
+    if matched is None or rest is not None:
+        return None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, ConfigError) else None
+
+
 @attrs.frozen
 class DaemonHandle:
     """What :func:`run_daemon` reports when it is serving (for tests and embedders)."""
@@ -207,7 +276,9 @@ class DaemonHandle:
     metrics_port: int | None = None
 
 
-async def _set_on_signal(stop: trio.Event, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def _set_on_signal(
+    stop: trio.Event, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         task_status.started()
         async for signum in signals:
@@ -216,7 +287,9 @@ async def _set_on_signal(stop: trio.Event, *, task_status: Any = trio.TASK_STATU
             return
 
 
-async def _reconfigure_logging_on_sighup(settings: Settings, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+async def _reconfigure_logging_on_sighup(
+    settings: Settings, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     """SIGHUP re-applies the logging configuration; sessions and connections are untouched."""
     with trio.open_signal_receiver(signal.SIGHUP) as signals:
         task_status.started()

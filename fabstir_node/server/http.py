@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
-from collections.abc import AsyncIterable, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from typing import cast
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 import attrs
@@ -119,7 +120,11 @@ async def serve_http(
     listeners = await trio.open_tcp_listeners(port, host=host)
     config = _Config(handler, max_request_body, request_timeout, response_timeout)
     task_status.started(listeners[0].socket.getsockname()[1])
-    await trio.serve_listeners(lambda stream: _serve_connection(stream, config), listeners)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        await _serve_connection(stream, config)
+
+    await trio.serve_listeners(serve, listeners)
 
 
 async def _serve_connection(stream: trio.SocketStream, config: _Config) -> None:
@@ -256,7 +261,10 @@ async def _send_response(
             await _send(stream, conn, h11.Data(data=response.body))
     else:
         iterator = aiter(response.body)
-        closing = contextlib.aclosing(iterator) if hasattr(iterator, "aclose") else contextlib.nullcontext()
+        closing: contextlib.AbstractAsyncContextManager[object] = (  # an async generator: close it when done
+            contextlib.aclosing(cast("AsyncGenerator[bytes, None]", iterator))
+            if hasattr(iterator, "aclose") else contextlib.nullcontext()
+        )
         async with closing:
             async for chunk in iterator:
                 if chunk:
@@ -282,7 +290,7 @@ async def _send(stream: trio.SocketStream, conn: h11.Connection, event: h11.Even
         await stream.send_all(data)
 
 
-def _content_length(headers: h11.Headers) -> int | None:
+def _content_length(headers: Iterable[tuple[bytes, bytes]]) -> int | None:
     for name, value in headers:
         if name == b"content-length":
             return int(value)  # h11 has validated it

@@ -36,7 +36,7 @@ outcomes are ``"ok"``, ``"success"``, ``"cancelled"`` or an
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -44,8 +44,11 @@ from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
 from ..errors import ErrorCode, StorageNotFound, StorageTooLarge, StorageUnavailable
+from ..service.hooks import MetricsSink
+from ..service.node import Node
+from ..storage.base import StorageStats
 
-__all__ = ["Metrics", "NullMetrics", "NULL_METRICS", "metrics_of"]
+__all__ = ["NULL_METRICS", "Metrics", "NullMetrics", "metrics_of"]
 
 # Buckets, in seconds, chosen around the plan's targets (protocol §5): search on
 # 100K vectors < 100 ms; load 1K < 2 s, 10K < 5 s, 100K < 30 s, deadline 5 min.
@@ -86,7 +89,7 @@ class Metrics:
     descriptors), e.g. where ``/proc`` is not available.
     """
 
-    def __init__(self, node: Any = None, *, process: bool = True) -> None:
+    def __init__(self, node: Node | None = None, *, process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self._backend = str(getattr(getattr(node, "storage", None), "name", "none"))
@@ -223,7 +226,7 @@ class Metrics:
 
     # --- called by the storage backend (through StorageStats hooks) -----------------
 
-    def watch_storage(self, stats: Any) -> None:
+    def watch_storage(self, stats: StorageStats) -> None:
         """Count a backend's payload bytes and retries, keeping any hooks already set."""
         previous_bytes, previous_retry = stats.on_bytes, stats.on_retry
 
@@ -263,7 +266,7 @@ class Metrics:
 class _NodeCollector:
     """Gauges read from the node at scrape time, so they always match it."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self._node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -306,7 +309,7 @@ class NullMetrics:
     def load_finished(self, outcome: str, seconds: float, vectors: int = 0) -> None: ...
     def download(self, seconds: float, error: BaseException | None = None) -> None: ...
     def index_build(self, seconds: float) -> None: ...
-    def watch_storage(self, stats: Any) -> None: ...
+    def watch_storage(self, stats: StorageStats) -> None: ...
     def transferred(self, backend: str, nbytes: int) -> None: ...
     def retry(self, backend: str | None = None) -> None: ...
     def cache_hit(self) -> None: ...
@@ -317,7 +320,7 @@ class NullMetrics:
 NULL_METRICS = NullMetrics()
 
 
-def metrics_of(node: Any) -> Metrics | NullMetrics:
+def metrics_of(node: Node) -> MetricsSink:
     """``node.metrics``, or :data:`NULL_METRICS` when metrics are off (so callers need no ``if``)."""
     metrics = getattr(node, "metrics", None)
     return metrics if metrics is not None else NULL_METRICS

@@ -35,7 +35,6 @@ import re
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import trio
@@ -176,7 +175,7 @@ class LocalPortal:
             ("etag", f'"{blob_id.hash.hex()}"'),
         ]
         span = _parse_range(request.header("range"), size)
-        if span == "unsatisfiable":
+        if isinstance(span, str):  # "unsatisfiable"
             return HttpResponse(416, [("content-range", f"bytes */{size}")])
         status, start, length = 200, 0, size
         if span is not None:
@@ -276,7 +275,7 @@ async def serve_portal(
     token: str | None = None,
     redirect_base: str | None = None,
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-    task_status: Any = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a portal over ``root`` until cancelled; ``nursery.start`` returns the bound port."""
     portal = LocalPortal(PortalDirectory(root), token=token, redirect_base=redirect_base)

@@ -22,12 +22,14 @@ threads, and it stops with the daemon.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
 from .. import __version__
 from ..logging import get_logger
+from ..service.node import Node
 from .http import HttpRequest, HttpResponse, serve_http
 from .metrics import Metrics
 
@@ -46,7 +48,7 @@ class Probes:
 
     def __init__(
         self,
-        node: Any,
+        node: Node,
         metrics: Metrics | None,
         *,
         closing: Callable[[], bool] = lambda: False,
@@ -57,7 +59,9 @@ class Probes:
         self.closing = closing
         self.ready_timeout = ready_timeout
 
-    async def run(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve on ``host:port`` until cancelled; ``nursery.start`` returns the bound port."""
         await serve_http(
             self, host, port, task_status=task_status,

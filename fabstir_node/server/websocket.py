@@ -31,6 +31,7 @@ from ..protocol import codec
 from ..protocol import messages as m
 from ..service.connection import ConnectionService
 from ..service.peers import PeerCounter, client_address, parse_networks
+from ..service.node import Node
 from ..service.ratelimit import TokenBucket
 
 log = get_logger(__name__)
@@ -54,7 +55,7 @@ class _Connection:
 class WebSocketService:
     """Serve the protocol on ``listeners`` until cancelled or shut down."""
 
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self._connections: dict[str, _Connection] = {}
         self._accept_scope: trio.CancelScope | None = None
@@ -70,7 +71,9 @@ class WebSocketService:
     def connection_count(self) -> int:
         return len(self._connections)
 
-    async def run(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Bind, report the bound port through ``task_status``, serve until cancelled."""
         settings = self.node.settings
         listeners = await trio.open_tcp_listeners(port, host=host)
@@ -172,7 +175,7 @@ class WebSocketService:
                 await self._serve_connection(conn, peer)
             except* ConnectionClosed:
                 pass  # the peer went away: a normal end
-            except* Exception:  # noqa: BLE001 - contain everything: one client never stops the server
+            except* Exception:  # contain everything: one client never stops the server
                 log.exception("connection_failed")
                 with trio.move_on_after(2) as cleanup:
                     cleanup.shield = True

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
 import trio
 
 from ..errors import ErrorCode, FabstirError
 from ..logging import get_logger
+from .hooks import MetricsSink
 
 log = get_logger(__name__)
 
@@ -103,7 +105,7 @@ class DatabaseCache:
 
     def __init__(
         self, *, max_entries: int = 10, ttl_seconds: float = 24 * 3600, max_bytes: int = 1000 * 2**20,
-        load_timeout: float = 300.0, metrics: Any = None,
+        load_timeout: float = 300.0, metrics: MetricsSink | None = None,
         on_loaded: Callable[[CachedDatabase], Awaitable[None]] | None = None,
     ) -> None:
         self.max_entries = max_entries
@@ -118,7 +120,7 @@ class DatabaseCache:
 
     # --- lifecycle ---------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[DatabaseCache] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the nursery that flights and background work run in; evict expired entries."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
@@ -208,9 +210,11 @@ class DatabaseCache:
                 flight.error = FabstirError(ErrorCode.TIMEOUT, "loading the vector database timed out")
             except FabstirError as exc:
                 flight.error = exc
-            except Exception:  # noqa: BLE001 - every waiter gets a code, the daemon lives on
+            except Exception:  # every waiter gets a code, the daemon lives on
                 log.exception("load_crashed")
-                flight.error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
+                flight.error = FabstirError(
+                    ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database"
+                )
         if scope.cancelled_caught and flight.result is None and flight.error is None:
             flight.error = FabstirError(ErrorCode.INTERNAL_ERROR, "the load was cancelled")
         self._flights.pop(flight.key, None)

@@ -13,19 +13,23 @@ error replies in exactly one place, :meth:`ConnectionService.handle`.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import trio
 
+from ..crypto.session_init import open_encrypted_init
+from ..engine.filters import compile_filter
 from ..errors import ErrorCode, FabstirError
 from ..logging import get_logger
 from ..protocol import messages as m
+from .hooks import Send
+from .node import Node
 from .ratelimit import SlidingWindow
 from .sessions import DatabaseState, LoadStatus, Session
 
 log = get_logger(__name__)
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+__all__ = ["ConnectionService", "Send"]
 
 #: Uploads larger than this many vectors are validated off the event loop.
 _THREAD_UPLOAD_MIN = 64
@@ -37,7 +41,7 @@ class ConnectionService:
     """The sessions of one connection and the handling of its requests."""
 
     def __init__(
-        self, node: Any, conn_id: str, nursery: trio.Nursery, send: Send, *, peer: str | None = None
+        self, node: Node, conn_id: str, nursery: trio.Nursery, send: Send, *, peer: str | None = None
     ) -> None:
         self.node = node
         self.conn_id = conn_id
@@ -95,7 +99,6 @@ class ConnectionService:
             raise FabstirError(
                 ErrorCode.ENCRYPTION_NOT_SUPPORTED, "this host has no encryption key; use session_init"
             )
-        from ..crypto.session_init import open_encrypted_init
 
         opened = open_encrypted_init(request.payload, host_key)
         session = await self._open_session(request.session_id)
@@ -232,12 +235,12 @@ class ConnectionService:
         if request.k > settings.max_k:
             raise FabstirError(ErrorCode.LIMIT_EXCEEDED, f"k must be at most {settings.max_k}")
         if len(request.query_vector) > settings.max_dimensions:
-            raise FabstirError(ErrorCode.LIMIT_EXCEEDED, f"queryVector has more than {settings.max_dimensions} dimensions")
+            raise FabstirError(
+                ErrorCode.LIMIT_EXCEEDED, f"queryVector has more than {settings.max_dimensions} dimensions"
+            )
         source = self._search_source(session)
         flt = None
         if request.metadata_filter:
-            from ..engine.filters import compile_filter
-
             flt = compile_filter(request.metadata_filter)
         query = request.query_vector  # the engine validates and normalises it
         started = time.perf_counter()

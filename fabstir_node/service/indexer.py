@@ -39,14 +39,16 @@ import orjson
 
 import trio
 
-from ..storage import disk_cache as persist
+from ..config import Settings
 from ..logging import get_logger
 from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
 from ..engine.matrix import COARSE_MIN_ROWS, as_float32
 from ..engine.quantized import Int8Rows
+from ..storage import disk_cache as persist
 from ..storage.row_writer import clear_stale
 from .build_queue import BuildQueue
+from .cache import CachedDatabase
 
 log = get_logger(__name__)
 
@@ -124,7 +126,7 @@ class Indexer:
             clear_stale(cache_dir)  # row files of loads a crashed process left behind
 
     @classmethod
-    def from_settings(cls, settings: Any) -> Indexer:
+    def from_settings(cls, settings: Settings) -> Indexer:
         return cls(
             getattr(settings, "cache_dir", None),
             min_vectors=getattr(settings, "hnsw_min_vectors", 20_000),
@@ -159,7 +161,7 @@ class Indexer:
 
     # --- the cache's on_loaded hook ------------------------------------------------
 
-    async def on_loaded(self, entry: Any) -> None:
+    async def on_loaded(self, entry: CachedDatabase) -> None:
         """Persist ``entry``, then build, view and swap in its graph when it is large enough."""
         if entry.engine.index is not None:
             entry.swap(entry.engine, "hnsw")  # opened from disk with its graph
@@ -169,12 +171,12 @@ class Indexer:
         self._building.add(entry.key)
         try:
             await self._persist_and_index(entry)
-        except Exception:  # noqa: BLE001 - background work: log it, the entry stays on exact search
+        except Exception:  # background work: log it, the entry stays on exact search
             log.exception("indexing_failed", cache_key=entry.key[:16])
         finally:
             self._building.discard(entry.key)
 
-    async def _persist_and_index(self, entry: Any) -> None:
+    async def _persist_and_index(self, entry: CachedDatabase) -> None:
         key, engine = entry.key, entry.engine
         directory = self.directory(key)
         started = time.monotonic()

@@ -17,28 +17,34 @@ protocol's loading codes.
 from __future__ import annotations
 
 import time
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import numpy as np
 import structlog
 import trio
 
+from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
 from ..formats.blob import decode_object, open_blob
 from ..formats.chunk import decode_chunk
 from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
-from ..protocol.messages import loading_progress
-from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..memory import release_free_memory
+from ..protocol.messages import VectorDatabaseRef, loading_progress
+from ..storage.base import Storage
 from ..storage.row_writer import RowFileWriter, loading_dir
 from .access import decide, denial
 from .cache import Flight, cache_key
 from .content_key import version_digest
+from .hooks import Send
 from .lineage import lineage_id
 from .sessions import DatabaseState, LoadStatus, Session
+
+if TYPE_CHECKING:  # node.py imports this module
+    from .node import Node
 
 log = get_logger(__name__)
 
@@ -68,7 +74,7 @@ def _storage_error(exc: StorageError, what: str, code: ErrorCode) -> FabstirErro
     return FabstirError(code, f"{what} could not be downloaded", detail=str(exc))
 
 
-async def run_load(node: Any, session: Session, state: DatabaseState, send: Callable[[dict], Awaitable[None]]) -> None:
+async def run_load(node: Node, session: Session, state: DatabaseState, send: Send) -> None:
     """Load ``state.ref`` for ``session``; always ends ``state`` with a terminal status unless cancelled."""
     settings = node.settings
     session_key = session.session_key  # a re-init may change it; this load keeps the one it started with
@@ -100,7 +106,7 @@ async def run_load(node: Any, session: Session, state: DatabaseState, send: Call
             error = FabstirError(ErrorCode.TIMEOUT, f"loading did not finish within {minutes:g} minutes")
         except FabstirError as exc:
             error = exc
-        except Exception:  # noqa: BLE001 - a bug must not kill the session; the client gets a code
+        except Exception:  # a bug must not kill the session; the client gets a code
             log.exception("load_crashed")
             error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
         duration = time.monotonic() - started
@@ -163,7 +169,7 @@ def _audit(node: Any, session: Session, state: DatabaseState, stats: LoadStats, 
 Throttle = Callable[[], Awaitable[None]]
 
 
-def _throttle(node: Any, session: Session) -> Throttle:
+def _throttle(node: Node, session: Session) -> Throttle:
     """Wait for the session's next download slot, or refuse when that is too far off."""
     max_delay = node.settings.s5_rate_limit_max_delay_seconds
 
@@ -184,7 +190,7 @@ def _throttle(node: Any, session: Session) -> Throttle:
     return throttle
 
 
-def database_storage(node: Any, ref: Any, chain_id: int | None) -> Any:
+def database_storage(node: Node, ref: VectorDatabaseRef | None, chain_id: int | None) -> Storage:
     """The storage that reads ``ref``'s database.
 
     A backend that resolves paths in per-user trees (native S5) offers
@@ -192,12 +198,13 @@ def database_storage(node: Any, ref: Any, chain_id: int | None) -> Any:
     whose ``name`` says so (the cache key uses it); other backends serve every
     database themselves.
     """
-    for_database = getattr(node.storage, "for_database", None)
-    return node.storage if for_database is None else for_database(ref, chain_id)
+    storage = node.require_storage()
+    for_database = getattr(storage, "for_database", None)
+    return storage if for_database is None else for_database(ref, chain_id)
 
 
 async def _load(
-    node: Any, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle,
+    node: Node, state: DatabaseState, key: bytes | None, emit: Emit, stats: LoadStats, throttle: Throttle,
     *, chain_id: int | None = None,
 ) -> Any:
     """Verify this session's manifest, then get the database from the shared cache (loading it once)."""
@@ -270,15 +277,15 @@ def _enforce(decision: Any, stats: LoadStats) -> None:
 
 
 async def fetch_manifest(
-    node: Any, path: str, user_address: str, key: bytes | None, stats: LoadStats, *, storage: Any = None,
-    authorize: Callable[[Manifest], None] | None = None,
+    node: Node, path: str, user_address: str, key: bytes | None, stats: LoadStats, *,
+    storage: Storage | None = None, authorize: Callable[[Manifest], None] | None = None,
 ) -> Manifest:
     """Download, decrypt, parse and check one manifest (every session does this itself).
 
     ``storage`` is the database's view (:func:`database_storage`); default ``node.storage``.
     ``authorize`` (the access policy) sees the parsed manifest before the owner check.
     """
-    storage = node.storage if storage is None else storage
+    storage = node.require_storage() if storage is None else storage
     raw = await _download(
         node, storage, path, stats, "manifest", ErrorCode.MANIFEST_DOWNLOAD_FAILED,
         max_bytes=node.settings.max_manifest_bytes,
@@ -297,8 +304,8 @@ async def fetch_manifest(
 
 
 async def fetch_chunks(
-    node: Any, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
-    throttle: Throttle | None = None, *, storage: Any = None,
+    node: Node, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
+    throttle: Throttle | None = None, *, storage: Storage | None = None,
 ) -> tuple[PackedStrings, MatrixBuilder, PackedBlobs]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it.
 
@@ -306,7 +313,7 @@ async def fetch_chunks(
     ``VECTOR_DTYPE``) by the same worker thread, so there is never a float32 copy of the whole
     database and the conversion overlaps the downloads.
     """
-    storage = node.storage if storage is None else storage
+    storage = node.require_storage() if storage is None else storage
     settings = node.settings
     counts = [ref.vector_count for ref in manifest.chunks]
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
@@ -393,7 +400,7 @@ async def fetch_chunks(
     return all_ids, holder["matrix"], all_meta
 
 
-async def _new_builder(node: Any, rows: int, dimensions: int, dtype: str) -> MatrixBuilder:
+async def _new_builder(node: Node, rows: int, dimensions: int, dtype: str) -> MatrixBuilder:
     """A builder for a load; with a disk cache its rows go to a file (``storage/row_writer.py``), not memory."""
     cache_dir = getattr(node.indexer, "cache_dir", None)
     if cache_dir is None:
@@ -414,7 +421,7 @@ def held_bytes(vectors: int, dimensions: int, dtype: str) -> int:
     return vectors * dimensions * numpy_dtype(dtype).itemsize
 
 
-def _check_memory(node: Any, nbytes: int) -> None:
+def _check_memory(node: Node, nbytes: int) -> None:
     limit_mb = node.settings.vector_memory_limit_mb
     if nbytes > limit_mb * 2**20:
         raise FabstirError(
@@ -425,7 +432,7 @@ def _check_memory(node: Any, nbytes: int) -> None:
 
 
 async def _download(
-    node: Any, storage: Any, path: str, stats: LoadStats, what: str, code: ErrorCode, *,
+    node: Node, storage: Storage, path: str, stats: LoadStats, what: str, code: ErrorCode, *,
     max_bytes: int | None = None,
 ) -> bytes:
     """One object from storage, timed for the stats and metrics; failures become ``code`` (or not-found)."""

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 import trio
 
 from ..config import Settings
+from ..crypto.keys import HostKey
+from ..engine.uploads import UploadLimits, UploadStore
 from ..logging import get_logger
+from ..storage.base import Storage
 from .cache import DatabaseCache
+from .hooks import MetricsSink, Send
 from .indexer import Indexer
 from .lineage import Lineage
-from .sessions import SessionRegistry
+from .loader import run_load
+from .sessions import DatabaseState, Session, SessionRegistry
 
 log = get_logger(__name__)
 
@@ -27,9 +31,13 @@ log = get_logger(__name__)
 class Node:
     """Shared state of a running daemon."""
 
-    def __init__(self, settings: Settings, *, storage: Any = None, host_key: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, *, storage: Storage | None = None, host_key: HostKey | None = None
+    ) -> None:
         self.settings = settings
+        #: None only until the daemon has started the embedded portal it reads through.
         self.storage = storage
+        #: The key of ``encrypted_session_init``; None answers it with ENCRYPTION_NOT_SUPPORTED.
         self.host_key = host_key
         self.registry = SessionRegistry(settings.max_sessions)
         #: CPU-heavy request work (big frames, uploads, searches) runs in threads under this limiter.
@@ -39,7 +47,8 @@ class Node:
         self.load_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
         self.started_at = time.time()
         self.connections = 0
-        self.metrics: Any = None
+        #: What requests, loads and the cache report to (None: metrics off).
+        self.metrics: MetricsSink | None = None
         #: Saves loaded databases to the disk cache and builds their HNSW indexes (service/indexer.py).
         self.indexer = Indexer.from_settings(settings)
         self.cache = DatabaseCache(
@@ -52,11 +61,15 @@ class Node:
         #: Which version of each database path was loaded last; new versions reuse its graph.
         self.lineage = Lineage(self.indexer, self.cache)
 
+    def require_storage(self) -> Storage:
+        """The storage backend (only a daemon with an embedded portal lacks one, until the portal listens)."""
+        if self.storage is None:
+            raise RuntimeError("the node has no storage backend yet")
+        return self.storage
+
     # --- factories ---------------------------------------------------------------
 
-    def new_upload_store(self) -> Any:
-        from ..engine.uploads import UploadLimits, UploadStore
-
+    def new_upload_store(self) -> UploadStore:
         s = self.settings
         return UploadStore(
             UploadLimits(
@@ -67,10 +80,8 @@ class Node:
             )
         )
 
-    async def load_database(self, session: Any, state: Any, send: Any) -> None:
+    async def load_database(self, session: Session, state: DatabaseState, send: Send) -> None:
         """Load the database a session named (runs in the session's nursery)."""
-        from .loader import run_load
-
         await run_load(self, session, state, send)
 
     # --- hooks for metrics ---------------------------------------------------------

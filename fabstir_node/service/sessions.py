@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import enum
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
@@ -44,7 +45,7 @@ class DatabaseState:
     signer: str | None = None
     status: LoadStatus = LoadStatus.NOT_STARTED
     error: FabstirError | None = None
-    engine: "VectorMatrix | None" = None
+    engine: VectorMatrix | None = None
     vector_count: int = 0
     chunks_total: int = 0
     chunks_done: int = 0
@@ -64,7 +65,7 @@ class DatabaseState:
             and self.ref.directory_key == ref.directory_key
         )
 
-    def finish(self, *, engine: "VectorMatrix | None" = None, error: FabstirError | None = None) -> None:
+    def finish(self, *, engine: VectorMatrix | None = None, error: FabstirError | None = None) -> None:
         self.finished_at = time.monotonic()
         if error is not None:
             self.status, self.error, self.engine = LoadStatus.ERROR, error, None
@@ -101,7 +102,7 @@ class Session:
 
     session_id: str
     conn_id: str
-    uploads: "UploadStore"
+    uploads: UploadStore
     job_id: str | None = None
     chain_id: int | None = None
     user_address: str | None = None
@@ -118,7 +119,7 @@ class Session:
     #: Storage downloads this session started (S5_RATE_LIMIT_*); set by the connection.
     downloads: SlidingWindow | None = attrs.field(default=None, repr=False)
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own a nursery for the session's background work until :meth:`close`."""
         with trio.CancelScope() as scope:
             self.scope = scope

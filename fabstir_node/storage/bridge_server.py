@@ -25,7 +25,9 @@ import argparse
 import enum
 import io
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import blake3
@@ -94,7 +96,9 @@ class Faults:
     path_latency: dict[str, float] = attrs.field(factory=dict)
     rules: list[Rule] = attrs.field(factory=list)
 
-    def inject(self, action: Action, *, path: str | None = None, times: int | None = None, **options) -> Rule:
+    def inject(
+        self, action: Action, *, path: str | None = None, times: int | None = None, **options: Any
+    ) -> Rule:
         rule = Rule(Action(action), path=path, times=times, **options)
         self.rules.append(rule)
         return rule
@@ -260,7 +264,7 @@ def _error(status: int, path: str, message: str, *, error: str = "Not found") ->
     return HttpResponse.json(status, {"error": error, "path": path, "message": message})
 
 
-async def _stream(record: RequestRecord, data: bytes, chunk_size: int, outcome: str):
+async def _stream(record: RequestRecord, data: bytes, chunk_size: int, outcome: str) -> AsyncIterator[bytes]:
     try:
         for start in range(0, len(data), chunk_size):
             piece = data[start : start + chunk_size]
@@ -272,7 +276,9 @@ async def _stream(record: RequestRecord, data: bytes, chunk_size: int, outcome: 
             record.outcome = "aborted"
 
 
-async def _trickle(record: RequestRecord, data: bytes, prefix_bytes: int, interval: float | None):
+async def _trickle(
+    record: RequestRecord, data: bytes, prefix_bytes: int, interval: float | None
+) -> AsyncIterator[bytes]:
     try:
         yield data[:prefix_bytes] or b"\0"
         record.bytes_sent += max(1, len(data[:prefix_bytes]))
@@ -301,7 +307,7 @@ def cbor_as_json_text(data: bytes) -> bytes | None:
     stream = io.BytesIO(data)
     try:
         value = cbor2.CBORDecoder(stream).decode()
-    except Exception:  # any malformed input: "not CBOR"
+    except Exception:  # noqa: BLE001 - any malformed input: "not CBOR"
         return None
     if stream.tell() != len(data) or not isinstance(value, dict | list):
         return None

@@ -321,7 +321,7 @@ class RowFile(_OpenFile):
         out = np.empty((len(rows), self._dims), self._dtype)
         if out.size == 0:
             return out
-        buffer, size = memoryview(out).cast("B"), self._row_bytes
+        buffer, size = out.data.cast("B"), self._row_bytes
         for i, row in enumerate(np.asarray(rows, np.int64).tolist()):
             if not 0 <= row < self._count:
                 raise IndexError(f"row {row} of {self._count}")

@@ -27,6 +27,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -45,7 +46,7 @@ DTYPES = ("i8", "f16", "bf16")
 def build_index(
     vectors: np.ndarray, *, dtype: str = "i8", connectivity: int, expansion_add: int, threads: int = 0,
     report: bool = False,
-):  # -> usearch.index.Index
+) -> Any:  # a usearch.index.Index (usearch has no type information)
     """A cosine HNSW graph over ``vectors`` with key ``i`` for row ``i``."""
     from usearch.index import Index
 
@@ -121,7 +122,9 @@ class _Widened:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fabstir_node.storage.index_builder", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fabstir_node.storage.index_builder", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("directory", type=Path)
     parser.add_argument("--key", required=True)
     parser.add_argument("--dtype", choices=DTYPES, default="i8")

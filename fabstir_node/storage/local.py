@@ -24,7 +24,9 @@ import contextlib
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -32,6 +34,8 @@ from ..errors import StorageError, StorageNotFound, StorageTooLarge, StorageUnav
 from .base import DEFAULT_MAX_BODY_BYTES, HealthStatus, StorageStats, checked_path, effective_limit
 
 __all__ = ["LocalStore"]
+
+_T = TypeVar("_T")
 
 _BLOCK = 1024 * 1024
 _O_READ = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -99,7 +103,7 @@ class LocalStore:
 
     # --- worker-thread side -------------------------------------------------
 
-    async def _run(self, fn, *args):
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
         self.stats.requests += 1
         try:
             return await trio.to_thread.run_sync(fn, *args)

@@ -33,7 +33,8 @@ therefore skipped at once in favour of the next one, not retried first.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -52,6 +53,7 @@ from .transfer import RetryPolicy, Transient, attempt_timeout, is_transient_stat
 __all__ = ["Portal", "PortalClient", "parse_portals"]
 
 log = get_logger(__name__)
+_T = TypeVar("_T")
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: A registry answer is a small JSON object; anything bigger is not one.
@@ -62,11 +64,15 @@ _INLINE_HASH_BYTES = 1024 * 1024
 _HEALTH_KEY = b"\xed" + bytes(32)
 
 
+def _without_trailing_slash(url: str) -> str:
+    return url.rstrip("/")
+
+
 @attrs.frozen
 class Portal:
     """One portal: its base URL and the bearer token it gets (never logged)."""
 
-    url: str = attrs.field(converter=lambda u: u.rstrip("/"))
+    url: str = attrs.field(converter=_without_trailing_slash)
     token: str | None = attrs.field(default=None, repr=False)
 
     @property
@@ -150,7 +156,7 @@ class PortalClient:
             self.stats.errors += 1
             raise
 
-    async def _rounds(self, label: str, ask):  # type: ignore[no-untyped-def]
+    async def _rounds(self, label: str, ask: Callable[[Portal], Awaitable[_T | None]]) -> _T | None:
         """Ask portals in order until one has the answer, in rounds (see the module docstring)."""
         reason = ""
         for number in range(self.policy.max_retries + 1):
@@ -393,7 +399,7 @@ class PortalClient:
 
         await self._write(label, once)
 
-    async def _write(self, label: str, once):  # type: ignore[no-untyped-def]
+    async def _write(self, label: str, once: Callable[[Portal], Awaitable[_T]]) -> _T:
         self.stats.requests += 1
         try:
             result = await self._rounds(label, once)
@@ -403,7 +409,7 @@ class PortalClient:
         if result is None:  # every portal answered, none stored it
             self.stats.errors += 1
             raise StorageUnavailable(label, "no portal accepted the write")
-        return result if result is not True else None
+        return result
 
     async def _post(
         self, portal: Portal, url: str, label: str, *, content: bytes, headers: dict[str, str],

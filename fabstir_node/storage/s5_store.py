@@ -43,9 +43,10 @@ import trio
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound
 from ..protocol.messages import DEFAULT_CHAIN_ID, VectorDatabaseRef
 from ..s5.identity import DirectoryKeys, S5Identity
-from ..s5.resolve import NeedEntry, Resolver, ResolvedFile
+from ..s5.resolve import NeedEntry, ResolvedFile, Resolver
 from .base import HealthStatus, StorageStats, checked_path
 from .s5_portal import PortalClient
+from .s5_publish import publish_files
 
 __all__ = ["S5Store", "S5TreeView", "Tree", "parse_directory_key"]
 
@@ -278,8 +279,6 @@ class S5Store:
 
     async def put(self, path: str, data: bytes) -> None:
         """Write one file into the host's own tree (read-modify-write of its directories)."""
-        from .s5_publish import publish_files
-
         path = checked_path(path)
         if self._host is None:
             raise StorageError(path, "writing needs a host identity (S5_SEED_PHRASE)")

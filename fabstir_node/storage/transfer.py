@@ -20,8 +20,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TypeVar, cast
 
 import attrs
 import httpx
@@ -179,7 +179,7 @@ async def read_body(
     # again, a third of the receiving CPU for a 36 MB chunk)
     pieces: list[bytes] = []
     size = 0
-    async with contextlib.aclosing(response.aiter_bytes()) as chunks:
+    async with contextlib.aclosing(_body_chunks(response)) as chunks:
         async for chunk in chunks:
             pieces.append(chunk)
             size += len(chunk)
@@ -204,7 +204,7 @@ async def _read_declared(
     body = bytearray(declared)
     view = memoryview(body)
     size = 0
-    async with contextlib.aclosing(response.aiter_bytes()) as chunks:
+    async with contextlib.aclosing(_body_chunks(response)) as chunks:
         async for chunk in chunks:
             end = size + len(chunk)
             if end > declared:  # more than Content-Length promised (h11 refuses this first)
@@ -219,10 +219,15 @@ async def _read_declared(
     return body  # type: ignore[return-value]  # a bytearray: copying it to bytes would double the peak
 
 
+def _body_chunks(response: httpx.Response) -> AsyncGenerator[bytes, None]:
+    """The body's chunks as the async generator httpx makes (typed as a mere AsyncIterator)."""
+    return cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+
+
 async def read_prefix(response: httpx.Response, limit: int = ERROR_BODY_BYTES) -> bytes:
     """Up to about ``limit`` bytes of the body; a longer body is abandoned (closing the connection)."""
     data = bytearray()
-    async with contextlib.aclosing(response.aiter_bytes()) as chunks:
+    async with contextlib.aclosing(_body_chunks(response)) as chunks:
         async for chunk in chunks:
             data += chunk
             if len(data) >= limit:

@@ -135,6 +135,7 @@ def test_serve_logs_host_public_key_from_key_file(tmp_path):
     key = HostKey.generate()
     key_file = tmp_path / "k"
     key_file.write_text(key.private_key.hex())
+    key_file.chmod(0o600)
     daemon = start_serve(tmp_path, env={"HOST_PRIVATE_KEY_FILE": str(key_file)})
     started = daemon.started
     try:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from typing import Any
-
-import sys
 
 import numpy as np
 import orjson
 import pytest
+from _engine_data import make_clustered, make_queries, reference_search
 
 from fabstir_node.engine.filters import compile_filter
 from fabstir_node.engine.matrix import MAX_CACHED_COLUMNS, VectorMatrix, as_float32, to_bfloat16
 from fabstir_node.errors import ErrorCode, FabstirError
-
-from _engine_data import make_clustered, make_queries, reference_search
 
 FILTERS: list[dict[str, Any]] = [
     {"folder": "/docs/3"},

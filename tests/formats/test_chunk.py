@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cbor2
 import numpy as np
 import orjson
 import pytest
-
 from _edit import set_at
+
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import OpenedBlob, open_blob
 from fabstir_node.formats.chunk import decode_chunk

@@ -8,8 +8,8 @@ from typing import Any
 import cbor2
 import orjson
 import pytest
-
 from _edit import set_at
+
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import decode_object, open_blob
 from fabstir_node.formats.manifest import Manifest, check_access, parse_manifest

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import trio
+from _hardening import OWNER, open_fds, put, rss_kb, task_count
 
 from fabstir_node.formats.paths import manifest_path
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
 from fabstir_node.storage.bridge_server import Action, Faults, serve_bridge
-
-from _hardening import OWNER, open_fds, put, rss_kb, task_count
 
 FAULTS = {
     "latency": (lambda f, p: f.delay(0.05), "loading_complete"),

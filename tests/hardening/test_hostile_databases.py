@@ -6,7 +6,6 @@ import math
 
 import cbor2
 import pytest
-
 from _hardening import OWNER, good_chunk, good_manifest, hostile_db
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import trio
-
 from _hardening import OWNER, good_chunk, good_manifest, hostile_db
 
 

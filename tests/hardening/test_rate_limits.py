@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import trio
+from _hardening import OWNER, good_chunk, good_manifest, hostile_db
 
 from fabstir_node.service.ratelimit import SlidingWindow, TokenBucket
-
-from _hardening import OWNER, good_chunk, good_manifest, hostile_db
 
 
 def test_token_bucket():

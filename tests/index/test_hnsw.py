@@ -7,9 +7,9 @@ import pytest
 from _index_data import make_matrix, queries
 
 from fabstir_node.engine import hnsw
-from fabstir_node.storage.index_builder import build_index
 from fabstir_node.engine.filters import compile_filter
 from fabstir_node.engine.hnsw import HnswIndex
+from fabstir_node.storage.index_builder import build_index
 
 
 class Counting:

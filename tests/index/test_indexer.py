@@ -50,7 +50,9 @@ def chunk_events(client) -> int:
 
 @pytest.fixture
 def settings(tmp_path):
-    return {"metrics_port": 0, "request_rate_per_second": 10_000.0, "request_rate_burst": 10_000.0, "cache_dir": tmp_path / "cache", "hnsw_min_vectors": 500, "hnsw_expansion_add": 64, "vector_dtype": "f16"}
+    return {"metrics_port": 0, "request_rate_per_second": 10_000.0, "request_rate_burst": 10_000.0,
+            "cache_dir": tmp_path / "cache", "hnsw_min_vectors": 500, "hnsw_expansion_add": 64,
+            "vector_dtype": "f16"}
 
 
 async def test_exact_answers_at_once_then_the_graph_is_swapped_in(start_node, publish_local, settings):

@@ -12,11 +12,11 @@ import orjson
 import pytest
 from _index_data import make_matrix, queries
 
-from fabstir_node.storage import disk_cache as persist
-from fabstir_node.storage.index_builder import build_index, calibrate
 from fabstir_node.engine.filters import compile_filter
 from fabstir_node.engine.hnsw import HnswIndex
 from fabstir_node.engine.matrix import VectorMatrix
+from fabstir_node.storage import disk_cache as persist
+from fabstir_node.storage.index_builder import build_index, calibrate
 
 KEY = "ab" * 32
 
@@ -282,7 +282,8 @@ def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
     assert _resident_kb(directory / "index.usearch") > 0
     # a selective filter is searched exactly over the mapped rows, and that shows (the probe works)
     selective = opened.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3}))
-    assert [h.id for h in selective.hits] == [h.id for h in matrix.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3})).hits]
+    expected = matrix.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3}))
+    assert [h.id for h in selective.hits] == [h.id for h in expected.hits]
     assert _resident_kb(directory / "vectors.npy") > 0
 
 

@@ -21,7 +21,6 @@ from fabstir_node.formats.writer import build_database
 from fabstir_node.storage.bridge_server import Action, Faults, serve_bridge
 from fabstir_node.testing import write_files
 
-
 OWNER = "0x1234567890AbcdEF1234567890aBcdef12345678"
 
 
@@ -41,7 +40,9 @@ def bridge_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def start_bridge(bridge_root: Path, nursery: trio.Nursery):
     async def start(faults: Faults | None = None):
-        return await nursery.start(lambda task_status: serve_bridge(bridge_root, faults=faults, task_status=task_status))
+        return await nursery.start(
+            lambda task_status: serve_bridge(bridge_root, faults=faults, task_status=task_status)
+        )
 
     return start
 

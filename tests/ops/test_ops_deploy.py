@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from fabstir_node.config import OPTIONS, markdown_table
+from fabstir_node.config import OPTIONS, Settings, markdown_table
 from fabstir_node.server.metrics import Metrics
 from fabstir_node.service.node import Node
-from fabstir_node.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -6,9 +6,9 @@ import io
 import json
 import re
 
+from _ops_helpers import publish, receive_until, request, search_frame, session_init, upload_frame
 from trio_websocket import open_websocket_url
 
-from _ops_helpers import publish, receive_until, request, search_frame, session_init, upload_frame
 from fabstir_node.logging import configure, get_logger
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")

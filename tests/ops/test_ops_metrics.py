@@ -7,13 +7,18 @@ operations port.
 
 from __future__ import annotations
 
-import pytest
 import trio
+from _ops_helpers import (
+    publish,
+    receive_until,
+    request,
+    scrape,
+    search_frame,
+    session_init,
+    upload_frame,
+)
 from trio_websocket import open_websocket_url
 
-from _ops_helpers import (
-    publish, receive_until, request, scrape, search_frame, session_init, upload_frame,
-)
 from fabstir_node.storage.bridge_server import serve_bridge
 
 LOCAL = {"backend": "local"}

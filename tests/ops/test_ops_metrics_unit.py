@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 
+from _ops_helpers import Samples
 from prometheus_client import REGISTRY
 
-from _ops_helpers import Samples
 from fabstir_node.config import Settings
 from fabstir_node.errors import StorageNotFound, StorageTooLarge, StorageUnavailable
 from fabstir_node.server.metrics import NULL_METRICS, Metrics, NullMetrics, metrics_of

@@ -11,8 +11,8 @@ import trio
 
 from fabstir_node import __version__
 from fabstir_node.config import Settings
-from fabstir_node.server.probes import Probes
 from fabstir_node.server.http import serve_http
+from fabstir_node.server.probes import Probes
 from fabstir_node.service.node import Node
 from fabstir_node.storage.bridge_server import serve_bridge
 from fabstir_node.storage.local import LocalStore

@@ -12,9 +12,8 @@ import sys
 import httpx
 import pytest
 import trio
-from trio_websocket import ConnectionClosed, open_websocket_url
-
 from _ops_helpers import request, session_init, upload_frame
+from trio_websocket import ConnectionClosed, open_websocket_url
 
 
 def _free_port() -> int:
@@ -42,7 +41,8 @@ class _Lines:
                         return line
                 data = await self.stream.receive_some(65536)
                 if not data:
-                    raise AssertionError(f"stdout ended before {event!r}; saw {[l['event'] for l in self.seen]}")
+                    seen = [item["event"] for item in self.seen]
+                    raise AssertionError(f"stdout ended before {event!r}; saw {seen}")
                 self.buffer += data
 
 

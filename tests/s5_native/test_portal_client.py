@@ -6,14 +6,13 @@ import os
 
 import pytest
 import trio
+from _s5_native_helpers import closed_port_url
 
 from fabstir_node.errors import ErrorCode, FabstirError, StorageTooLarge, StorageUnavailable
 from fabstir_node.s5.cid import BlobId, blake3_hash
 from fabstir_node.s5.registry import RegistryEntry, sign_entry
 from fabstir_node.server.http import HttpResponse
 from fabstir_node.storage.s5_portal import Portal, parse_portals
-
-from _s5_native_helpers import closed_port_url
 
 
 async def test_a_blob_comes_back_verified_and_a_missing_one_is_none(start_portal, make_client):

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import trio
+from _s5_native_helpers import file_hash
 
 from fabstir_node.cli import main
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.s5.identity import S5Identity
 from fabstir_node.server.portal import embedded_seed_phrase, serve_portal
-
-from _s5_native_helpers import file_hash
 
 OWNER = "0x5A5a000000000000000000000000000000000001"
 N, DIM, SEED = 300, 16, 7

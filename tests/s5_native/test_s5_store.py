@@ -8,7 +8,9 @@ import shutil
 
 import pytest
 import trio
-from hypothesis import given, settings, strategies as st
+from _s5_native_helpers import file_hash
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fabstir_node.errors import ErrorCode, FabstirError, StorageError, StorageNotFound
 from fabstir_node.protocol.messages import VectorDatabaseRef
@@ -18,8 +20,6 @@ from fabstir_node.s5.writer import TreeWriter
 from fabstir_node.storage.base import Storage
 from fabstir_node.storage.s5_publish import publish_files
 from fabstir_node.storage.s5_store import S5Store, parse_directory_key
-
-from _s5_native_helpers import file_hash
 
 DB = "home/vector-databases/0xabc/docs"
 OWNER = "0xAbC0000000000000000000000000000000000001"

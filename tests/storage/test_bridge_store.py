@@ -8,6 +8,7 @@ import httpx
 import orjson
 import pytest
 import trio
+import trio.testing
 from _storage_helpers import wait_for
 
 from fabstir_node.errors import ErrorCode, FabstirError, StorageNotFound, StorageTooLarge, StorageUnavailable
@@ -30,6 +31,7 @@ async def test_get_returns_the_bytes(bridge, make_store):
     store = make_store()
     assert isinstance(store, Storage)
     assert await store.get(PATH) == data
+    await trio.testing.wait_all_tasks_blocked()  # the stand-in records "complete" after the last send
     assert [r.outcome for r in bridge.requests("GET", PATH)] == ["complete"]
     assert (store.stats.requests, store.stats.retries, store.stats.errors) == (1, 0, 0)
     assert store.stats.bytes == len(data)
