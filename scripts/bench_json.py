@@ -28,10 +28,10 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-import orjson
 import simdjson
 
 from fabstir_node.formats import chunk as chunk_module
@@ -126,7 +126,7 @@ def msgspec_raw_fromstring(data: bytes, n: int) -> np.ndarray:
         for r in recs:
             to_json_bytes(r.metadata if r.metadata is not None else {})
         text = b",".join(bytes(r.vector)[1:-1] for r in recs)
-        values = np.fromstring(text, dtype=np.float64, sep=",")  # noqa: NPY201 - text mode is supported
+        values = np.fromstring(text, dtype=np.float64, sep=",")
         return values.reshape(n, -1).astype(np.float32)
 
 

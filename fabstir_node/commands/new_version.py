@@ -10,6 +10,7 @@ every chunk and the manifest rewritten, ``created`` kept, ``updated`` and
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import trio
 from ..config import Settings
 from ..errors import FabstirError, StorageError
 from ..formats.blob import decode_object, open_blob
-from ..formats.chunk import decode_chunk
+from ..formats.chunk import Chunk, decode_chunk
 from ..formats.edits import EditError, Records, apply_edits, next_times, read_records
 from ..formats.manifest import Manifest, parse_manifest
 from ..formats.paths import chunk_path, manifest_path
@@ -44,6 +45,11 @@ def read_delete_ids(path: Path) -> list[str]:
     return [line.strip() for line in lines if line.strip()]
 
 
+def _decode(raw: bytes, ref: Any, key: bytes | None, dimensions: int | None) -> Chunk:
+    return decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
+                        dimensions=dimensions)
+
+
 async def read_database(
     settings: Settings, owner: str, name: str, key: bytes | None
 ) -> tuple[Manifest, Records, str]:
@@ -63,9 +69,7 @@ async def read_database(
         chunks = []
         for ref in manifest.chunks:
             raw = await storage.get(chunk_path(path, ref.chunk_id))
-            chunks.append(await trio.to_thread.run_sync(lambda raw=raw, ref=ref: decode_chunk(
-                open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
-                dimensions=manifest.dimensions)))
+            chunks.append(await trio.to_thread.run_sync(partial(_decode, raw, ref, key, manifest.dimensions)))
     finally:
         await storage.aclose()
         if client is not None:

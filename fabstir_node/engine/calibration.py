@@ -18,12 +18,13 @@ Pure: the builder does the searching; this module draws the sample and decides.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import numpy as np
 
-__all__ = ["Calibration", "choose", "recall_per_query", "sample_queries", "EFFORTS", "K"]
+__all__ = ["EFFORTS", "Calibration", "K", "choose", "recall_per_query", "sample_queries"]
 
 #: Search efforts tried, lowest first.
 EFFORTS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)

@@ -702,7 +702,8 @@ class VectorMatrix:
         """float32 cosines of ``rows`` (int64 row numbers) with the unit query ``q``."""
         if len(rows) == 0:
             return np.empty(0, np.float32)
-        return (as_float32(self._vectors[np.sort(rows)]) @ q).astype(np.float32)
+        scores: np.ndarray = (as_float32(self._vectors[np.sort(rows)]) @ q).astype(np.float32)
+        return scores
 
     def _exact(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of every row (or of the ``rows`` a filter passes) and the best ``k`` of them.

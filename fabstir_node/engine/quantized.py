@@ -15,10 +15,10 @@ Pure: no I/O.  Filling is thread-safe for disjoint row ranges; scans are safe fr
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-import numpy as np
 import numkong
+import numpy as np
 
 __all__ = ["Int8Rows", "candidate_count", "quantize_rows"]
 

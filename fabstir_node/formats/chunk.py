@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import cbor2
@@ -566,7 +566,8 @@ def _decode_json(data: bytes, builder: _Builder) -> Chunk:
     builder.check_count(count)
     brackets = 1 + count
     add_id, add_metadata, metadata = builder.add_id, builder.add_metadata, builder.metadata
-    matrix = None
+    matrix: np.ndarray | None = None
+    meta: Any
     for index, record in enumerate(records):
         if not isinstance(record, simdjson.Object):
             raise _Fallback
@@ -589,22 +590,24 @@ def _decode_json(data: bytes, builder: _Builder) -> Chunk:
         if matrix is None:
             builder.check_length(len(vector), index)
             matrix = builder.matrix
+            assert matrix is not None
         elif len(vector) != matrix.shape[1]:
             raise _Fallback
-        values = vector.as_buffer(of_type="d")
+        values: Any = vector.as_buffer(of_type="d")  # a csimdjson.ArrayBuffer (its stub says bytes)
         if values.size != 8 * matrix.shape[1]:
             raise _Fallback  # a nested list
         matrix[index] = np.frombuffer(values, dtype=np.float64)
         add_id(ident, index)
         add_metadata(meta, index)
-        brackets += ident.count("[") + metadata[-1].count(b"[")
+        brackets += cast(str, ident).count("[") + metadata[-1].count(b"[")  # add_id checked it
     if _count_brackets(data, brackets) != brackets:
         raise _Fallback
     if matrix is not None:
         # Rows with a value this large (never in a normalised embedding): their
         # numbers as Python objects, to see whether one is such an integer.
         for row in np.flatnonzero((np.abs(matrix) >= _EXACT_INTEGERS).any(axis=1)).tolist():
-            if any(type(item) is int and abs(item) > 2**53 for item in records[row]["vector"].as_list()):
+            row_record: Any = records[row]
+            if any(type(item) is int and abs(item) > 2**53 for item in row_record["vector"].as_list()):
                 raise _Fallback
     return builder.finish()
 

@@ -30,8 +30,8 @@ from ..logging import get_logger
 from ..protocol import codec
 from ..protocol import messages as m
 from ..service.connection import ConnectionService
-from ..service.peers import PeerCounter, client_address, parse_networks
 from ..service.node import Node
+from ..service.peers import PeerCounter, client_address, parse_networks
 from ..service.ratelimit import TokenBucket
 
 log = get_logger(__name__)

@@ -14,8 +14,8 @@ slot on when it was granted one as it was cancelled.
 from __future__ import annotations
 
 import itertools
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
 
 import attrs
 import trio

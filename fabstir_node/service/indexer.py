@@ -32,19 +32,19 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
-
 import trio
 
 from ..config import Settings
+from ..engine.matrix import COARSE_MIN_ROWS, as_float32
+from ..engine.quantized import Int8Rows
 from ..logging import get_logger
 from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
-from ..engine.matrix import COARSE_MIN_ROWS, as_float32
-from ..engine.quantized import Int8Rows
 from ..storage import disk_cache as persist
 from ..storage.row_writer import clear_stale
 from .build_queue import BuildQueue

@@ -54,7 +54,7 @@ from .indexer import _in_background, _run_idle
 
 log = get_logger(__name__)
 
-__all__ = ["Lineage", "REBUILD_SHARE"]
+__all__ = ["REBUILD_SHARE", "Lineage"]
 
 #: Rebuild the graph from scratch once removed rows reach this share of the live rows.
 REBUILD_SHARE = 0.10
@@ -121,7 +121,7 @@ class Lineage:
             return engine
         try:
             updated = await self._update(previous, key, engine, emit)
-        except Exception:  # noqa: BLE001 - the ordinary path (save, full build) still works
+        except Exception:
             log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
             updated = None
         if updated is None:
@@ -192,5 +192,5 @@ class Lineage:
             if fresh is not None and fresh.index is not None and entry is not None:
                 entry.swap(fresh, "hnsw")
                 log.info("lineage_index_rebuilt", cache_key=key[:16], vectors=count)
-        except Exception:  # noqa: BLE001 - background work; the updated graph keeps answering
+        except Exception:
             log.exception("lineage_rebuild_failed", cache_key=key[:16])

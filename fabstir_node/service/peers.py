@@ -15,7 +15,7 @@ and releases when the connection ends, whatever the way.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = ["PeerCounter", "client_address", "parse_networks"]
 

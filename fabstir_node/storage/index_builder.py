@@ -27,7 +27,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -88,9 +88,9 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65_
     return out
 
 
-def calibrate(index, vectors: np.ndarray, *, seed: int = 0) -> cal.Calibration:  # index: usearch.index.Index
+def calibrate(index: Any, vectors: np.ndarray, *, seed: int = 0) -> cal.Calibration:  # a usearch Index
     """Measure the graph on a held-out sample (``engine/calibration.py``) and choose its effort and floor."""
-    queries, kinds = cal.sample_queries(_Widened(vectors), seed=seed)
+    queries, kinds = cal.sample_queries(cast(np.ndarray, _Widened(vectors)), seed=seed)
     truth = exact_top(vectors, queries, cal.K)
     recall_by, top_by = {}, {}
     for effort in cal.EFFORTS:

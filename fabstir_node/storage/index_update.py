@@ -28,6 +28,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -40,7 +41,9 @@ from . import disk_cache as persist
 _PARKED = 1 << 40
 
 
-def update_index(index, mapping: np.ndarray, vectors: np.ndarray, old_count: int, *, threads: int = 0) -> dict:
+def update_index(
+    index: Any, mapping: np.ndarray, vectors: np.ndarray, old_count: int, *, threads: int = 0
+) -> dict[str, Any]:  # index: a usearch.index.Index (usearch has no type information)
     """Turn ``index`` (keys = old rows) into the graph of the new rows; returns what it did."""
     kept_new = np.flatnonzero(mapping >= 0).astype(np.uint64)
     kept_old = mapping[mapping >= 0].astype(np.uint64)
@@ -56,7 +59,7 @@ def update_index(index, mapping: np.ndarray, vectors: np.ndarray, old_count: int
     for start in range(0, len(added), 20_000):
         rows = added[start : start + 20_000]
         index.add(rows.astype(np.uint64), as_float32(np.asarray(vectors[rows])), threads=threads)
-    return {"removed": int(len(removed)), "added": int(len(added)), "kept": int(len(kept_new))}
+    return {"removed": len(removed), "added": len(added), "kept": len(kept_new)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["RowFileWriter", "clear_stale", "loading_dir", "LOADING_DIR"]
+__all__ = ["LOADING_DIR", "RowFileWriter", "clear_stale", "loading_dir"]
 
 LOADING_DIR = ".loading"
 
@@ -55,7 +55,7 @@ class RowFileWriter:
         data = np.ascontiguousarray(rows, self.dtype)
         if data.ndim != 2 or data.shape[1] != self.shape[1] or start + len(data) > self.shape[0]:
             raise ValueError("block does not fit the row file")
-        view = memoryview(data).cast("B")
+        view = data.data.cast("B")  # contiguous: its bytes in row order
         at = self._offset + start * self.shape[1] * self.dtype.itemsize
         while view:
             written = os.pwrite(self._fd, view, at)

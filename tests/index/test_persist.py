@@ -167,10 +167,12 @@ def test_a_damaged_index_is_discarded_and_the_matrix_still_opens(tmp_path, damag
     elif damage == "info of another key":
         info.write_bytes(orjson.dumps({**orjson.loads(info.read_bytes()), "key": "x"}))
     elif damage.startswith("no calibration"):
-        info.write_bytes(orjson.dumps({k: v for k, v in orjson.loads(info.read_bytes()).items() if k != "calibration"}))
+        kept = {k: v for k, v in orjson.loads(info.read_bytes()).items() if k != "calibration"}
+        info.write_bytes(orjson.dumps(kept))
     else:  # a well-formed graph with fewer rows, its digest recorded: only the row count gives it away
         other = build_index(matrix.vectors[:900], connectivity=8, expansion_add=32, threads=1)
-        persist.save_index(directory, other, key=KEY, parameters={"calibration": calibrate(other, matrix.vectors[:900]).to_json()})
+        calibration = calibrate(other, matrix.vectors[:900]).to_json()
+        persist.save_index(directory, other, key=KEY, parameters={"calibration": calibration})
         info.write_bytes(orjson.dumps({**orjson.loads(info.read_bytes()), "count": len(matrix)}))
     opened = persist.open_matrix(directory, key=KEY)
     assert opened.index is None and not persist.has_index(directory) and not graph.exists()

@@ -20,7 +20,8 @@ def test_a_builder_with_a_row_file_makes_the_same_matrix(tmp_path):
     rng = np.random.default_rng(0)
     rows = rng.standard_normal((700, 12)).astype(np.float32)
     ids, meta = [f"v{i}" for i in range(700)], [b""] * 700
-    plain, filed = MatrixBuilder(700, 12, "f16"), MatrixBuilder(700, 12, "f16", sink=RowFileWriter(tmp_path, 700, 12, np.float16))
+    plain = MatrixBuilder(700, 12, "f16")
+    filed = MatrixBuilder(700, 12, "f16", sink=RowFileWriter(tmp_path, 700, 12, np.float16))
     for start in (300, 0, 600):  # any order, as chunks arrive
         block = rows[start : start + {0: 300, 300: 300, 600: 100}[start]]
         plain.fill(start, block)

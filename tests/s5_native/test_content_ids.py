@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from _s5_native_helpers import file_hash
 
 from fabstir_node.errors import StorageNotFound
 from fabstir_node.protocol.messages import VectorDatabaseRef
 from fabstir_node.storage.s5_publish import publish_files
 from fabstir_node.storage.s5_store import S5Store
-
-from _s5_native_helpers import file_hash
 
 DB = "home/vector-databases/0xabc/docs"
 OWNER = "0xAbC0000000000000000000000000000000000001"

@@ -7,12 +7,12 @@ import time
 import numpy as np
 import pytest
 import trio
+from test_lineage import DIM, OWNER, next_version, publish, unit
+from trio_websocket import ConnectionClosed, HandshakeError
 
 from fabstir_node.client import NodeClient
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.testing import spawn_daemon
-
-from test_lineage import DIM, OWNER, next_version, publish, unit
 
 
 def env(tmp_path, cache, crash=None):
@@ -46,7 +46,7 @@ async def test_a_crash_during_an_update_reopens_to_a_consistent_version(tmp_path
             await trio.sleep(0.05)
         v2 = next_version(records, 2)[0]
         publish(tmp_path, v2, 2)
-        with pytest.raises(Exception):
+        with pytest.raises((ConnectionClosed, HandshakeError, OSError)):
             await answers(daemon.url, path, [])  # the daemon is killed mid-update
         assert daemon.process.wait(timeout=30) == -9
     finally:

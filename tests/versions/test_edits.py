@@ -1,4 +1,7 @@
-"""New versions of a database written as the SDK writes them: the pure edits and `publish --add/--delete-ids/--update`."""
+"""New versions of a database written as the SDK writes them.
+
+The pure edits, and `publish --add/--delete-ids/--update`.
+"""
 
 from __future__ import annotations
 

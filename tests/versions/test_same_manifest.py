@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
 from fabstir_node.testing import write_files
