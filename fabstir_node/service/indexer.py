@@ -107,7 +107,7 @@ class Indexer:
         dtype: str = "i8",
         connectivity: int = 16,
         expansion_add: int = 160,
-        expansion_search: int = 256,
+        expansion_search: int = 64,
         build_threads: int = 0,
         build_slots: int = 1,
     ) -> None:
@@ -133,7 +133,7 @@ class Indexer:
             dtype=getattr(settings, "hnsw_dtype", "i8"),
             connectivity=getattr(settings, "hnsw_connectivity", 16),
             expansion_add=getattr(settings, "hnsw_expansion_add", 160),
-            expansion_search=getattr(settings, "hnsw_expansion_search", 256),
+            expansion_search=getattr(settings, "hnsw_expansion_search", 64),
         )
 
     def directory(self, key: str) -> Path:
@@ -226,6 +226,7 @@ class Indexer:
             sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", key,
             "--dtype", self.dtype, "--connectivity", str(self.connectivity),
             "--expansion-add", str(self.expansion_add),
+            "--min-expansion-search", str(self.expansion_search),
             "--threads", str(self.build_threads),
         ]
         deadline = BUILD_DEADLINE_BASE + BUILD_DEADLINE_PER_1000 * count / 1000

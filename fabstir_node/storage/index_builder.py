@@ -88,12 +88,15 @@ def exact_top(vectors: np.ndarray, queries: np.ndarray, k: int, block: int = 65_
     return out
 
 
-def calibrate(index: Any, vectors: np.ndarray, *, seed: int = 0) -> cal.Calibration:  # a usearch Index
+def calibrate(
+    index: Any, vectors: np.ndarray, *, seed: int = 0, min_effort: int = 1
+) -> cal.Calibration:  # index: a usearch Index
     """Measure the graph on a held-out sample (``engine/calibration.py``) and choose its effort and floor."""
     queries, kinds = cal.sample_queries(cast(np.ndarray, _Widened(vectors)), seed=seed)
     truth = exact_top(vectors, queries, cal.K)
     recall_by, top_by = {}, {}
-    for effort in cal.EFFORTS:
+    efforts = sorted({max(min_effort, e) for e in cal.EFFORTS} | {max(min_effort, cal.EFFORTS[-1])})
+    for effort in efforts:
         index.expansion_search = effort
         matches = index.search(queries, 2 * cal.K, threads=0)
         found, tops = [], np.empty(len(queries))
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=DTYPES, default="i8")
     parser.add_argument("--connectivity", type=int, default=16)
     parser.add_argument("--expansion-add", type=int, default=160)
+    parser.add_argument("--min-expansion-search", type=int, default=64,
+                        help="lowest search effort the recall measurement may choose")
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")
     parser.add_argument("--nice", type=int, default=10, help="lower this process's priority by this much")
     parser.add_argument("--idle", action=argparse.BooleanOptionalAction, default=True,
@@ -148,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     built = time.monotonic()
     print(orjson.dumps({"event": "progress", "stage": "calibrating"}).decode(), flush=True)
-    calibration = calibrate(index, matrix.vectors)
+    calibration = calibrate(index, matrix.vectors, min_effort=args.min_expansion_search)
     calibrated = time.monotonic()
     persist.save_index(
         args.directory,
