@@ -481,6 +481,9 @@ class VectorMatrix:
     dropped_duplicates: int = 0
     #: An 8-bit copy of the rows that picks candidates for unfiltered exact-quality searches.
     coarse: Int8Rows | None = None
+    #: Reads chosen rows for re-scoring (the disk cache's ``pread`` reader, so re-scoring a file-backed
+    #: matrix does not map page after page of it into the process); None: index the rows.
+    read_rows: Callable[[np.ndarray], np.ndarray] | None = None
     _columns: dict[str, Column] = attrs.field(factory=dict, init=False)
     _nbytes: int | None = attrs.field(default=None, init=False)
 
@@ -558,7 +561,14 @@ class VectorMatrix:
             self.degenerate_rows,
             self.dropped_duplicates,
             coarse if coarse is not None else self.coarse,
+            self.read_rows,
         )
+
+    def with_row_reader(self, read_rows: Callable[[np.ndarray], np.ndarray]) -> VectorMatrix:
+        """The same matrix re-scoring candidates on rows read by ``read_rows`` (sorted row numbers)."""
+        copy = self.with_index(self.index)
+        copy.read_rows = read_rows
+        return copy
 
     # --- introspection
 
@@ -702,7 +712,9 @@ class VectorMatrix:
         """float32 cosines of ``rows`` (int64 row numbers) with the unit query ``q``."""
         if len(rows) == 0:
             return np.empty(0, np.float32)
-        scores: np.ndarray = (as_float32(self._vectors[np.sort(rows)]) @ q).astype(np.float32)
+        ordered = np.sort(rows)
+        stored = self.read_rows(ordered) if self.read_rows is not None else self._vectors[ordered]
+        scores: np.ndarray = (as_float32(stored) @ q).astype(np.float32)
         return scores
 
     def _exact(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:

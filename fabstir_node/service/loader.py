@@ -35,6 +35,7 @@ from ..logging import get_logger
 from ..memory import release_free_memory
 from ..protocol.messages import VectorDatabaseRef, loading_progress
 from ..storage.base import Storage
+from ..storage.disk_cache import RowFile
 from ..storage.row_writer import RowFileWriter, loading_dir
 from .access import decide, denial
 from .cache import Flight, cache_key
@@ -253,6 +254,8 @@ async def _load(
             engine = await trio.to_thread.run_sync(lambda: builder.finish(ids, metadata), limiter=node.load_limiter)
         finally:
             builder.release_sink()
+        if isinstance(engine.vectors, np.memmap):  # rows in a file: re-score candidates with pread
+            engine = engine.with_row_reader(RowFile(engine.vectors))
         await trio.to_thread.run_sync(release_free_memory)  # the load's freed buffers, back to the system now
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:

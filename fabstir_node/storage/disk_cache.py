@@ -76,10 +76,21 @@ class CorruptCache(Exception):
     """A cached directory is missing, truncated, tampered with or from another key or format."""
 
 
+#: Files are hashed through one reused buffer of this size: read, not mapped, so hashing a 768 MB
+#: matrix does not put 768 MB of it in the process's resident memory (it stays in the page cache).
+_HASH_BLOCK = 16 * 2**20
+
+
 def _digest(path: Path) -> str:
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    if path.stat().st_size:
-        hasher.update_mmap(str(path))
+    buffer = bytearray(_HASH_BLOCK)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            got = f.readinto(buffer)
+            if not got:
+                break
+            hasher.update(view[:got])
     return hasher.hexdigest()
 
 
@@ -252,6 +263,7 @@ def open_matrix(
         metadata=metadata,
         degenerate_rows=int(manifest.get("degenerate_rows", 0)),
         dropped_duplicates=int(manifest.get("dropped_duplicates", 0)),
+        read_rows=RowFile(vectors),
     )
     if with_index and has_index(directory):
         try:

@@ -7,6 +7,7 @@ import trio
 import trio.testing
 
 from fabstir_node.service.build_queue import BuildQueue
+from fabstir_node.service.indexer import build_effort
 
 
 async def test_one_at_a_time_in_priority_then_arrival_order():
@@ -71,3 +72,9 @@ async def test_a_cancelled_waiter_leaves_and_a_failed_build_hands_its_turn_on():
 def test_a_queue_needs_a_slot():
     with pytest.raises(ValueError):
         BuildQueue(0)
+
+
+def test_large_graphs_get_less_build_effort():
+    assert build_effort(160, 100_000) == build_effort(160, 200_000) == 160
+    assert build_effort(160, 1_000_000) == 72 and build_effort(160, 100_000_000) == 48
+    assert build_effort(32, 1_000_000) == 32  # never raised above the setting
