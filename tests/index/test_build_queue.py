@@ -58,7 +58,7 @@ async def test_a_cancelled_waiter_leaves_and_a_failed_build_hands_its_turn_on():
             await trio.testing.wait_all_tasks_blocked()
             with trio.CancelScope() as scope:
                 scope.cancel()
-                await later("cancelled")  # noqa: the waiter is cancelled while queued
+                await later("cancelled")  # cancelled while it waits in the queue
             assert queue.waiting == 0
             nursery.start_soon(later, "next")
             await trio.testing.wait_all_tasks_blocked()
