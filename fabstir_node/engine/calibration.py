@@ -8,7 +8,9 @@ So once a graph is built, the builder runs a held-out sample of queries through 
 exact scan (:func:`sample_queries`, :func:`recall_per_query`), and :func:`choose` picks:
 
 * ``expansion_search``: the lowest effort at which the answers it trusts reach the target recall
-  while few "near" queries are turned away;
+  while few "near" queries are turned away (judged on the near and far queries; the "between" ones,
+  the mean of two random stored vectors, are measured and reported: a graph needs a large effort for
+  them, which every search would then pay);
 * ``min_top_score``: answers whose best re-scored cosine is below it are not trusted — above every
   sample query the graph got badly wrong — and the matrix answers them on its exact-quality path
   (``matrix.py``).  The sample's recall over all queries, with those answered exactly, is recorded.
@@ -39,6 +41,8 @@ BAD = 0.7
 MARGIN = 0.02
 #: Share of near queries an effort may turn away to the exact path and still count as good.
 MAX_NEAR_FALLBACK = 0.05
+#: The kinds of sample query the choice is judged on (the others are measured and reported).
+JUDGED = ("near", "far")
 
 
 @attrs.frozen
@@ -139,15 +143,16 @@ def choose(
     most :data:`MAX_NEAR_FALLBACK` of the near queries; else the one that turns away the fewest.
     """
     best: tuple[float, Calibration] | None = None
+    judged = np.isin(kinds, JUDGED) if np.isin(kinds, JUDGED).any() else np.ones(len(kinds), bool)
     for effort in sorted(recall_by_effort):
         recall, top = recall_by_effort[effort], top_by_effort[effort]
-        floor = _floor_for(recall, top)
+        floor = _floor_for(recall[judged], top[judged])
         trusted = np.ones(len(top), bool) if floor is None else top >= floor
         answered = np.where(trusted, recall, 1.0)  # the untrusted are answered exactly
         by_kind = {str(kind): float(answered[kinds == kind].mean()) for kind in np.unique(kinds)}
-        by_kind["all"] = float(answered.mean())
+        by_kind["all"] = float(answered[judged].mean())
         fallback = {str(kind): float((~trusted)[kinds == kind].mean()) for kind in np.unique(kinds)}
-        fallback["all"] = float((~trusted).mean())
+        fallback["all"] = float((~trusted)[judged].mean())
         calibration = Calibration(effort, floor, by_kind, fallback, len(top))
         near_fallback = fallback.get("near", fallback["all"])
         if by_kind["all"] >= TARGET and near_fallback <= MAX_NEAR_FALLBACK:
