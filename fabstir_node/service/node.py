@@ -16,6 +16,7 @@ import trio
 
 from ..config import Settings
 from ..logging import get_logger
+from .batcher import SearchBatcher
 from .cache import DatabaseCache
 from .indexer import Indexer
 from .lineage import Lineage
@@ -37,6 +38,8 @@ class Node:
         #: Decoding and index building of loads have their own tokens, so a load never makes a
         #: request wait for a thread (requests and loads then share the cores through the OS).
         self.load_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        #: Concurrent unfiltered searches on one large database run as one batch (service/batcher.py).
+        self.search_batcher = SearchBatcher(self.cpu_limiter)
         self.started_at = time.time()
         self.connections = 0
         self.metrics: Any = None
