@@ -30,54 +30,6 @@ import bench  # noqa: E402
 from fabstir_node.client import NodeClient  # noqa: E402
 
 
-async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, clients: int = 16,
-                             seconds: float = 10.0, warmup: float = 1.0) -> dict[str, Any]:
-    """``clients`` connections on ``path`` (loaded, graph ready) searching in a closed loop."""
-    qs = bench.near_queries(vectors, 2000, seed=77)
-    times: list[float] = []
-    errors: list[Any] = []
-    window: dict[str, float] = {}
-    ready = trio.Event()
-    opened = 0
-
-    async def one(c: int, client: NodeClient) -> None:
-        nonlocal opened
-        await bench.open_session(client, path, f"conc-{c}")
-        opened += 1
-        if opened == clients:
-            ready.set()
-        await ready.wait()
-        i = c * 97
-        while time.perf_counter() < window["end"]:
-            started = time.perf_counter()
-            reply = await client.search(qs[i % len(qs)].tolist(), 10)
-            done = time.perf_counter()
-            i += 1
-            if reply.get("type") != "searchVectorsResponse":
-                errors.append(reply)
-            elif window["start"] <= started:
-                times.append(done - started)
-
-    async with trio.open_nursery() as nursery:
-        async def connect_and_run(c: int) -> None:
-            async with NodeClient.connect(url, timeout=120) as client:
-                await one(c, client)
-
-        async def timer() -> None:
-            await ready.wait()
-            now = time.perf_counter()
-            window["start"], window["end"] = now + warmup, now + warmup + seconds
-
-        window["start"] = window["end"] = float("inf")
-        nursery.start_soon(timer)
-        for c in range(clients):
-            nursery.start_soon(connect_and_run, c)
-    result = {"clients": clients, "seconds": seconds, "searches": len(times),
-              "searches_per_s": round(len(times) / seconds, 1), "errors": len(errors)}
-    result.update(bench.percentiles(times))
-    return result
-
-
 async def _graph_ready(daemon: bench.Daemon, started: float) -> float:
     """When the database's graph answers: its ``hnsw_ready`` line, or a disk cache hit with a graph."""
     with trio.fail_after(300):
@@ -124,7 +76,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         [spy, "record", "--native", "--format", "raw", "--rate", "200",
                          "-p", str(daemon.process.pid), "-d", seconds, "-o", args.profile])
                 for _ in range(args.runs):
-                    out = await concurrent_clients(url, path, vectors, clients=args.clients, seconds=args.seconds)
+                    out = await bench.concurrent_clients(url, path, vectors, clients=args.clients,
+                                                        seconds=args.seconds)
                     print(out, flush=True)
                 if profiler is not None:
                     await profiler.wait()
