@@ -500,7 +500,7 @@ def extra_rows(results: dict[str, Any]) -> list[str]:
     if conc:
         out.append(f"16 concurrent clients (searches/s, p99) on 100K once its graph answers: "
                    f"{conc['searches_per_s']}/s, p50 {conc['p50_ms']} ms, p99 {conc['p99_ms']} ms "
-                   f"({conc['clients']} connections, {conc['seconds']} s; target ≥ 800/s, p99 ≤ 40 ms)")
+                   f"({int(conc['clients'])} connections, {conc['seconds']} s; target ≥ 800/s, p99 ≤ 40 ms)")
     three = results.get("three_at_once")
     if three:
         each = ", ".join(f"{v['graph_ready_after_load_s']}" for v in three.values())
