@@ -298,6 +298,147 @@ async def new_version(daemon: Daemon, root: Path, name: str, n: int, queries: in
     return result
 
 
+async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, clients: int = 16,
+                             seconds: float = 10.0, warmup: float = 1.0) -> dict[str, Any]:
+    """``clients`` connections on ``path`` (loaded, graph ready) searching in a closed loop."""
+    qs = near_queries(vectors, 2000, seed=77)
+    times: list[float] = []
+    errors: list[Any] = []
+    window: dict[str, float] = {}
+    ready = trio.Event()
+    opened = 0
+
+    async def one(c: int, client: NodeClient) -> None:
+        nonlocal opened
+        await open_session(client, path, f"conc-{c}")
+        opened += 1
+        if opened == clients:
+            ready.set()
+        await ready.wait()
+        i = c * 97
+        while time.perf_counter() < window["end"]:
+            started = time.perf_counter()
+            reply = await client.search(qs[i % len(qs)].tolist(), 10)
+            done = time.perf_counter()
+            i += 1
+            if reply.get("type") != "searchVectorsResponse":
+                errors.append(reply)
+            elif window["start"] <= started:
+                times.append(done - started)
+
+    async with trio.open_nursery() as nursery:
+        async def connect_and_run(c: int) -> None:
+            async with NodeClient.connect(url, timeout=120) as client:
+                await one(c, client)
+
+        async def timer() -> None:
+            await ready.wait()
+            now = time.perf_counter()
+            window["start"], window["end"] = now + warmup, now + warmup + seconds
+
+        window["start"] = window["end"] = float("inf")
+        nursery.start_soon(timer)
+        for c in range(clients):
+            nursery.start_soon(connect_and_run, c)
+    result = {"clients": clients, "seconds": seconds, "searches": len(times),
+              "searches_per_s": round(len(times) / seconds, 1), "errors": len(errors)}
+    result.update(percentiles(times))
+    return result
+
+
+async def concurrent_row(daemon: Daemon, path: str, vectors: np.ndarray, clients: int = 16,
+                         seconds: float = 8.0) -> dict[str, Any]:
+    """16 connections on the loaded 100K database once its graph answers (issue 12, item 4)."""
+    url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
+    return await concurrent_clients(url, path, vectors, clients=clients, seconds=seconds)
+
+
+def publish_records(root: Path, name: str, records: tuple) -> str:
+    write_files(root, build_database(records, owner=OWNER, name=name))
+    return manifest_path(OWNER, name)
+
+
+def diffuse_records(n: int, seed: int = 7) -> tuple[list[str], np.ndarray, list[dict[str, Any]]]:
+    """A few dozen centres with wide Gaussian noise, normalised (engine-notes §2.8's "diffuse" set)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((36, DIM)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rows = centres[rng.integers(0, 36, n)] + 0.09 * rng.standard_normal((n, DIM)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    return [f"d-{i}" for i in range(n)], rows, [{"i": i} for i in range(n)]
+
+
+def far_queries(count: int, seed: int = 31) -> np.ndarray:
+    """Uniformly random unit directions (a question the knowledge base has no good answer for)."""
+    q = np.random.default_rng(seed).standard_normal((count, DIM)).astype(np.float32)
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+async def _recall(client: NodeClient, qs: np.ndarray, truth: list[set[int]], ids_of: list[str]) -> float:
+    hits = 0
+    for q, want in zip(qs, truth):
+        _, found = await timed_search(client, q)
+        hits += len({ids_of[r] for r in want} & set(found))
+    return round(hits / (10 * len(qs)), 4)
+
+
+async def recall_by_kind(daemon: Daemon, root: Path, queries: int) -> dict[str, Any]:
+    """recall@10 against float32 exact search, near and far queries, tight and diffuse 100K sets,
+    before the graph (right after the load) and on the graph.  The sets have 100,003 and 100,004
+    vectors, so each one's ``hnsw_ready`` line is told apart by its vector count."""
+    url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
+    out: dict[str, Any] = {}
+    sets = {"tight": synthetic_records(100_003, DIM, seed=4242), "diffuse": diffuse_records(100_004)}
+    for kind, records in sets.items():
+        ids, vectors, _ = records
+        path = publish_records(root, f"bench-recall-{kind}", records)
+        qs = {"near": near_queries(vectors, queries, seed=8), "far": far_queries(queries)}
+        truth = {name: exact_top10(vectors, q) for name, q in qs.items()}
+        row: dict[str, Any] = {}
+        async with NodeClient.connect(url, timeout=300) as client:
+            started, _, _ = await open_session(client, path, f"recall-{kind}")
+            for name in qs:
+                row[f"{name}_before_graph"] = await _recall(client, qs[name], truth[name], ids)
+            ready = await _ready_for(daemon, started, len(ids))
+            row["graph_ready_s"] = None if ready is None else round(ready - started, 1)
+            for name in qs:
+                row[f"{name}_on_graph"] = await _recall(client, qs[name], truth[name], ids)
+        out[kind] = row
+    return out
+
+
+async def _ready_for(daemon: Daemon, after: float, vectors: int, seconds: float = 300) -> float | None:
+    """Arrival of the ``hnsw_ready`` line of the database with ``vectors`` rows, logged after ``after``."""
+    with trio.move_on_after(seconds):
+        while True:
+            for at, line in daemon.lines:
+                if at >= after and line.get("event") == "hnsw_ready" and line.get("vectors") == vectors:
+                    return at
+            await trio.sleep(0.1)
+    return None
+
+
+async def three_at_once(daemon: Daemon, root: Path) -> dict[str, Any]:
+    """Three distinct 100K databases (100,000 + 10, + 11, + 12 vectors, told apart in the log by
+    their counts), sessions opened at the same moment: each graph ready, in s after its load."""
+    url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
+    sizes = [100_010, 100_011, 100_012]
+    paths = [publish_records(root, f"bench-three-{n}", synthetic_records(n, DIM, seed=n)) for n in sizes]
+    out: dict[str, Any] = {}
+
+    async def one(n: int, path: str) -> None:
+        async with NodeClient.connect(url, timeout=300) as client:
+            started, loaded, _ = await open_session(client, path, f"three-{n}")
+            ready = await _ready_for(daemon, started, n, seconds=600)
+            after = None if ready is None else round(ready - started - loaded, 1)
+            out[str(n)] = {"load_s": round(loaded, 2), "graph_ready_after_load_s": after}
+
+    async with trio.open_nursery() as nursery:
+        for n, path in zip(sizes, paths):
+            nursery.start_soon(one, n, path)
+    return out
+
+
 # --- report ------------------------------------------------------------------------------
 
 
@@ -306,8 +447,9 @@ def fmt(value: Any, unit: str = "") -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = [("measure", "1K", "10K", "100K", "target (original / issue)")]
-    sizes = [results["databases"].get(k, {}) for k in ("1000", "10000", "100000")]
+    keys = sorted((k for k in results["databases"] if k.isdigit()), key=int) or ["1000", "10000", "100000"]
+    rows = [("measure", *[size_label(int(k)) for k in keys], "target (original / issue)")]
+    sizes = [results["databases"].get(k, {}) for k in keys]
 
     def row(label: str, get, target: str) -> None:
         rows.append((label, *[fmt(get(s)) if s else "—" for s in sizes], target))
@@ -347,7 +489,39 @@ def table(results: dict[str, Any]) -> str:
         extra.append(f"after a restart (disk cache): session_init → loading_complete {restart['load_s']} s, "
                      f"→ first search {restart['searchable_s']} s, search p50/p99 {restart['search']['p50_ms']} / "
                      f"{restart['search']['p99_ms']} ms (target ≤ 0.5 s)")
+    extra.extend(extra_rows(results))
     return "\n".join(lines + [""] + extra)
+
+
+def size_label(n: int) -> str:
+    """1000 → 1K, 100000 → 100K, 1000000 → 1M (other sizes as they are)."""
+    for unit, name in ((1_000_000, "M"), (1_000, "K")):
+        if n >= unit and n % unit == 0:
+            return f"{n // unit}{name}"
+    return str(n)
+
+
+def extra_rows(results: dict[str, Any]) -> list[str]:
+    """The rows of the optional measurements (16 clients, three databases at once, recall by kind)."""
+    out = []
+    conc = results.get("concurrent_clients")
+    if conc:
+        out.append(f"16 concurrent clients (searches/s, p99) on 100K once its graph answers: "
+                   f"{conc['searches_per_s']}/s, p50 {conc['p50_ms']} ms, p99 {conc['p99_ms']} ms "
+                   f"({int(conc['clients'])} connections, {conc['seconds']} s; target ≥ 800/s, p99 ≤ 40 ms)")
+    three = results.get("three_at_once")
+    if three:
+        each = ", ".join(f"{v['graph_ready_after_load_s']}" for v in three.values())
+        out.append(f"three 100K databases loaded at once → each graph ready (s after its load): {each} "
+                   "(target: the first ≤ 25)")
+    kinds = results.get("recall_by_kind")
+    if kinds:
+        for kind, row in kinds.items():
+            out.append(f"recall@10 on a {kind} 100K set, near / far queries: before the graph "
+                       f"{row['near_before_graph']} / {row['far_before_graph']}, on the graph "
+                       f"{row['near_on_graph']} / {row['far_on_graph']} "
+                       f"(graph ready {row['graph_ready_s']} s; target ≥ 0.99)")
+    return out
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -379,7 +553,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if args.repeat > 1:
                     print(f"== run {run + 1} of {args.repeat}", flush=True)
                 runs.append(await one_run(nursery, url, published, work / f"cache-{run}", work, args.queries,
-                                          results["hnsw_min_vectors"], args.versions))
+                                          results["hnsw_min_vectors"], args.versions, extras=args))
             results.update(median_of(runs))
         finally:
             bridge.kill()
@@ -392,7 +566,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], cache_dir: Path, work: Path,
-                  queries: int, hnsw_min: int, versions: bool = True) -> dict[str, Any]:
+                  queries: int, hnsw_min: int, versions: bool = True,
+                  extras: argparse.Namespace | None = None) -> dict[str, Any]:
     """Every measurement once, with a fresh daemon and an empty disk cache."""
     env = {
         **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
@@ -407,6 +582,7 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
             print(f"-- {name}: cold load, searches, second session", flush=True)
             result["databases"][name] = await cold(daemon, path, vectors, ids_of, queries, hnsw)
             print(f"   {name}: {json.dumps(result['databases'][name])}", flush=True)  # kept if a later step fails
+        await optional_rows(daemon, published, work, queries, extras, result)
         largest = max((k for k in published if k.isdigit()), key=int)
         if versions and int(largest) >= hnsw_min:
             print(f"-- {largest}: a new version with 1 % changed", flush=True)
@@ -424,6 +600,24 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
             result["restart"] = {"load_s": round(loaded, 3), "searchable_s": round(loaded + first, 3),
                                  "search": percentiles(times)}
     return result
+
+
+async def optional_rows(daemon: Daemon, published: dict[str, Any], work: Path, queries: int,
+                        extras: argparse.Namespace | None, result: dict[str, Any]) -> None:
+    """16 clients (default on), three databases at once (--three), recall by query kind (--recall-kinds)."""
+    if extras is None:
+        return
+    if extras.concurrent and "100000" in published:
+        print("-- 100K: 16 concurrent clients on the graph", flush=True)
+        path, vectors, _ = published["100000"]
+        seconds = extras.concurrent_seconds
+        result["concurrent_clients"] = await concurrent_row(daemon, path, vectors, seconds=seconds)
+    if extras.three:
+        print("-- three 100K databases loaded at once", flush=True)
+        result["three_at_once"] = await three_at_once(daemon, work / "bridge")
+    if extras.recall_kinds:
+        print("-- recall@10 by query kind, tight and diffuse 100K sets", flush=True)
+        result["recall_by_kind"] = await recall_by_kind(daemon, work / "bridge", min(queries, 200))
 
 
 def median_of(runs: list[Any]) -> Any:
@@ -460,6 +654,13 @@ def cli() -> None:
     parser.add_argument("--keep", help="work directory to use and keep (default: a temporary one)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="measure N times (fresh daemon and cache each time) and report medians")
+    parser.add_argument("--no-concurrent", dest="concurrent", action="store_false",
+                        help="skip the 16-concurrent-clients row (on 100K once its graph answers)")
+    parser.add_argument("--concurrent-seconds", type=float, default=8.0)
+    parser.add_argument("--three", action="store_true",
+                        help="add the row: three 100K databases loaded at once → each graph ready (~2-4 min)")
+    parser.add_argument("--recall-kinds", action="store_true",
+                        help="add recall@10 rows by query kind (near/far) on tight and diffuse 100K sets (~2 min)")
     args = parser.parse_args()
     started = time.perf_counter()
     results = trio.run(main, args)

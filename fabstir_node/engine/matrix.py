@@ -122,6 +122,14 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+_PLAIN_NUMBERS = frozenset({float, int})
+
+
+def _all_numbers(items: list[Any]) -> bool:
+    """Every item an int or float (not a bool); the common case (what orjson makes) without a Python loop."""
+    return set(map(type, items)) <= _PLAIN_NUMBERS or all(map(_is_number, items))
+
+
 def vector_from_json(obj: object, *, what: str = "vector", max_dimensions: int | None = None) -> np.ndarray:
     """A float64 1-D array from a JSON list of numbers (or a 1-D numeric array).
 
@@ -138,7 +146,7 @@ def vector_from_json(obj: object, *, what: str = "vector", max_dimensions: int |
                 ErrorCode.INVALID_MESSAGE,
                 f"{what} has {len(obj)} dimensions, the maximum is {max_dimensions}",
             )
-        if not all(map(_is_number, obj)):
+        if not _all_numbers(obj):
             raise FabstirError(ErrorCode.INVALID_MESSAGE, f"{what} must be a list of numbers")
         try:
             arr = np.array(obj, dtype=np.float64)
@@ -690,6 +698,57 @@ class VectorMatrix:
         else:
             found, scores = self._exact(q, k, rows)
         return self._hits(found, scores, k, minimum)
+
+    def search_many(
+        self, requests: Sequence[tuple[object, int, float | None]]
+    ) -> list[SearchResult | Exception]:
+        """Unfiltered searches ``(query, k, threshold)`` answered together: each answer (or the error
+        its request raises) is what :meth:`search` gives for it alone.
+
+        The graph walks of queries with the same ``k`` run as one batch (``search_batch``: one call,
+        one re-scoring read); a query whose graph answer is not trusted is answered exactly.
+        """
+        out: list[SearchResult | Exception | None] = [None] * len(requests)
+        n = len(self)
+        groups: dict[int, list[tuple[int, np.ndarray, int, float | None]]] = {}
+        for i, (query, k, threshold) in enumerate(requests):
+            try:
+                q = self.query_vector(query)
+                k = _check_k(k)
+                minimum = _check_threshold(threshold)
+            except Exception as error:  # noqa: BLE001 - it belongs to this request alone
+                out[i] = error
+                continue
+            if n == 0:
+                out[i] = SearchResult([], 0)
+                continue
+            groups.setdefault(min(k, n), []).append((i, q, k, minimum))
+        index = self.index
+        batch = getattr(index, "search_batch", None)
+        for count, group in groups.items():
+            answers: list[Any]
+            try:
+                if index is None:
+                    answers = [None] * len(group)
+                elif batch is not None and len(group) > 1:
+                    answers = batch(np.stack([q for _, q, _, _ in group]), count)
+                else:
+                    answers = [index.search(q, count) for _, q, _, _ in group]
+            except Exception as error:  # noqa: BLE001 - the batch failed: each of its requests gets the error
+                for i, *_ in group:
+                    out[i] = error
+                continue
+            for (i, q, k, minimum), answer in zip(group, answers):
+                try:
+                    if answer is None:  # no graph, or the graph does not trust this answer
+                        found, scores = self._exact(q, k, None)
+                    else:
+                        found = np.asarray(answer[0], np.int64)
+                        scores = np.asarray(answer[1], np.float32)
+                    out[i] = self._hits(found, scores, k, minimum)
+                except Exception as error:  # noqa: BLE001
+                    out[i] = error
+        return out  # type: ignore[return-value]
 
     def _candidates(self, q: np.ndarray, k: int) -> np.ndarray | None:
         """Rows holding the unfiltered top ``k`` for exact re-scoring, or None: scan every row.

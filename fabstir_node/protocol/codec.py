@@ -86,10 +86,15 @@ def _is_number(value: Any) -> bool:
 def _structure_float_list(value: Any, _type: Any) -> list[float]:
     if not isinstance(value, list) or not value:
         raise TypeError("expected a non-empty array of numbers")
+    if set(map(type, value)) == _FLOATS and all(map(math.isfinite, value)):
+        return value  # the common case, without a Python loop over the items
     for item in value:
         if not _is_number(item):
             raise TypeError("expected only finite numbers")
     return value
+
+
+_FLOATS = {float}
 
 
 def _structure_optional_float(value: Any, _type: Any) -> float | None:

@@ -72,6 +72,21 @@ class CachedDatabase:
         self.last_used = time.monotonic()
         return self.engine.search(*args, **kwargs)
 
+    def search_many(self, requests: Any) -> list[Any]:
+        """Unfiltered ``(query, k, threshold)`` searches together: each one's answer or error (matrix.py)."""
+        self.last_used = time.monotonic()
+        engine = self.engine  # one engine for the whole batch, whatever a swap does meanwhile
+        many = getattr(engine, "search_many", None)
+        if many is not None:
+            return many(requests)
+        out: list[Any] = []
+        for query, k, threshold in requests:
+            try:
+                out.append(engine.search(query, k, threshold=threshold))
+            except Exception as error:  # noqa: BLE001 - it belongs to this request
+                out.append(error)
+        return out
+
     def swap(self, engine: Any, mode: str) -> None:
         """Replace the engine atomically (one reference assignment)."""
         self.engine, self.mode = engine, mode

@@ -248,7 +248,10 @@ class ConnectionService:
         def work() -> Any:
             return source.search(query, request.k, threshold=request.threshold, flt=flt)
 
-        if len(source) >= _THREAD_SEARCH_MIN:
+        if len(source) >= _THREAD_SEARCH_MIN and flt is None:
+            # concurrent searches on this database join one batch: one thread hop, one graph call
+            result = await self.node.search_batcher.search(source, query, request.k, request.threshold)
+        elif len(source) >= _THREAD_SEARCH_MIN:
             result = await trio.to_thread.run_sync(work, limiter=self.node.cpu_limiter)
         else:
             result = work()

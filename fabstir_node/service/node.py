@@ -18,6 +18,7 @@ from ..crypto.keys import HostKey
 from ..engine.uploads import UploadLimits, UploadStore
 from ..logging import get_logger
 from ..storage.base import Storage
+from .batcher import SearchBatcher
 from .cache import DatabaseCache
 from .hooks import MetricsSink, Send
 from .indexer import Indexer
@@ -45,6 +46,8 @@ class Node:
         #: Decoding and index building of loads have their own tokens, so a load never makes a
         #: request wait for a thread (requests and loads then share the cores through the OS).
         self.load_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
+        #: Concurrent unfiltered searches on one large database run as one batch (service/batcher.py).
+        self.search_batcher = SearchBatcher(self.cpu_limiter)
         self.started_at = time.time()
         self.connections = 0
         #: What requests, loads and the cache report to (None: metrics off).

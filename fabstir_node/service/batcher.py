@@ -1,0 +1,142 @@
+"""Concurrent searches on one database answered together, in one thread hop.
+
+Searches from many connections on one large database used to run one per
+thread hop, each taking a CPU token and then queueing on the graph's own lock
+(usearch serialises calls on one index, engine-notes §1.4): 16 clients on two
+cores spent their time waiting and switching.  Here the first search to arrive
+for a database becomes the *leader* of a batch; searches for that database
+that arrive while it waits for a CPU token join its batch.  When the leader
+gets its token it closes the batch and runs every search in it with one call
+of the engine's ``search_many`` in one worker thread (one graph call for the
+walks, one read of the candidate rows), then hands each member its own answer
+or its own error.  Nothing runs in the background: every batch is run by a
+request that is waiting for it.  If the leader is cancelled before its batch
+runs (its client went away), the next member takes over.
+
+With no contention a batch holds one search, and the path is what it was: a
+token, a thread hop, one search.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import attrs
+import trio
+
+__all__ = ["SearchBatcher"]
+
+#: At most this many searches run as one batch (the rest start the next one).
+MAX_BATCH = 64
+
+
+@attrs.define(eq=False)
+class _Request:
+    query: object
+    k: int
+    threshold: float | None
+    result: Any = None
+    error: BaseException | None = None
+
+
+@attrs.define(eq=False)
+class _Batch:
+    requests: list[_Request] = attrs.field(factory=list)
+    leader: _Request | None = None
+    closed: bool = False
+    done: bool = False
+    #: Set (and replaced) when the batch is done or its leader changes.
+    wake: trio.Event = attrs.field(factory=trio.Event)
+
+    def notify(self) -> None:
+        wake, self.wake = self.wake, trio.Event()
+        wake.set()
+
+
+class SearchBatcher:
+    """Per-source batches of unfiltered searches, run under ``limiter`` (one token per batch)."""
+
+    def __init__(self, limiter: trio.CapacityLimiter, *, max_batch: int = MAX_BATCH) -> None:
+        self._limiter = limiter
+        self._max_batch = max_batch
+        #: The open (still joinable) batch of each source, by identity.
+        self._open: dict[int, tuple[Any, _Batch]] = {}
+        #: Worker threads are bounded by ``limiter`` tokens, held by the leaders.
+        self._threads = trio.CapacityLimiter(math.inf)
+        #: Batches run and searches answered (for tests and metrics).
+        self.batches = 0
+        self.searches = 0
+
+    async def search(self, source: Any, query: object, k: int, threshold: float | None = None) -> Any:
+        """``source.search(query, k, threshold=threshold)``, maybe answered in a batch with others."""
+        request = _Request(query, k, threshold)
+        entry = self._open.get(id(source))
+        if entry is None or entry[0] is not source or len(entry[1].requests) >= self._max_batch:
+            batch = _Batch(leader=request)
+            self._open[id(source)] = (source, batch)
+        else:
+            batch = entry[1]
+        batch.requests.append(request)
+        try:
+            while not batch.done:
+                if batch.leader is request:
+                    await self._lead(source, batch)
+                else:
+                    await batch.wake.wait()
+        except BaseException:
+            self._leave(source, batch, request)
+            raise
+        if request.error is not None:
+            raise request.error
+        return request.result
+
+    async def _lead(self, source: Any, batch: _Batch) -> None:
+        async with self._limiter:
+            self._close(source, batch)
+            try:
+                await trio.to_thread.run_sync(_run, source, batch.requests, limiter=self._threads)
+            finally:
+                self.batches += 1
+                self.searches += len(batch.requests)
+                batch.done = True
+                batch.notify()
+
+    def _close(self, source: Any, batch: _Batch) -> None:
+        batch.closed = True
+        entry = self._open.get(id(source))
+        if entry is not None and entry[1] is batch:
+            del self._open[id(source)]
+
+    def _leave(self, source: Any, batch: _Batch, request: _Request) -> None:
+        """``request`` was cancelled: drop it from a batch that has not run; hand on the lead."""
+        if batch.closed or batch.done:
+            return  # it ran (or runs) with the batch; its answer is dropped
+        batch.requests.remove(request)
+        if batch.leader is request:
+            if batch.requests:
+                batch.leader = batch.requests[0]
+                batch.notify()
+            else:
+                self._close(source, batch)
+
+
+def _run(source: Any, requests: list[_Request]) -> None:
+    """In a worker thread: every request of a batch, each getting its answer or its error."""
+    many = getattr(source, "search_many", None)
+    if many is not None and len(requests) > 1:
+        try:
+            answers = many([(r.query, r.k, r.threshold) for r in requests])
+        except Exception as error:  # noqa: BLE001 - every request gets it
+            answers = [error] * len(requests)
+        for request, answer in zip(requests, answers):
+            if isinstance(answer, BaseException):
+                request.error = answer
+            else:
+                request.result = answer
+        return
+    for request in requests:
+        try:
+            request.result = source.search(request.query, request.k, threshold=request.threshold)
+        except Exception as error:  # noqa: BLE001 - it belongs to this request
+            request.error = error
