@@ -40,8 +40,7 @@ import orjson
 import trio
 
 from ..config import Settings
-from ..engine.matrix import COARSE_MIN_ROWS, as_float32
-from ..engine.quantized import Int8Rows
+from ..engine.matrix import COARSE_MIN_ROWS
 from ..logging import get_logger
 from ..memory import release_free_memory
 from ..priority import idle_process, idle_thread
@@ -171,6 +170,10 @@ class Indexer:
 
         started = time.monotonic()
         engine = await trio.to_thread.run_sync(self._open, directory, key)
+        if engine is not None and engine.index is None and len(engine) >= COARSE_MIN_ROWS:
+            # no graph yet (the build was interrupted): searches until it is ready take the 8-bit scan
+            coarse = await trio.to_thread.run_sync(persist.coarse_rows, engine)
+            engine = engine.with_index(None, coarse=coarse)
         if engine is not None:
             log.info(
                 "disk_cache_hit", cache_key=key[:16], vectors=len(engine),
@@ -212,7 +215,7 @@ class Indexer:
             # the load's 8-bit copy serves until the graph; one opened from disk gets one made now
             coarse = getattr(engine, "coarse", None)
             if coarse is None:
-                coarse = await _in_background(lambda: Int8Rows.from_rows(mapped.vectors, widen=as_float32))
+                coarse = await _in_background(persist.coarse_rows, mapped)
             mapped = mapped.with_index(None, coarse=coarse)
         entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
         engine = None  # the in-memory copy can go (the closure above shares this name)

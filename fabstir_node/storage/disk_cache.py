@@ -48,7 +48,8 @@ import blake3
 import numpy as np
 import orjson
 
-from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix, numpy_dtype
+from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix, as_float32, numpy_dtype
+from ..engine.quantized import Int8Rows
 from .row_writer import LOADING_DIR
 
 __all__ = [
@@ -329,6 +330,15 @@ class RowFile(_OpenFile):
         self._row_bytes = self._dims * self._dtype.itemsize
         self._offset = int(vectors.offset)
 
+    def range(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start .. stop`` (contiguous) in one read."""
+        out = np.empty((max(0, stop - start), self._dims), self._dtype)
+        if out.size:
+            if not 0 <= start < stop <= self._count:
+                raise IndexError(f"rows {start}..{stop} of {self._count}")
+            self._read_into(out.data.cast("B"), self._offset + start * self._row_bytes)
+        return out
+
     def __call__(self, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), self._dims), self._dtype)
         if out.size == 0:
@@ -339,6 +349,19 @@ class RowFile(_OpenFile):
                 raise IndexError(f"row {row} of {self._count}")
             self._read_into(buffer[i * size : (i + 1) * size], self._offset + row * size)
         return out
+
+
+def coarse_rows(matrix: VectorMatrix, block: int = 65_536) -> Int8Rows:
+    """The 8-bit copy of a saved matrix's rows, read block by block with ``pread`` (not mapped:
+    reading 768 MB of a 1M matrix through its mapping would make it all resident in the process)."""
+    vectors = matrix.vectors
+    reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
+    coarse = Int8Rows(len(vectors), vectors.shape[1])
+    for start in range(0, len(vectors), block):
+        stop = min(len(vectors), start + block)
+        rows = reader.range(start, stop) if reader is not None else vectors[start:stop]
+        coarse.fill(start, as_float32(rows))
+    return coarse
 
 
 def discard(directory: Path) -> None:

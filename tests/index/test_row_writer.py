@@ -10,6 +10,7 @@ import numpy as np
 import trio
 
 from fabstir_node.engine.matrix import MatrixBuilder
+from fabstir_node.engine.quantized import Int8Rows
 from fabstir_node.storage import disk_cache as persist
 from fabstir_node.storage.row_writer import LOADING_DIR, RowFileWriter, clear_stale, loading_dir
 
@@ -68,3 +69,18 @@ async def test_a_load_leaves_its_rows_in_the_cache_and_nothing_in_loading(start_
         assert os.stat(saved).st_nlink == 1
         reply = await client.search([1.0] + [0.0] * 15, 3)
         assert len(reply["results"]) == 3
+
+
+def test_the_8bit_copy_of_a_saved_matrix_is_read_by_blocks(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((1000, 20)).astype(np.float32)
+    builder = MatrixBuilder(1000, 20, "f16")
+    builder.fill(0, rows)
+    matrix = builder.finish([f"v{i}" for i in range(1000)], [b""] * 1000)
+    assert persist.save(tmp_path / "db", matrix, key="k")
+    opened = persist.open_matrix(tmp_path / "db", key="k")
+    from_file = persist.coarse_rows(opened, block=300)
+    in_memory = Int8Rows.from_rows(matrix.vectors.astype(np.float32))
+    q = rows[7] / np.linalg.norm(rows[7])
+    assert np.array_equal(from_file.scores(q), in_memory.scores(q))
+    assert np.array_equal(opened.read_rows(np.array([3, 999])), matrix.vectors[[3, 999]])
