@@ -34,13 +34,15 @@ def candidate_count(k: int, n: int) -> int:
 
 def quantize_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int8 codes and float32 per-row scales of float rows (zero rows: zero codes, scale 0)."""
-    values = np.asarray(rows, np.float32)
-    peak = np.abs(values).max(axis=1, initial=0.0)
-    scale = (peak / 127.0).astype(np.float32)
-    safe = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    codes = np.rint(values / safe[:, None])
-    np.clip(codes, -127, 127, out=codes)
-    return codes.astype(np.int8), scale
+    values = np.array(rows, np.float32)  # a copy: scaled in place below
+    if values.size == 0:
+        return np.zeros(values.shape, np.int8), np.zeros(len(values), np.float32)
+    peak = np.maximum(values.max(axis=1), -values.min(axis=1))
+    scale = (peak / np.float32(127.0)).astype(np.float32)
+    inverse = np.divide(np.float32(127.0), peak, out=np.zeros_like(peak), where=peak > 0)
+    np.multiply(values, inverse[:, None], out=values)  # within [-127, 127] by construction
+    np.rint(values, out=values)
+    return values.astype(np.int8), scale
 
 
 class Int8Rows:

@@ -201,7 +201,10 @@ def open_blob(data: bytes, key: bytes | None) -> OpenedBlob:
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError("data must be bytes")
-    data = bytes(data)
+    if isinstance(data, memoryview):
+        data = bytes(data)
+    # bytes or a bytearray (what storage hands over for a body of known length) is used as it is:
+    # copying a 36 MB chunk cost ~50 ms, and nothing below writes to it
     if key is not None:
         key = _check_key(key)
         plaintext = _try_decrypt(data, key)
