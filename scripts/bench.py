@@ -415,6 +415,7 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
                   queries: int, hnsw_min: int, versions: bool = True,
                   edits: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, Any]:
     """Every measurement once, with a fresh daemon and an empty disk cache."""
+    shutil.rmtree(cache_dir, ignore_errors=True)  # a --keep directory keeps the databases, not the cache
     env = {
         **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
         "FABSTIR_STORE_DIR": str(work / "store"), "FABSTIR_RATE_LIMIT_PER_SECOND": "100000",
