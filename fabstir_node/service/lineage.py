@@ -1,28 +1,34 @@
 """Version lineage: a new version of a database is loaded against the one the node last loaded.
 
 The node remembers, per storage backend, manifest path and vector dtype, the
-cache key of the version it last loaded (in memory, and in
-``{cache_dir}/lineage/{digest}.json`` so a restart keeps it).  When a load of
-that path produces a *new* version, :meth:`Lineage.follow` — called by the
-loader with the freshly decoded matrix — makes its graph from the old one's
-instead of building it from scratch:
+cache key of the version it last loaded — by a download or from the disk cache —
+(in memory, and in ``{cache_dir}/lineage/{digest}.json`` so a restart keeps it).
+When a load of that path is for a *new* version whose predecessor is on disk
+with a graph, its graph is made from the old one instead of from scratch:
 
-1. rows whose id, stored unit vector and metadata bytes are all equal to a row
-   of the old version are matched (``engine/reuse.py``; compared byte for
-   byte, nothing taken on trust);
-2. the new matrix is saved to the disk cache (``persist.save``, atomic);
-3. ``storage/index_update.py`` runs in a process at ``SCHED_IDLE``: it loads the
-   old graph, removes the nodes of gone and changed rows, renames the kept
-   ones to their new row numbers, adds the new rows, and saves the graph beside
-   the new matrix (graph, then ``index.json``);
-4. the new directory is opened with its graph, so the sessions on the new
-   version search on a graph from their first search.
+0. when the load starts (:meth:`Lineage.prepare`), ``storage/index_update.py``
+   starts in a process and loads the old graph (checked against its digest)
+   while the chunks download and decode;
+1. with the new matrix decoded, rows whose id, stored unit vector and metadata
+   bytes are all equal to a row of the old version are matched
+   (``engine/reuse.py``; compared byte for byte, nothing taken on trust);
+2. the mapping and the vectors of the new and changed rows go to the process
+   as its job; it removes the nodes of gone and changed rows, renames the kept
+   ones to their new row numbers, adds the new rows and writes the graph —
+   while the daemon saves the new matrix (``persist.save``, atomic);
+3. the graph is moved beside the saved matrix (``persist.adopt_index``: graph,
+   then ``index.json``) and the directory opened without hashing again what
+   this process and its update process just wrote and hashed, so the sessions
+   on the new version search on a graph from their first search.
 
-Then the lineage record moves to the new key (atomic), and the old version's
-directory is removed if no session holds it (its files stay readable by any
-mapping still open).  A crash at any point leaves either the old record and a
-new directory with or without a whole graph (the next load opens or rebuilds
-it), or the new record: the disk cache always reopens to a consistent version.
+All of it is on the load's path (a session waits), so it runs at normal
+priority like the decoding.  Then the lineage record moves to the new key
+(atomic), and the old version's directory is removed if no session holds it
+(its files stay readable by any mapping still open).  A crash at any point
+leaves either the old record and a new directory with or without a whole
+graph (the next load opens or rebuilds it), or the new record: the disk cache
+always reopens to a consistent version.  The update process's files live in
+the daemon's ``.loading/{pid}/`` directory, cleared at start when it died.
 
 The old graph keeps removed nodes as tombstones; recall falls as they pile up
 (measured: i8 graph, 30K rows, 2 % removed per version: 0.99 after six
