@@ -308,7 +308,8 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
         finished = next((line for at, line in daemon.lines
                          if at >= started and line.get("event") == "load_finished"), None)
         if finished is not None:
-            result["load_breakdown_ms"] = {k: finished.get(k) for k in ("download_ms", "decode_ms", "index_ms")}
+            result["load_breakdown_ms"] = {k: finished.get(k)
+                                           for k in ("download_ms", "decode_ms", "index_ms")}
         times, hits = [], 0
         for j, q in enumerate(qs):
             elapsed, found = await timed_search(client, q)

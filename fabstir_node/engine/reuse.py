@@ -35,7 +35,7 @@ def _old_rows(old_ids: Any, new_ids: Any) -> np.ndarray:
 
 def _same_blobs(old_buf: np.ndarray, old_off: np.ndarray, old_rows: np.ndarray,
                 new_buf: np.ndarray, new_off: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
-    """Whether blob ``old_rows[i]`` of the old buffer equals blob ``new_rows[i]`` of the new, byte for byte."""
+    """Whether old blob ``old_rows[i]`` equals new blob ``new_rows[i]``, byte for byte."""
     lengths = new_off[new_rows + 1] - new_off[new_rows]
     equal = lengths == old_off[old_rows + 1] - old_off[old_rows]
     total = int(lengths[equal].sum())

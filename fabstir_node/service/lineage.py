@@ -120,7 +120,7 @@ class Lineage:
         await trio.to_thread.run_sync(write)
 
     def eligible(self, ident: str, key: str, rows: int) -> str | None:
-        """The previous version ``key`` is updated from (it has a saved graph), or None: build from scratch."""
+        """The previous version ``key`` is updated from (it has a saved graph), else None."""
         previous = self.previous(ident)
         indexer = self.indexer
         if (
@@ -145,7 +145,9 @@ class Lineage:
             log.exception("lineage_update_not_started", cache_key=key[:16], previous=previous[:16])
             return None
 
-    async def follow(self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None) -> Any:
+    async def follow(
+        self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None
+    ) -> Any:
         """The engine of version ``key`` with a graph made from the previous version's, or ``engine``.
 
         ``updater`` is what :meth:`prepare` started (None: nothing to update from).
@@ -216,7 +218,8 @@ class Lineage:
         # files this process (and its update process) just wrote and hashed are not hashed again
         fresh = bool(outcome["saved"])
         opened = await trio.to_thread.run_sync(lambda: persist.open_matrix(
-            new_dir, key=key, expansion_search=indexer.expansion_search, verify=not fresh, verify_index=not fresh))
+            new_dir, key=key, expansion_search=indexer.expansion_search, verify=not fresh,
+            verify_index=not fresh))
         if opened.index is None:
             return None
         stage("adopt_open_ms")
@@ -271,7 +274,8 @@ class Updater:
         name = secrets.token_hex(8)
         graph, job = folder / f"{name}.usearch", folder / f"{name}.npz"
         command = [
-            sys.executable, "-m", "fabstir_node.storage.index_update", "--base", str(indexer.directory(previous)),
+            sys.executable, "-m", "fabstir_node.storage.index_update",
+            "--base", str(indexer.directory(previous)),
             "--base-key", previous, "--out", str(graph), "--threads", str(indexer.build_threads),
         ]
         process = await trio.lowlevel.open_process(

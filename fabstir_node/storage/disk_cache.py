@@ -378,11 +378,12 @@ def adopt_index(directory: Path, graph: Path, *, key: str, count: int, parameter
         raise CorruptCache("the graph does not hold the matrix's rows")
     _check(graph, file, digest=False)
     os.replace(graph, directory / _INDEX)
-    _write_json(directory / _INDEX_INFO, {"format": FORMAT, "key": key, "count": count, **parameters, "file": file})
+    info = {"format": FORMAT, "key": key, "count": count, **parameters, "file": file}
+    _write_json(directory / _INDEX_INFO, info)
 
 
 def load_index(directory: Path, *, key: str) -> tuple[Any, dict[str, Any]]:
-    """The saved graph of ``directory`` loaded into memory (a copy that can be changed) and its ``index.json``.
+    """The saved graph of ``directory`` loaded into memory (a copy to change) and its ``index.json``.
 
     Checks ``index.json`` against the directory's manifest and the graph's size and BLAKE3 (not the
     matrix files: the caller uses only the graph).  Raises :class:`CorruptCache`.

@@ -78,8 +78,8 @@ def update_index(index, mapping: np.ndarray, added: np.ndarray, old_count: int, 
     if len(rows) != len(added):
         raise ValueError("the added vectors do not fit the mapping")
     for start in range(0, len(rows), _SLICE):
-        index.add(rows[start : start + _SLICE].astype(np.uint64), as_float32(np.asarray(added[start : start + _SLICE])),
-                  threads=threads)
+        block = as_float32(np.asarray(added[start : start + _SLICE]))
+        index.add(rows[start : start + _SLICE].astype(np.uint64), block, threads=threads)
     return {"removed": int(len(removed)), "added": int(len(rows)), "kept": int(len(kept_new))}
 
 
