@@ -1,7 +1,7 @@
 """The builder's update mode: the graph of a new version, made from the graph of the old one.
 
     python -m fabstir_node.storage.index_update --base OLD_DIR --base-key OLD_KEY --out GRAPH
-        [--threads 0] [--expansion-add 64] [--nice 0] [--idle]
+        [--threads 0] [--expansion-add 128] [--nice 0] [--idle]
 
 Started by the daemon as soon as a load of a new version begins (``service/lineage.py``), so its
 start-up and the loading of the old graph overlap the download of the new version's chunks:
@@ -49,11 +49,11 @@ from . import disk_cache as persist
 
 #: Renamed keys pass through this offset so old and new row numbers never collide.
 _PARKED = 1 << 40
-#: The search effort of each added row's neighbour search: half the full builds' 160 halves the
-#: update's CPU (2,000 rows into a 100K graph: 0.82 -> 0.37 s); the new rows are a few percent of
-#: the graph and keep recall@10 >= 0.99 (``scripts/bench``), and a rebuild past the tombstone share
-#: links them again with the full effort.
-EXPANSION_ADD = 64
+#: The least search effort of each added row's neighbour search (usearch's default).  The update
+#: uses the old graph's own build effort when it is higher (160 by default).  Half of it (64) halved
+#: the update's CPU (2,000 rows into a 100K graph: 0.82 -> 0.37 s) but let recall@10 fall below 0.99
+#: after a few versions of a small graph (tests/versions), so it is not used.
+EXPANSION_ADD = 128
 #: Rows added per ``Index.add`` call.
 _SLICE = 20_000
 
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         _say({"event": "update_failed", "reason": str(exc)})
         return 3
     old_count = len(index)
-    index.expansion_add = args.expansion_add
+    index.expansion_add = max(args.expansion_add, int(info.get("expansion_add") or 0))
     loaded = time.monotonic()
     _say({"event": "ready", "load_s": round(loaded - started, 3)})
     line = sys.stdin.readline()
