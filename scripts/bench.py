@@ -250,29 +250,45 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
     return result
 
 
-async def new_version(daemon: Daemon, root: Path, name: str, n: int, queries: int) -> dict[str, Any]:
-    """A new version of the loaded database ``name`` (1 % removed from the middle, 1 % changed, 1 % appended,
-    every chunk and the manifest rewritten as the SDK does): → searchable, → on a graph, recall."""
+async def new_version(daemon: Daemon, root: Path, name: str, n: int, queries: int,
+                      edits: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> dict[str, Any]:
+    """A new version of the loaded database ``name`` (``edits``: percent removed from the middle, changed,
+    appended; every chunk and the manifest rewritten as the SDK does): → searchable, → on a graph, recall."""
     from fabstir_node.formats.edits import apply_edits
 
     ids, vectors, metadata = synthetic_records(n, DIM, seed=n)
     rng = np.random.default_rng(13)
-    step = max(1, n // 100)
+    removed, step, added = (round(n * share / 100) for share in edits)
 
     def fresh(count: int) -> np.ndarray:
         out = vectors[rng.integers(0, n, count)] + 0.3 * rng.standard_normal((count, DIM)).astype(np.float32)
         return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     changed = [ids[i] for i in rng.choice(n // 2, step, replace=False)]
-    records = apply_edits((ids, vectors, metadata), delete=ids[n // 2 : n // 2 + step],
+    records = apply_edits((ids, vectors, metadata), delete=ids[n // 2 : n // 2 + removed],
                           update=(changed, fresh(step), [{"v": 2}] * step),
-                          add=([f"v2-{i}" for i in range(step)], fresh(step), [{"v": 2}] * step))
-    write_files(root, build_database(records, owner=OWNER, name=name, now_ms=int(time.time() * 1000) + 1))
+                          add=([f"v2-{i}" for i in range(added)], fresh(added), [{"v": 2}] * added))
+    # version 1 moves aside and comes back afterwards: a --keep directory always holds version 1
+    folder = root / manifest_path(OWNER, name).rsplit("/", 1)[0]
+    aside = folder.with_name(f".{folder.name}.v1")
+    if not aside.exists():
+        folder.rename(aside)
+    try:
+        write_files(root, build_database(records, owner=OWNER, name=name, now_ms=int(time.time() * 1000) + 1))
+        what = f"{edits[0]:g} % removed, {edits[1]:g} % changed, {edits[2]:g} % added"
+        return await _measure_new_version(daemon, name, records, queries, what)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        aside.rename(folder)
+
+
+async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries: int,
+                               what: str) -> dict[str, Any]:
     new_ids, new_vectors, _ = records
     qs = near_queries(new_vectors, queries, seed=21)
     truth = exact_top10(new_vectors, qs)
     url = f"ws://127.0.0.1:{daemon.port}/v1/ws"
-    result: dict[str, Any] = {"vectors": len(new_ids), "changed": "1 % removed, 1 % changed, 1 % added"}
+    result: dict[str, Any] = {"vectors": len(new_ids), "changed": what}
     async with NodeClient.connect(url, timeout=300) as client:
         started, loaded, _ = await open_session(client, manifest_path(OWNER, name), "bench-v2")
         first, _ = await timed_search(client, qs[0])
@@ -288,6 +304,13 @@ async def new_version(daemon: Daemon, root: Path, name: str, n: int, queries: in
         else:
             result["reused_rows"] = updated.get("reused")
             result["update_ms"] = updated.get("ms")
+            result["update_stages_ms"] = {k: v for k, v in updated.items() if k.endswith("_ms")}
+            result["update_process"] = updated.get("process")
+        finished = next((line for at, line in daemon.lines
+                         if at >= started and line.get("event") == "load_finished"), None)
+        if finished is not None:
+            result["load_breakdown_ms"] = {k: finished.get(k)
+                                           for k in ("download_ms", "decode_ms", "index_ms")}
         times, hits = [], 0
         for j, q in enumerate(qs):
             elapsed, found = await timed_search(client, q)
@@ -553,7 +576,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 if args.repeat > 1:
                     print(f"== run {run + 1} of {args.repeat}", flush=True)
                 runs.append(await one_run(nursery, url, published, work / f"cache-{run}", work, args.queries,
-                                          results["hnsw_min_vectors"], args.versions, extras=args))
+                                          results["hnsw_min_vectors"], args.versions, args.edits, extras=args))
             results.update(median_of(runs))
         finally:
             bridge.kill()
@@ -567,8 +590,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], cache_dir: Path, work: Path,
                   queries: int, hnsw_min: int, versions: bool = True,
+                  edits: tuple[float, float, float] = (1.0, 1.0, 1.0),
                   extras: argparse.Namespace | None = None) -> dict[str, Any]:
     """Every measurement once, with a fresh daemon and an empty disk cache."""
+    shutil.rmtree(cache_dir, ignore_errors=True)  # a --keep directory keeps the databases, not the cache
     env = {
         **os.environ, "ENHANCED_S5_URL": url, "FABSTIR_CACHE_DIR": str(cache_dir), "LOG_FORMAT": "json",
         "FABSTIR_STORE_DIR": str(work / "store"), "FABSTIR_RATE_LIMIT_PER_SECOND": "100000",
@@ -576,6 +601,17 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
         "VECTOR_CACHE_MAX_MEMORY_MB": "4000",
     }
     result: dict[str, Any] = {"databases": {}}
+    largest = max((k for k in published if k.isdigit()), key=int)
+    versions = versions and int(largest) >= hnsw_min
+    # the new version follows the restart when there is one: the version loaded from the disk cache is
+    # the one it is loaded against (the lineage remembers disk-cache hits too)
+    after_restart = "100000" in published and largest == "100000"
+
+    async def measure_new_version(daemon: Daemon) -> None:
+        print(f"-- {largest}: a new version ({edits})", flush=True)
+        result["new_version"] = await new_version(daemon, work / "bridge", f"bench-{largest}", int(largest),
+                                                  queries, edits)
+
     async with running_daemon(nursery, env) as daemon:
         for name, (path, vectors, ids_of) in published.items():
             hnsw = len(vectors) >= hnsw_min
@@ -583,11 +619,8 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
             result["databases"][name] = await cold(daemon, path, vectors, ids_of, queries, hnsw)
             print(f"   {name}: {json.dumps(result['databases'][name])}", flush=True)  # kept if a later step fails
         await optional_rows(daemon, published, work, queries, extras, result)
-        largest = max((k for k in published if k.isdigit()), key=int)
-        if versions and int(largest) >= hnsw_min:
-            print(f"-- {largest}: a new version with 1 % changed", flush=True)
-            result["new_version"] = await new_version(daemon, work / "bridge", f"bench-{largest}", int(largest),
-                                                      queries)
+        if versions and not after_restart:
+            await measure_new_version(daemon)
     if "100000" in published:
         print("-- restart, then a session on 100K (disk cache)", flush=True)
         async with running_daemon(nursery, env) as daemon:
@@ -599,6 +632,8 @@ async def one_run(nursery: trio.Nursery, url: str, published: dict[str, Any], ca
                 times = [(await timed_search(client, q))[0] for q in qs]
             result["restart"] = {"load_s": round(loaded, 3), "searchable_s": round(loaded + first, 3),
                                  "search": percentiles(times)}
+            if versions and after_restart:
+                await measure_new_version(daemon)
     return result
 
 
@@ -641,6 +676,11 @@ def _cpu_name() -> str:
     return "unknown CPU"
 
 
+def _edits(text: str) -> tuple[float, float, float]:
+    removed, changed, added = (float(part) for part in text.split(","))
+    return removed, changed, added
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -648,6 +688,8 @@ def cli() -> None:
     parser.add_argument("--no-texts", dest="texts", action="store_false", help="skip the 500-char-text database")
     parser.add_argument("--no-versions", dest="versions", action="store_false",
                         help="skip the new-version rows (1 % changed, after the largest database)")
+    parser.add_argument("--edits", type=_edits, default=(1.0, 1.0, 1.0), metavar="R,C,A",
+                        help="the new version: percent removed, changed, added (default 1,1,1; 1M: 0,0.1,0)")
     parser.add_argument("--format", choices=["cbor", "json"], default="cbor",
                         help="chunk encoding: cbor (what the SDK writes) or json (what the S5 bridge returns)")
     parser.add_argument("--out", default="bench-results.json")

@@ -329,6 +329,10 @@ class PackedStrings(Sequence[str]):
     def __iter__(self) -> Iterator[str]:
         return (bytes(b).decode() for b in self._blobs)
 
+    def encoded(self) -> Iterator[bytes]:
+        """The strings as their UTF-8 bytes, without decoding them (equal bytes: equal strings)."""
+        return (bytes(b) for b in self._blobs)
+
     @property
     def nbytes(self) -> int:
         return self._blobs.nbytes

@@ -11,6 +11,8 @@ nodes of unchanged rows are kept, the others are removed and added.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -21,9 +23,30 @@ __all__ = ["matching_rows"]
 _BLOCK = 8192
 
 
+def _encoded(ids: Any) -> Iterator[Any]:
+    encoded = getattr(ids, "encoded", None)  # PackedStrings: UTF-8 bytes without a decode each
+    return encoded() if encoded is not None else iter(ids)
+
+
 def _old_rows(old_ids: Any, new_ids: Any) -> np.ndarray:
-    row_of = {ident: row for row, ident in enumerate(old_ids)}
-    return np.fromiter((row_of.get(ident, -1) for ident in new_ids), np.int64, len(new_ids))
+    row_of = dict(zip(_encoded(old_ids), range(len(old_ids))))
+    return np.fromiter(map(row_of.get, _encoded(new_ids), repeat(-1)), np.int64, len(new_ids))
+
+
+def _same_blobs(old_buf: np.ndarray, old_off: np.ndarray, old_rows: np.ndarray,
+                new_buf: np.ndarray, new_off: np.ndarray, new_rows: np.ndarray) -> np.ndarray:
+    """Whether old blob ``old_rows[i]`` equals new blob ``new_rows[i]``, byte for byte."""
+    lengths = new_off[new_rows + 1] - new_off[new_rows]
+    equal: np.ndarray = lengths == old_off[old_rows + 1] - old_off[old_rows]
+    total = int(lengths[equal].sum())
+    if total == 0:
+        return equal
+    counts = np.where(equal, lengths, 0)
+    owner = np.repeat(np.arange(len(new_rows)), counts)  # which pair each compared byte belongs to
+    within = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    differs = old_buf[old_off[old_rows][owner] + within] != new_buf[new_off[new_rows][owner] + within]
+    equal[np.unique(owner[differs])] = False
+    return equal
 
 
 def matching_rows(old: Any, new: Any) -> np.ndarray:
@@ -47,11 +70,12 @@ def matching_rows(old: Any, new: Any) -> np.ndarray:
         b = np.asarray(new.vectors[rows[order]])
         same[rows[order]] = (a.view(np.uint8).reshape(len(rows), -1) == b.view(np.uint8).reshape(len(rows), -1)).all(1)
     old_meta, new_meta = old.metadata, new.metadata
-    old_buf, old_off = old_meta.joined(), old_meta.offsets
-    new_buf, new_off = new_meta.joined(), new_meta.offsets
-    for row in np.flatnonzero(same).tolist():
-        o = int(mapping[row])
-        if old_buf[old_off[o] : old_off[o + 1]] != new_buf[new_off[row] : new_off[row + 1]]:
-            same[row] = False
+    old_buf = np.frombuffer(old_meta.joined(), np.uint8)
+    new_buf = np.frombuffer(new_meta.joined(), np.uint8)
+    old_off, new_off = np.asarray(old_meta.offsets, np.int64), np.asarray(new_meta.offsets, np.int64)
+    kept = np.flatnonzero(same)
+    for start in range(0, len(kept), _BLOCK):
+        rows = kept[start : start + _BLOCK]
+        same[rows] = _same_blobs(old_buf, old_off, mapping[rows], new_buf, new_off, rows)
     mapping[~same] = -1
     return mapping

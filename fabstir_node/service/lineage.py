@@ -1,28 +1,34 @@
 """Version lineage: a new version of a database is loaded against the one the node last loaded.
 
 The node remembers, per storage backend, manifest path and vector dtype, the
-cache key of the version it last loaded (in memory, and in
-``{cache_dir}/lineage/{digest}.json`` so a restart keeps it).  When a load of
-that path produces a *new* version, :meth:`Lineage.follow` — called by the
-loader with the freshly decoded matrix — makes its graph from the old one's
-instead of building it from scratch:
+cache key of the version it last loaded — by a download or from the disk cache —
+(in memory, and in ``{cache_dir}/lineage/{digest}.json`` so a restart keeps it).
+When a load of that path is for a *new* version whose predecessor is on disk
+with a graph, its graph is made from the old one instead of from scratch:
 
-1. rows whose id, stored unit vector and metadata bytes are all equal to a row
-   of the old version are matched (``engine/reuse.py``; compared byte for
-   byte, nothing taken on trust);
-2. the new matrix is saved to the disk cache (``persist.save``, atomic);
-3. ``storage/index_update.py`` runs in a process at ``SCHED_IDLE``: it loads the
-   old graph, removes the nodes of gone and changed rows, renames the kept
-   ones to their new row numbers, adds the new rows, and saves the graph beside
-   the new matrix (graph, then ``index.json``);
-4. the new directory is opened with its graph, so the sessions on the new
-   version search on a graph from their first search.
+0. when the load starts (:meth:`Lineage.prepare`), ``storage/index_update.py``
+   starts in a process and loads the old graph (checked against its digest)
+   while the chunks download and decode;
+1. with the new matrix decoded, rows whose id, stored unit vector and metadata
+   bytes are all equal to a row of the old version are matched
+   (``engine/reuse.py``; compared byte for byte, nothing taken on trust);
+2. the mapping and the vectors of the new and changed rows go to the process
+   as its job; it removes the nodes of gone and changed rows, renames the kept
+   ones to their new row numbers, adds the new rows and writes the graph —
+   while the daemon saves the new matrix (``persist.save``, atomic);
+3. the graph is moved beside the saved matrix (``persist.adopt_index``: graph,
+   then ``index.json``) and the directory opened without hashing again what
+   this process and its update process just wrote and hashed, so the sessions
+   on the new version search on a graph from their first search.
 
-Then the lineage record moves to the new key (atomic), and the old version's
-directory is removed if no session holds it (its files stay readable by any
-mapping still open).  A crash at any point leaves either the old record and a
-new directory with or without a whole graph (the next load opens or rebuilds
-it), or the new record: the disk cache always reopens to a consistent version.
+All of it is on the load's path (a session waits), so it runs at normal
+priority like the decoding.  Then the lineage record moves to the new key
+(atomic), and the old version's directory is removed if no session holds it
+(its files stay readable by any mapping still open).  A crash at any point
+leaves either the old record and a new directory with or without a whole
+graph (the next load opens or rebuilds it), or the new record: the disk cache
+always reopens to a consistent version.  The update process's files live in
+the daemon's ``.loading/{pid}/`` directory, cleared at start when it died.
 
 The old graph keeps removed nodes as tombstones; recall falls as they pile up
 (measured: i8 graph, 30K rows, 2 % removed per version: 0.99 after six
@@ -37,7 +43,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -47,14 +55,16 @@ import numpy as np
 import orjson
 import trio
 
+from ..engine.matrix import as_float32
 from ..engine.reuse import matching_rows
 from ..logging import get_logger
 from ..storage import disk_cache as persist
-from .indexer import _in_background, _run_idle
+from ..storage.row_writer import loading_dir
+from .indexer import _in_background
 
 log = get_logger(__name__)
 
-__all__ = ["REBUILD_SHARE", "Lineage"]
+__all__ = ["REBUILD_SHARE", "Lineage", "Updater"]
 
 #: Rebuild the graph from scratch once removed rows reach this share of the live rows.
 REBUILD_SHARE = 0.10
@@ -109,18 +119,46 @@ class Lineage:
 
         await trio.to_thread.run_sync(write)
 
-    async def follow(self, ident: str, key: str, engine: Any, emit: Any) -> Any:
-        """The engine of version ``key`` with a graph made from the previous version's, or ``engine``."""
+    def eligible(self, ident: str, key: str, rows: int) -> str | None:
+        """The previous version ``key`` is updated from (it has a saved graph), else None."""
         previous = self.previous(ident)
         indexer = self.indexer
         if (
-            previous is None or previous == key or indexer.cache_dir is None
-            or len(engine) < indexer.min_vectors or not persist.has_index(indexer.directory(previous))
+            previous is None or previous == key or indexer.cache_dir is None or rows < indexer.min_vectors
+            or not persist.has_index(indexer.directory(previous))
         ):
+            return None
+        return previous
+
+    async def prepare(self, ident: str, key: str, rows: int) -> Updater | None:
+        """Start the update process for version ``key`` when there is a previous one to update from.
+
+        Called when the load starts: the process starts and loads the old graph while the chunks
+        download.  The caller closes what it gets back (:meth:`Updater.aclose`) when the load ends.
+        """
+        previous = self.eligible(ident, key, rows)
+        if previous is None:
+            return None
+        try:
+            return await Updater.start(self.indexer, previous)
+        except OSError:
+            log.exception("lineage_update_not_started", cache_key=key[:16], previous=previous[:16])
+            return None
+
+    async def follow(
+        self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None
+    ) -> Any:
+        """The engine of version ``key`` with a graph made from the previous version's, or ``engine``.
+
+        ``updater`` is what :meth:`prepare` started (None: nothing to update from).
+        """
+        if updater is None or len(engine) < self.indexer.min_vectors:
             await self.remember(ident, key)
             return engine
+        previous = updater.previous
         try:
-            updated = await self._update(previous, key, engine, emit)
+            with trio.move_on_after(UPDATE_DEADLINE_BASE + UPDATE_DEADLINE_PER_1000 * len(engine) / 1000):
+                updated = await self._update(updater, key, engine, emit)
         except Exception:
             log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
             updated = None
@@ -131,44 +169,66 @@ class Lineage:
         self._drop_unused(previous)
         return updated
 
-    async def _update(self, previous: str, key: str, engine: Any, emit: Any) -> Any | None:
+    async def _update(self, updater: Updater, key: str, engine: Any, emit: Any) -> Any | None:
         indexer = self.indexer
+        previous = updater.previous
         started = time.monotonic()
         old_dir, new_dir = indexer.directory(previous), indexer.directory(key)
         await emit("index_building", "updating the search index of the previous version")
-        old = await trio.to_thread.run_sync(
-            lambda: persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
-        )
-        mapping = await _in_background(matching_rows, old, engine)
-        del old
+        stages: dict[str, float] = {}
+        mark = time.monotonic()
+
+        def stage(name: str) -> None:
+            nonlocal mark
+            now = time.monotonic()
+            stages[name] = round((now - mark) * 1000, 1)
+            mark = now
+
+        def match() -> tuple[np.ndarray, np.ndarray]:
+            old = persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
+            mapping = matching_rows(old, engine)
+            return mapping, as_float32(np.asarray(engine.vectors[np.flatnonzero(mapping < 0)]))
+
+        # on the load's path (a session waits): normal priority, like the decoding
+        mapping, added = await trio.to_thread.run_sync(match)
+        stage("match_ms")
         reused = int((mapping >= 0).sum())
-        await _in_background(lambda: persist.save(new_dir, engine, key=key))
-        _crash_point("after_save")
-        mapping_file = indexer.cache_dir / f".mapping-{key}.npy"
-        await trio.to_thread.run_sync(lambda: np.save(mapping_file, mapping, allow_pickle=False))
-        command = [
-            sys.executable, "-m", "fabstir_node.storage.index_update", str(new_dir), "--key", key,
-            "--base", str(old_dir), "--base-key", previous, "--mapping", str(mapping_file),
-            "--threads", str(indexer.build_threads),
-        ]
-        try:
-            with trio.move_on_after(UPDATE_DEADLINE_BASE + UPDATE_DEADLINE_PER_1000 * len(engine) / 1000):
-                returncode, output = await _run_idle(command)
-        finally:
-            mapping_file.unlink(missing_ok=True)
-        if returncode != 0:
-            log.warning("lineage_update_refused", cache_key=key[:16], returncode=returncode,
-                        output=output[-2000:].decode(errors="replace"))
+        outcome: dict[str, Any] = {}
+
+        async def save() -> None:
+            outcome["saved"] = await trio.to_thread.run_sync(lambda: persist.save(new_dir, engine, key=key))
+            stages["save_ms"] = round((time.monotonic() - mark) * 1000, 1)
+            _crash_point("after_save")
+
+        async def update() -> None:
+            outcome["report"] = await updater.run(mapping, added)
+            stages["update_ms"] = round((time.monotonic() - mark) * 1000, 1)
+
+        async with trio.open_nursery() as nursery:  # the graph update overlaps the save
+            nursery.start_soon(save)
+            nursery.start_soon(update)
+        mark = time.monotonic()
+        report = outcome["report"]
+        if report is None:
             return None
+        await trio.to_thread.run_sync(lambda: persist.adopt_index(
+            new_dir, updater.graph, key=key, count=len(engine), parameters=report["parameters"],
+            file=report["file"]))
         _crash_point("after_update")
-        opened = await _in_background(lambda: persist.open_matrix(
-            new_dir, key=key, expansion_search=indexer.expansion_search, verify=False))
+        # files this process (and its update process) just wrote and hashed are not hashed again
+        fresh = bool(outcome["saved"])
+        opened = await trio.to_thread.run_sync(lambda: persist.open_matrix(
+            new_dir, key=key, expansion_search=indexer.expansion_search, verify=not fresh,
+            verify_index=not fresh))
         if opened.index is None:
             return None
-        info = orjson.loads((new_dir / "index.json").read_bytes())
+        stage("adopt_open_ms")
+        tombstones = report["parameters"].get("tombstones", 0)
+        process = {k: report.get(k) for k in ("load_s", "wait_s", "update_s", "save_s", "cpu_s", "priority")}
         log.info("lineage_index_updated", cache_key=key[:16], previous=previous[:16], vectors=len(opened),
-                 reused=reused, tombstones=info.get("tombstones"), ms=round((time.monotonic() - started) * 1000))
-        if info.get("tombstones", 0) > REBUILD_SHARE * len(opened):
+                 reused=reused, tombstones=tombstones, ms=round((time.monotonic() - started) * 1000),
+                 **stages, process=process)
+        if tombstones > REBUILD_SHARE * len(opened):
             self.cache.spawn(self._rebuild, key, len(opened))
         return opened
 
@@ -194,3 +254,91 @@ class Lineage:
                 log.info("lineage_index_rebuilt", cache_key=key[:16], vectors=count)
         except Exception:
             log.exception("lineage_rebuild_failed", cache_key=key[:16])
+
+
+class Updater:
+    """The update process of one load (``storage/index_update.py``), started before the chunks arrive."""
+
+    def __init__(self, process: Any, previous: str, graph: Path, job: Path) -> None:
+        self.process = process
+        self.previous = previous
+        self.graph = graph
+        self._job = job
+        self._buffer = b""
+        self.output = bytearray()
+
+    @classmethod
+    async def start(cls, indexer: Any, previous: str) -> Updater:
+        folder = loading_dir(indexer.cache_dir)  # cleared at start if this process dies (row_writer.py)
+        await trio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
+        name = secrets.token_hex(8)
+        graph, job = folder / f"{name}.usearch", folder / f"{name}.npz"
+        command = [
+            sys.executable, "-m", "fabstir_node.storage.index_update",
+            "--base", str(indexer.directory(previous)),
+            "--base-key", previous, "--out", str(graph), "--threads", str(indexer.build_threads),
+        ]
+        process = await trio.lowlevel.open_process(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        return cls(process, previous, graph, job)
+
+    async def _line(self) -> bytes | None:
+        """The next line the process prints (None at its end)."""
+        stdout = self.process.stdout
+        while b"\n" not in self._buffer:
+            data = await stdout.receive_some(65536)
+            if not data:
+                return None
+            self._buffer += data
+            self.output += data
+            del self.output[:-65536]
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line
+
+    async def run(self, mapping: np.ndarray, added: np.ndarray) -> dict[str, Any] | None:
+        """Send the job; the process's ``index_updated`` report, or None (logged) when it failed."""
+        job = self._job
+        await trio.to_thread.run_sync(lambda: _write_job(job, mapping, added))
+        try:
+            await self.process.stdin.send_all(orjson.dumps({"job": str(job)}) + b"\n")
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # it has exited; its output says why
+        report = None
+        while (line := await self._line()) is not None:
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "index_updated":
+                report = event
+        returncode = await self.process.wait()
+        if returncode != 0 or not _valid_report(report):
+            log.warning("lineage_update_refused", previous=self.previous[:16], returncode=returncode,
+                        output=bytes(self.output[-2000:]).decode(errors="replace"))
+            return None
+        return report
+
+    async def aclose(self) -> None:
+        """End the process (killed if still running) and remove its files."""
+        with trio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                self.process.kill()
+                with trio.move_on_after(10):
+                    await self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                await stream.aclose()
+            self._job.unlink(missing_ok=True)
+            self.graph.unlink(missing_ok=True)
+
+
+def _write_job(path: Path, mapping: np.ndarray, added: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, mapping=mapping, added=added)
+
+
+def _valid_report(report: Any) -> bool:
+    return (
+        isinstance(report, dict) and isinstance(report.get("parameters"), dict)
+        and isinstance(report.get("file"), dict)
+    )

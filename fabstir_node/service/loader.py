@@ -239,11 +239,25 @@ async def _load(
     backend = getattr(storage, "name", type(storage).__name__)
     dkey = cache_key(backend, path, await version_digest(storage, path, manifest), settings.vector_dtype)
 
+    lineage = getattr(node, "lineage", None)  # a new version's graph from the previous one's
+    ident = lineage_id(backend, path, settings.vector_dtype)
+
     async def load_once(flight: Flight) -> Any:
         saved = await node.indexer.lookup(dkey)  # the disk cache (a restart, or an evicted entry)
         if saved is not None:
+            if lineage is not None:
+                await lineage.remember(ident, dkey)  # the next version is loaded against this one
             await flight.emit("index_building", "opening the saved search index")
             return saved
+        # started now, the update process loads the previous version's graph while the chunks arrive
+        updater = None if lineage is None else await lineage.prepare(ident, dkey, manifest.vector_count)
+        try:
+            return await download_and_follow(flight, updater)
+        finally:
+            if updater is not None:
+                await updater.aclose()
+
+    async def download_and_follow(flight: Flight, updater: Any) -> Any:
         # The chunks are not throttled: the session asked for one database (its manifest was counted
         # above), and what the load may fetch for it is bounded by FABSTIR_MAX_CHUNKS and the memory
         # limit; counting every chunk made a 1M-vector database (100 chunks) trip the abuse limit.
@@ -260,9 +274,8 @@ async def _load(
         stats.index_s = time.monotonic() - started
         if node.metrics is not None:
             node.metrics.index_build(stats.index_s)
-        lineage = getattr(node, "lineage", None)  # a new version's graph from the previous one's
         if lineage is not None:
-            engine = await lineage.follow(lineage_id(backend, path, settings.vector_dtype), dkey, engine, flight.emit)
+            engine = await lineage.follow(ident, dkey, engine, flight.emit, updater)
         return engine
 
     entry = await node.cache.acquire(dkey, load_once, emit)

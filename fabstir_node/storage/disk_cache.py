@@ -57,8 +57,11 @@ __all__ = [
     "CorruptCache",
     "FileBuffer",
     "RowFile",
+    "adopt_index",
+    "describe",
     "discard",
     "has_index",
+    "load_index",
     "open_index",
     "open_matrix",
     "save",
@@ -95,7 +98,8 @@ def _digest(path: Path) -> str:
     return hasher.hexdigest()
 
 
-def _describe(path: Path) -> dict[str, Any]:
+def describe(path: Path) -> dict[str, Any]:
+    """A file's size and BLAKE3, as the manifests record them."""
     return {"size": path.stat().st_size, "blake3": _digest(path)}
 
 
@@ -168,7 +172,7 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
             "dtype": matrix.dtype,
             "degenerate_rows": matrix.degenerate_rows,
             "dropped_duplicates": matrix.dropped_duplicates,
-            "files": {name: _describe(tmp / name) for name in _MATRIX_FILES},
+            "files": {name: describe(tmp / name) for name in _MATRIX_FILES},
         }
         _write_json(tmp / _MANIFEST, manifest)
         try:
@@ -221,7 +225,8 @@ def read_manifest(directory: Path, *, key: str) -> dict[str, Any]:
 
 
 def open_matrix(
-    directory: Path, *, key: str, with_index: bool = True, expansion_search: int = 64, verify: bool = True
+    directory: Path, *, key: str, with_index: bool = True, expansion_search: int = 64, verify: bool = True,
+    verify_index: bool = True,
 ) -> VectorMatrix:
     """The saved matrix, memory-mapped, with its HNSW index attached when one is saved and valid.
 
@@ -229,7 +234,8 @@ def open_matrix(
     index is discarded (its two files removed) and the matrix returned without one.
     ``verify=False`` skips re-hashing the matrix files (sizes and structure are
     still checked) — for a caller that wrote or verified them itself moments
-    ago; a graph is always verified.
+    ago; ``verify_index=False`` does the same for a graph the caller's own update process just wrote
+    and hashed.
     """
     manifest = read_manifest(directory, key=key)
     files = manifest.get("files")
@@ -268,7 +274,8 @@ def open_matrix(
     )
     if with_index and has_index(directory):
         try:
-            return matrix.with_index(open_index(directory, matrix, key=key, expansion_search=expansion_search))
+            return matrix.with_index(open_index(directory, matrix, key=key, expansion_search=expansion_search,
+                                                verify=verify_index))
         except CorruptCache:
             discard_index(directory)
     return matrix
@@ -385,7 +392,7 @@ def save_index(directory: Path, index: Any, *, key: str, parameters: dict[str, A
         index.save(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        info = {"format": FORMAT, "key": key, "count": len(index), **parameters, "file": _describe(tmp)}
+        info = {"format": FORMAT, "key": key, "count": len(index), **parameters, "file": describe(tmp)}
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -393,12 +400,53 @@ def save_index(directory: Path, index: Any, *, key: str, parameters: dict[str, A
     _write_json(directory / _INDEX_INFO, info)
 
 
+def adopt_index(directory: Path, graph: Path, *, key: str, count: int, parameters: dict[str, Any],
+                file: dict[str, Any]) -> None:
+    """Move a graph written and described elsewhere (``file``: its size and BLAKE3) beside its matrix.
+
+    For the lineage's update process, which writes the new version's graph while the daemon saves
+    the matrix.  The size is checked here; the digest is the writer's (checked again at every open
+    that verifies).  Graph first, then ``index.json``, as :func:`save_index`.
+    """
+    manifest = read_manifest(directory, key=key)
+    if manifest.get("count") != count:
+        raise CorruptCache("the graph does not hold the matrix's rows")
+    _check(graph, file, digest=False)
+    os.replace(graph, directory / _INDEX)
+    info = {"format": FORMAT, "key": key, "count": count, **parameters, "file": file}
+    _write_json(directory / _INDEX_INFO, info)
+
+
+def load_index(directory: Path, *, key: str) -> tuple[Any, dict[str, Any]]:
+    """The saved graph of ``directory`` loaded into memory (a copy to change) and its ``index.json``.
+
+    Checks ``index.json`` against the directory's manifest and the graph's size and BLAKE3 (not the
+    matrix files: the caller uses only the graph).  Raises :class:`CorruptCache`.
+    """
+    from usearch.index import Index
+
+    manifest = read_manifest(directory, key=key)
+    info = _read_json(directory / _INDEX_INFO)
+    if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != manifest["count"]:
+        raise CorruptCache("index.json does not match the matrix")
+    _check(directory / _INDEX, info.get("file"))
+    try:
+        index = Index.restore(str(directory / _INDEX), view=False)
+    except (RuntimeError, ValueError) as exc:
+        raise CorruptCache(f"usearch could not load the graph ({exc})") from None
+    if index is None or len(index) != manifest["count"] or index.ndim != manifest["dimensions"]:
+        raise CorruptCache("the graph does not hold every row of the matrix")
+    return index, info
+
+
 def discard_index(directory: Path) -> None:
     (directory / _INDEX_INFO).unlink(missing_ok=True)
     (directory / _INDEX).unlink(missing_ok=True)
 
 
-def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_search: int = 64) -> Any:
+def open_index(
+    directory: Path, matrix: VectorMatrix, *, key: str, expansion_search: int = 64, verify: bool = True
+) -> Any:
     """The saved graph over ``matrix`` as an :class:`~fabstir_node.engine.hnsw.HnswIndex`, opened with ``view()``.
 
     Raises :class:`CorruptCache` when ``index.json`` or the graph fail validation.
@@ -416,7 +464,7 @@ def open_index(directory: Path, matrix: VectorMatrix, *, key: str, expansion_sea
     except ValueError as exc:
         raise CorruptCache(f"the graph has no valid calibration ({exc})") from None
     path = directory / _INDEX
-    _check(path, info.get("file"))
+    _check(path, info.get("file"), digest=verify)
     try:
         meta = Index.metadata(str(path))
     except (RuntimeError, ValueError) as exc:

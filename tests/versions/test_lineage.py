@@ -134,3 +134,52 @@ async def test_repeated_versions_keep_recall_and_drop_unused_old_directories(sta
         with trio.fail_after(60):
             while persist._read_json(cache / keys[-1] / "index.json").get("tombstones", 0) > 0.1 * len(ids):
                 await trio.sleep(0.05)
+
+
+async def test_a_disk_cache_hit_is_remembered_and_the_next_version_updates_its_graph(start_node, tmp_path):
+    records = synthetic_records(1000, DIM, 4)
+    records = (records[0], unit(records[1]), records[2])
+    path = publish(tmp_path, records, 1)
+    cache = tmp_path / "cache"
+    async with start_node(**settings(tmp_path)) as running, running.client() as client:
+        assert (await load(client, path, "s1"))["event"] == "loading_complete"
+        await until_graph(entry_of(running))
+        key = entry_of(running).key
+    for record in (cache / "lineage").glob("*.json"):
+        record.unlink()  # as if the record had never been written (a cache from before lineage)
+    async with start_node(**settings(tmp_path)) as running:
+        async with running.client() as client:
+            assert (await load(client, path, "s2"))["event"] == "loading_complete"  # from the disk cache
+        assert [persist._read_json(r)["key"] for r in (cache / "lineage").glob("*.json")] == [key]
+        v2 = next_version(records, 2)[0]
+        publish(tmp_path, v2, 2)
+        async with running.client() as client:
+            assert (await load(client, path, "s3"))["event"] == "loading_complete"
+            assert entry_of(running, exclude=[key]).engine.index is not None  # updated, not built
+
+
+async def test_an_update_that_fails_falls_back_to_a_full_build_and_leaves_no_files(start_node, tmp_path):
+    records = synthetic_records(1000, DIM, 5)
+    records = (records[0], unit(records[1]), records[2])
+    path = publish(tmp_path, records, 1)
+    cache = tmp_path / "cache"
+    async with start_node(**settings(tmp_path)) as running:
+        async with running.client() as client:
+            assert (await load(client, path, "s1"))["event"] == "loading_complete"
+            first = entry_of(running)
+            await until_graph(first)
+        graph = cache / first.key / "index.usearch"
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0xFF  # the old graph no longer matches its digest
+        graph.write_bytes(bytes(data))
+        v2 = next_version(records, 2)[0]
+        publish(tmp_path, v2, 2)
+        async with running.client() as client:
+            assert (await load(client, path, "s2"))["event"] == "loading_complete"
+            second = entry_of(running, exclude=[first.key])
+            await until_graph(second)  # built from scratch
+            ids2, vectors2, _ = v2
+            top = (await client.search(vectors2[-1].tolist(), 1))["results"][0]
+            assert top["id"] == ids2[-1]
+        leftovers = [p for p in (cache / ".loading").rglob("*") if p.suffix in (".usearch", ".npz")]
+        assert leftovers == []
