@@ -288,10 +288,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("hnsw_connectivity", "HNSW_CONNECTIVITY", None, _int(2, 256), 16,
            "HNSW graph degree (M).", "cache"),
     Option("hnsw_expansion_add", "HNSW_EXPANSION_ADD", None, _int(1, 4096), 160,
-           "HNSW build-time candidate list (efConstruction) for graphs of up to 200,000 vectors: higher = "
-           "better recall, slower build. Larger graphs get less, by the square root of their size (1M: 72, "
-           "at least 48), so a 1M graph builds in about half the time; their recall measurement raises the "
-           "search effort to compensate.", "cache"),
+           "HNSW build-time candidate list (efConstruction): higher = better recall, slower build. (A 1M "
+           "graph built with 72 instead reached recall@10 0.36-0.88 at search efforts 64-1024: an 8-bit "
+           "graph of a million tightly clustered vectors needs the full effort.)", "cache"),
     Option("hnsw_expansion_search", "HNSW_EXPANSION_SEARCH", None, _int(1, 4096), 64,
            "Lowest HNSW search-time candidate list (efSearch). Each graph measures its own recall when it "
            "is built (a held-out sample near, between and far from the data, against exact search) and "

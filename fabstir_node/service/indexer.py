@@ -52,25 +52,6 @@ from .cache import CachedDatabase
 log = get_logger(__name__)
 
 
-#: Up to this many vectors a graph is built with HNSW_EXPANSION_ADD; above, with less (see below).
-FULL_EFFORT_ROWS = 200_000
-#: The least build effort a large graph gets.
-MIN_EXPANSION_ADD = 48
-
-
-def build_effort(expansion_add: int, count: int) -> int:
-    """The build-time candidate list for a graph of ``count`` vectors.
-
-    A build costs about ``count x expansion_add``: at 1M x 384 with 160 it took ~170 s on two cores.
-    Above :data:`FULL_EFFORT_ROWS` the effort shrinks with the square root of the size (1M: 72), so
-    the graph is ready in about half that; the graph's own recall measurement then chooses the search
-    effort that still reaches recall@10 >= 0.99 (and answers what it cannot trust exactly).
-    """
-    if count <= FULL_EFFORT_ROWS:
-        return expansion_add
-    return max(min(MIN_EXPANSION_ADD, expansion_add), round(expansion_add * (FULL_EFFORT_ROWS / count) ** 0.5))
-
-
 #: A build may take this long, plus this much per 1,000 vectors, before it is killed.
 BUILD_DEADLINE_BASE = 60.0
 BUILD_DEADLINE_PER_1000 = 1.0
@@ -247,7 +228,7 @@ class Indexer:
         command = [
             sys.executable, "-m", "fabstir_node.storage.index_builder", str(directory), "--key", key,
             "--dtype", self.dtype, "--connectivity", str(self.connectivity),
-            "--expansion-add", str(build_effort(self.expansion_add, count)),
+            "--expansion-add", str(self.expansion_add),
             "--min-expansion-search", str(self.expansion_search),
             "--threads", str(self.build_threads),
         ]

@@ -7,7 +7,6 @@ import trio
 import trio.testing
 
 from fabstir_node.service.build_queue import BuildQueue
-from fabstir_node.service.indexer import build_effort
 
 
 async def test_one_at_a_time_in_priority_then_arrival_order():
@@ -73,8 +72,3 @@ def test_a_queue_needs_a_slot():
     with pytest.raises(ValueError):
         BuildQueue(0)
 
-
-def test_large_graphs_get_less_build_effort():
-    assert build_effort(160, 100_000) == build_effort(160, 200_000) == 160
-    assert build_effort(160, 1_000_000) == 72 and build_effort(160, 100_000_000) == 48
-    assert build_effort(32, 1_000_000) == 32  # never raised above the setting
