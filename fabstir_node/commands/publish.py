@@ -217,13 +217,7 @@ def run(args: argparse.Namespace) -> int:
         from .new_version import run_edits
 
         files, count = run_edits(args, settings, key, read_jsonl)
-        bar = ProgressBar()
-        trio.run(write_files, settings, files, bar)
-        bar.close()
-        where = settings.s5_bridge_url or str(settings.store_path)
-        print(f"published a new version: {count} vectors in {len(files) - 1} chunks to {where}", file=sys.stderr)
-        print(manifest_path(args.owner, args.name))
-        return 0
+        return _write_and_report(settings, files, args, f"a new version: {count}")
     if args.synthetic is not None:
         if args.synthetic < 1 or args.dim < 1:
             raise ConfigError("--synthetic and --dim must be positive")
@@ -251,10 +245,15 @@ def run(args: argparse.Namespace) -> int:
         print(manifest_path(args.owner, args.name))
         print(directory_key.hex())
         return 0
+    return _write_and_report(settings, files, args, str(len(records[0])))
+
+
+def _write_and_report(settings: Settings, files: dict[str, bytes], args: Any, what: str) -> int:
+    """Write ``files`` to the local store or through the bridge; say what went where; print the path."""
     bar = ProgressBar()
     trio.run(write_files, settings, files, bar)
     bar.close()
     where = settings.s5_bridge_url or str(settings.store_path)
-    print(f"published {len(records[0])} vectors in {len(files) - 1} chunks to {where}", file=sys.stderr)
+    print(f"published {what} vectors in {len(files) - 1} chunks to {where}", file=sys.stderr)
     print(manifest_path(args.owner, args.name))
     return 0

@@ -145,23 +145,8 @@ class S5TreeView:
         return bool(self.trees) and all(tree.label == "directory" for tree in self.trees)
 
     async def get(self, path: str, *, max_bytes: int | None = None) -> bytes:
-        path = checked_path(path)
-        missing: StorageNotFound | None = None
-        for tree in self.trees:
-            relative = tree.relative(path)
-            if relative is None:
-                continue
-            try:
-                resolved = await self._resolve(tree, relative, max_bytes)
-            except StorageNotFound as exc:
-                missing = StorageNotFound(path, f"not in the {tree.label} tree ({exc.message})")
-                continue
-            except StorageError as exc:
-                raise type(exc)(path, f"{tree.label} tree: {exc}") from None
-            return resolved.data
-        if missing is not None:
-            raise missing
-        raise StorageNotFound(path, "outside the shared directory")
+        resolved = await self._first(path, lambda tree, relative: self._resolve(tree, relative, max_bytes))
+        return resolved.data
 
     async def content_id(self, path: str) -> bytes:
         """The content hash of the file at ``path`` (its directory entry), without downloading the file.
@@ -169,6 +154,13 @@ class S5TreeView:
         The shared cache keys a database on its chunks' content ids, so chunks rewritten under a
         byte-identical manifest are never served from the old version (docs/operations.md).
         """
+        found: Any = await self._first(
+            path, lambda tree, relative: self._resolve(tree, relative, None, ref_only=True)
+        )
+        return bytes(found)
+
+    async def _first(self, path: str, resolve: Callable[[Tree, str], Awaitable[Any]]) -> Any:
+        """``resolve(tree, relative path)`` in the first of this view's trees that holds ``path``."""
         path = checked_path(path)
         missing: StorageNotFound | None = None
         for tree in self.trees:
@@ -176,7 +168,7 @@ class S5TreeView:
             if relative is None:
                 continue
             try:
-                return await self._resolve(tree, relative, None, ref_only=True)  # type: ignore[return-value]
+                return await resolve(tree, relative)
             except StorageNotFound as exc:
                 missing = StorageNotFound(path, f"not in the {tree.label} tree ({exc.message})")
             except StorageError as exc:
