@@ -295,7 +295,7 @@ OPTIONS: tuple[Option, ...] = (
            "Lowest HNSW search-time candidate list (efSearch). Each graph measures its own recall when it "
            "is built (a held-out sample near, between and far from the data, against exact search) and "
            "searches with the lowest effort from this one up (to 1024) that reaches recall@10 >= 0.99; "
-           "answers it cannot trust (best score under the floor it learned) are answered exactly.", "cache"),
+           "answers it cannot trust (k-th score under the floor it learned) are answered exactly.", "cache"),
     # --- limits
     Option("max_upload_batch", "FABSTIR_MAX_UPLOAD_BATCH", None, _int(1), 1000,
            "Vectors per uploadVectors message.", "limits"),

@@ -11,8 +11,11 @@ exact scan (:func:`sample_queries`, :func:`recall_per_query`), and :func:`choose
   while few "near" queries are turned away (judged on the near and far queries; the "between" ones,
   the mean of two random stored vectors, are measured and reported: a graph needs a large effort for
   them, which every search would then pay);
-* ``min_top_score``: answers whose best re-scored cosine is below it are not trusted — above every
-  sample query the graph got badly wrong — and the matrix answers them on its exact-quality path
+* ``min_kth_score``: answers whose weakest result (the k-th re-scored cosine) is below it are not
+  trusted — above that of every sample query the graph got badly wrong — and the matrix answers them on
+  its exact-quality path (``matrix.py``).  The k-th score, not the best: a query close to one stored
+  vector but far from everything else (diffuse data) has a strong first hit and a tail of near-ties
+  that a walk gets wrong
   (``matrix.py``).  The sample's recall over all queries, with those answered exactly, is recorded.
 
 Pure: the builder does the searching; this module draws the sample and decides.
@@ -37,7 +40,7 @@ TARGET_TRUSTED = 0.995
 TARGET = 0.99
 #: A sample answer with recall at or below this is "badly wrong": no answer scoring below it is trusted.
 BAD = 0.7
-#: Added to the best score of the worst wrong answer, so a query just like it is not trusted either.
+#: Added to the k-th score of the worst wrong answer, so a query just like it is not trusted either.
 MARGIN = 0.02
 #: Share of near queries an effort may turn away to the exact path and still count as good.
 MAX_NEAR_FALLBACK = 0.05
@@ -50,8 +53,8 @@ class Calibration:
     """What a graph's own measurement chose, and what it measured."""
 
     expansion_search: int
-    #: Answers whose best score is below this are answered exactly (None: every answer trusted).
-    min_top_score: float | None
+    #: Answers whose k-th score is below this are answered exactly (None: every answer trusted).
+    min_kth_score: float | None
     #: Mean recall@10 of the sample with untrusted answers answered exactly, by kind, and overall.
     recall: dict[str, float] = attrs.field(factory=dict)
     #: Share of each kind of sample query answered exactly.
@@ -66,11 +69,11 @@ class Calibration:
         """Parse what :meth:`to_json` wrote; ValueError for anything else."""
         if not isinstance(value, Mapping):
             raise ValueError("calibration is not an object")
-        ef, floor = value.get("expansion_search"), value.get("min_top_score")
+        ef, floor = value.get("expansion_search"), value.get("min_kth_score")
         if not isinstance(ef, int) or isinstance(ef, bool) or ef < 1:
             raise ValueError("calibration has no valid expansion_search")
         if floor is not None and not isinstance(floor, (int, float)):
-            raise ValueError("calibration has no valid min_top_score")
+            raise ValueError("calibration has no valid min_kth_score")
         recall, fallback = value.get("recall", {}), value.get("fallback", {})
         if not isinstance(recall, Mapping) or not isinstance(fallback, Mapping):
             raise ValueError("calibration has no valid measurements")
@@ -122,7 +125,7 @@ def recall_per_query(found: list[np.ndarray], truth: list[np.ndarray], k: int = 
 
 
 def _floor_for(recall: np.ndarray, top: np.ndarray) -> float | None:
-    """The lowest best-score to trust: above every badly wrong answer, and above the trusted-mean cut."""
+    """The lowest k-th score to trust: above every badly wrong answer, and above the trusted-mean cut."""
     bad = top[recall <= BAD]
     floor = float(bad.max()) + MARGIN if len(bad) else None
     order = np.argsort(-top)
@@ -137,7 +140,7 @@ def _floor_for(recall: np.ndarray, top: np.ndarray) -> float | None:
 def choose(
     recall_by_effort: Mapping[int, np.ndarray], top_by_effort: Mapping[int, np.ndarray], kinds: np.ndarray
 ) -> Calibration:
-    """Pick the effort and the trust floor from the sample's per-query recall and best scores.
+    """Pick the effort and the trust floor from the sample's per-query recall and k-th scores.
 
     The first effort (lowest first) whose trusted answers keep the targets while it turns away at
     most :data:`MAX_NEAR_FALLBACK` of the near queries; else the one that turns away the fewest.

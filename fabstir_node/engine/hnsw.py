@@ -23,8 +23,8 @@ each search runs:
   (exact fallback).
 * **Untrusted**: a graph built by this version carries its own measurement
   (``calibration.py``): the search effort that reached the recall target on a
-  held-out sample, and ``min_top_score``.  An unfiltered answer whose best
-  score is below that floor (a query far from the data, where a walk often
+  held-out sample, and ``min_kth_score``.  An unfiltered answer whose
+  weakest result (its k-th score) is below that floor (a query far from the data, where a walk often
   ends in the wrong neighbourhood) is declined, and the matrix answers it on
   its exact-quality path.  :meth:`scan` offers that path a scan of the
   graph's own 8-bit vectors for candidates (no second copy of the rows).
@@ -74,8 +74,8 @@ class HnswIndex:
         self._index = index
         self._read_rows = read_rows if read_rows is not None else vectors.__getitem__
         self.calibration = calibration
-        #: Unfiltered answers whose best score is below this are declined (None: all trusted).
-        self.min_top_score = calibration.min_top_score if calibration is not None else None
+        #: Unfiltered answers whose weakest result scores below this are declined (None: all trusted).
+        self.min_kth_score = calibration.min_kth_score if calibration is not None else None
         if calibration is not None:
             expansion_search = calibration.expansion_search
         self.expansion_search = expansion_search
@@ -86,7 +86,7 @@ class HnswIndex:
 
     def __repr__(self) -> str:
         return (f"HnswIndex(n={len(self)}, expansion_search={self.expansion_search}, "
-                f"min_top_score={self.min_top_score})")
+                f"min_kth_score={self.min_kth_score})")
 
     @property
     def nbytes(self) -> int:
@@ -107,7 +107,8 @@ class HnswIndex:
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector).
 
-        None when the answer is not trusted (its best score is under ``min_top_score``).
+        None when the answer is not trusted (its weakest result scores under ``min_kth_score``: the
+        tail of the answer lies where the data is sparse around the query, and a walk there is unreliable).
         """
         n = len(self)
         if n == 0 or count < 1:
@@ -115,8 +116,8 @@ class HnswIndex:
         rows = self._candidates(query, min(n, 2 * count))
         scores = self._rescore(query, rows)
         order = np.lexsort((rows, -scores))[:count]
-        floor = self.min_top_score
-        if floor is not None and (len(order) == 0 or float(scores[order[0]]) < floor):
+        floor = self.min_kth_score
+        if floor is not None and (len(order) == 0 or float(scores[order[-1]]) < floor):
             return None
         return rows[order], scores[order]
 
@@ -132,7 +133,7 @@ class HnswIndex:
         candidates = [keys[i, : counts[i]] for i in range(len(queries))]
         union = np.unique(np.concatenate(candidates)) if candidates else np.empty(0, np.int64)
         stored = as_float32(self._read_rows(union)) if len(union) else None
-        floor = self.min_top_score
+        floor = self.min_kth_score
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for query, rows in zip(queries, candidates):
             if len(rows) == 0:
@@ -141,7 +142,7 @@ class HnswIndex:
                 assert stored is not None
                 scores = (stored[np.searchsorted(union, rows)] @ query).astype(np.float32)
             order = np.lexsort((rows, -scores))[:count]
-            if floor is not None and (len(order) == 0 or float(scores[order[0]]) < floor):
+            if floor is not None and (len(order) == 0 or float(scores[order[-1]]) < floor):
                 out.append(None)
             else:
                 out.append((rows[order], scores[order]))

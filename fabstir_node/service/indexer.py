@@ -269,7 +269,7 @@ class Indexer:
         log.info(
             "hnsw_built", cache_key=key[:16], vectors=count, seconds=round(seconds, 2),
             build_s=report.get("build_s"), calibrate_s=report.get("calibrate_s"),
-            expansion_search=calibration.get("expansion_search"), min_top_score=calibration.get("min_top_score"),
+            expansion_search=calibration.get("expansion_search"), min_kth_score=calibration.get("min_kth_score"),
             sample_recall=calibration.get("recall"), sample_fallback=calibration.get("fallback"),
         )
         return True

@@ -106,7 +106,7 @@ def calibrate(
             keys = np.sort(keys)
             order = np.lexsort((keys, -scores))
             found.append(keys[order])
-            tops[i] = scores[order[0]] if len(order) else -1.0
+            tops[i] = scores[order[min(cal.K, len(order)) - 1]] if len(order) else -1.0  # the k-th
         recall_by[effort] = cal.recall_per_query(found, truth)
         top_by[effort] = tops
         if recall_by[effort].min() >= 1.0:

@@ -86,8 +86,8 @@ def test_an_untrusted_graph_answer_goes_to_the_exact_path():
     matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
     q = rows[42]
     wrong = HnswIndex(_FixedGraph(300, [1, 2, 3]), matrix.vectors,
-                      calibration=cal.Calibration(64, min_top_score=0.999))
-    assert wrong.search(q, 3) is None  # the best of its candidates scores under the floor
+                      calibration=cal.Calibration(64, min_kth_score=0.999))
+    assert wrong.search(q, 3) is None  # its third result scores under the floor
     assert [h.id for h in matrix.with_index(wrong).search(q, 3).hits] == [h.id for h in matrix.search(q, 3).hits]
     trusting = HnswIndex(_FixedGraph(300, [1, 2, 3]), matrix.vectors, calibration=cal.Calibration(64, None))
     assert trusting.search(q, 3) is not None and trusting.expansion_search == 64
@@ -98,13 +98,13 @@ def test_choose_takes_the_lowest_effort_that_keeps_the_targets():
     top = np.array([0.9] * 8 + [0.2, 0.3])
     low = np.array([1.0] * 8 + [0.4, 0.5])  # far answers wrong: untrusted below 0.32
     chosen = cal.choose({64: low, 128: np.ones(10)}, {64: top, 128: top}, kinds)
-    assert chosen.expansion_search == 64 and chosen.min_top_score == pytest.approx(0.32)
+    assert chosen.expansion_search == 64 and chosen.min_kth_score == pytest.approx(0.32)
     assert chosen.recall["all"] == 1.0 and chosen.fallback == {"far": 1.0, "near": 0.0, "all": 0.2}
     # near answers wrong at a high score: the floor would turn every near query away, so more effort
     bad_near = low.copy()
     bad_near[0] = 0.5
     chosen = cal.choose({64: bad_near, 128: np.ones(10)}, {64: top, 128: top}, kinds)
-    assert chosen.expansion_search == 128 and chosen.min_top_score is None
+    assert chosen.expansion_search == 128 and chosen.min_kth_score is None
     assert cal.Calibration.from_json(chosen.to_json()) == chosen
     with pytest.raises(ValueError):
         cal.Calibration.from_json({"expansion_search": "x"})
