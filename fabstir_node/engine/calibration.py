@@ -36,14 +36,14 @@ EFFORTS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 #: The k the sample is measured at.
 K = 10
 #: Mean recall@K the trusted answers must reach, and the floor of the whole sample.
-TARGET_TRUSTED = 0.995
+TARGET_TRUSTED = 0.99
 TARGET = 0.99
 #: A sample answer with recall at or below this is "badly wrong": no answer scoring below it is trusted.
 BAD = 0.7
 #: Added to the k-th score of the worst wrong answer, so a query just like it is not trusted either.
 MARGIN = 0.02
 #: Share of near queries an effort may turn away to the exact path and still count as good.
-MAX_NEAR_FALLBACK = 0.05
+MAX_NEAR_FALLBACK = 0.01
 #: The kinds of sample query the choice is judged on (the others are measured and reported).
 JUDGED = ("near", "far")
 
@@ -137,6 +137,12 @@ def _floor_for(recall: np.ndarray, top: np.ndarray) -> float | None:
     return floor
 
 
+def acceptable(calibration: Calibration) -> bool:
+    """Whether a measured effort keeps the targets while turning few near queries away."""
+    near_fallback = calibration.fallback.get("near", calibration.fallback.get("all", 1.0))
+    return calibration.recall.get("all", 0.0) >= TARGET and near_fallback <= MAX_NEAR_FALLBACK
+
+
 def choose(
     recall_by_effort: Mapping[int, np.ndarray], top_by_effort: Mapping[int, np.ndarray], kinds: np.ndarray
 ) -> Calibration:
@@ -158,7 +164,7 @@ def choose(
         fallback["all"] = float((~trusted)[judged].mean())
         calibration = Calibration(effort, floor, by_kind, fallback, len(top))
         near_fallback = fallback.get("near", fallback["all"])
-        if by_kind["all"] >= TARGET and near_fallback <= MAX_NEAR_FALLBACK:
+        if acceptable(calibration):
             return calibration
         if best is None or near_fallback < best[0]:
             best = (near_fallback, calibration)

@@ -94,23 +94,28 @@ def calibrate(
     """Measure the graph on a held-out sample (``engine/calibration.py``) and choose its effort and floor."""
     queries, kinds = cal.sample_queries(cast(np.ndarray, _Widened(vectors)), seed=seed)
     truth = exact_top(vectors, queries, cal.K)
-    recall_by, top_by = {}, {}
-    efforts = sorted({max(min_effort, e) for e in cal.EFFORTS} | {max(min_effort, cal.EFFORTS[-1])})
+    recall_by: dict[int, np.ndarray] = {}
+    top_by: dict[int, np.ndarray] = {}
+    efforts = sorted({max(min_effort, e) for e in cal.EFFORTS})
     for effort in efforts:
         index.expansion_search = effort
         matches = index.search(queries, 2 * cal.K, threads=0)
-        found, tops = [], np.empty(len(queries))
+        keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
+        counts = np.asarray(matches.counts, np.int64).reshape(-1)
+        found, tops = [], np.full(len(queries), -1.0)
+        union = np.unique(keys[keys >= 0])
+        stored = as_float32(vectors[union]) if len(union) else np.empty((0, vectors.shape[1]), np.float32)
         for i, q in enumerate(queries):
-            keys = np.asarray(matches.keys[i][: matches.counts[i]], np.int64)
-            scores = (as_float32(vectors[np.sort(keys)]) @ q) if len(keys) else np.empty(0, np.float32)
-            keys = np.sort(keys)
-            order = np.lexsort((keys, -scores))
-            found.append(keys[order])
-            tops[i] = scores[order[min(cal.K, len(order)) - 1]] if len(order) else -1.0  # the k-th
-        recall_by[effort] = cal.recall_per_query(found, truth)
-        top_by[effort] = tops
-        if recall_by[effort].min() >= 1.0:
-            break  # every sample query already exact: more effort cannot help
+            rows = np.sort(keys[i, : counts[i]])
+            scores = stored[np.searchsorted(union, rows)] @ q if len(rows) else np.empty(0, np.float32)
+            order = np.lexsort((rows, -scores))
+            found.append(rows[order])
+            if len(order):
+                tops[i] = scores[order[min(cal.K, len(order)) - 1]]  # the k-th score
+        recall_by[effort], top_by[effort] = cal.recall_per_query(found, truth), tops
+        chosen = cal.choose(recall_by, top_by, kinds)
+        if cal.acceptable(chosen) or recall_by[effort].min() >= 1.0:
+            return chosen  # the lowest effort that keeps the targets (more cannot help past all exact)
     return cal.choose(recall_by, top_by, kinds)
 
 
