@@ -80,13 +80,19 @@ class CorruptCache(Exception):
     """A cached directory is missing, truncated, tampered with or from another key or format."""
 
 
-#: Files are hashed through one reused buffer of this size: read, not mapped, so hashing a 768 MB
-#: matrix does not put 768 MB of it in the process's resident memory (it stays in the page cache).
+#: Files up to this size are hashed through a transient mapping (fastest: every core); larger ones
+#: through one reused buffer of ``_HASH_BLOCK``, read, not mapped, so hashing a 768 MB matrix does not
+#: make 768 MB of it resident in the process, even for a moment (it stays in the page cache).
+_HASH_MMAP_MAX = 128 * 2**20
 _HASH_BLOCK = 16 * 2**20
 
 
 def _digest(path: Path) -> str:
     hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    size = path.stat().st_size
+    if 0 < size <= _HASH_MMAP_MAX:
+        hasher.update_mmap(str(path))
+        return hasher.hexdigest()
     buffer = bytearray(_HASH_BLOCK)
     view = memoryview(buffer)
     with open(path, "rb", buffering=0) as f:
