@@ -52,6 +52,10 @@ _DTYPE_NAMES: dict[np.dtype[Any], DType] = {
 _BLOCK_ROWS = 4096
 #: Exact f16 scans of at least this many rows use every core.
 _PARALLEL_SCAN_ROWS = 50_000
+#: A file-backed matrix whose graph answers scans its rows in blocks of this many, read with pread, and
+#: gathers up to this many filtered rows one by one (``VectorMatrix._exact``).
+_READ_BLOCK_ROWS = 65_536
+_READ_GATHER_ROWS = 4096
 #: Per-field filter columns kept per matrix (oldest dropped first).
 MAX_CACHED_COLUMNS = 32
 #: Matrices of at least this many rows get an 8-bit copy (``quantized.py``) for their unfiltered
@@ -804,14 +808,37 @@ class VectorMatrix:
             score, gather = (lambda data: _dots(data, query)), 3
         if rows is not None and len(rows) == 0:
             return np.empty(0, np.int64), np.empty(0, np.float32)
+        # Once a graph answers, the mapping of a file-backed matrix is left alone: the answers the graph
+        # does not take are scanned from blocks read with pread, so they add nothing resident.
+        read_range = getattr(self.read_rows, "range", None) if self.index is not None else None
         if rows is not None and gather * len(rows) < len(self):
-            scores = score(vectors[rows])
+            if read_range is not None and self.read_rows is not None and len(rows) <= _READ_GATHER_ROWS:
+                scores = score(self.read_rows(rows))
+            elif read_range is None:
+                scores = score(vectors[rows])
+            else:
+                scores = self._scan_blocks(score, read_range)[rows]
+        elif read_range is not None:
+            scores = self._scan_blocks(score, read_range)
+            if rows is not None:
+                scores = scores[rows]
         else:
             scores = score(vectors)
             if rows is not None:
                 scores = scores[rows]
         top = _top_positions(scores, k)
         return (top if rows is None else rows[top]), scores[top]
+
+    def _scan_blocks(
+        self, score: Callable[[np.ndarray], np.ndarray], read_range: Callable[[int, int], np.ndarray]
+    ) -> np.ndarray:
+        """Scores of every row, from blocks of :data:`_READ_BLOCK_ROWS` read by ``read_range``."""
+        n = len(self)
+        scores = np.empty(n, np.float32)
+        for start in range(0, n, _READ_BLOCK_ROWS):
+            stop = min(n, start + _READ_BLOCK_ROWS)
+            scores[start:stop] = score(read_range(start, stop))
+        return scores
 
     def _hits(self, found: np.ndarray, scores: np.ndarray, k: int, minimum: float | None) -> SearchResult:
         scores = np.clip(scores, -1.0, 1.0)

@@ -9,9 +9,13 @@ import sys
 import numpy as np
 import trio
 
+from fabstir_node.engine import matrix as matrix_module
+from fabstir_node.engine.calibration import Calibration
+from fabstir_node.engine.hnsw import HnswIndex
 from fabstir_node.engine.matrix import MatrixBuilder
 from fabstir_node.engine.quantized import Int8Rows
 from fabstir_node.storage import disk_cache as persist
+from fabstir_node.storage.index_builder import build_index
 from fabstir_node.storage.row_writer import LOADING_DIR, RowFileWriter, clear_stale, loading_dir
 
 OWNER = "0xAbCdEf0000000000000000000000000000000001"
@@ -84,3 +88,33 @@ def test_the_8bit_copy_of_a_saved_matrix_is_read_by_blocks(tmp_path):
     q = rows[7] / np.linalg.norm(rows[7])
     assert np.array_equal(from_file.scores(q), in_memory.scores(q))
     assert np.array_equal(opened.read_rows(np.array([3, 999])), matrix.vectors[[3, 999]])
+
+
+def test_once_a_graph_answers_exact_path_scans_read_blocks_not_the_mapping(tmp_path, monkeypatch):
+    monkeypatch.setattr(matrix_module, "_READ_BLOCK_ROWS", 300)
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((1000, 16)).astype(np.float32)
+    builder = MatrixBuilder(1000, 16, "f16")
+    builder.fill(0, rows)
+    reference = builder.finish([f"v{i}" for i in range(1000)], [b""] * 1000)
+    assert persist.save(tmp_path / "db", reference, key="k")
+    opened = persist.open_matrix(tmp_path / "db", key="k")
+    calls: list[tuple[int, int]] = []
+
+    class Spy:
+        def __init__(self, reader):
+            self.reader = reader
+
+        def __call__(self, wanted):
+            return self.reader(wanted)
+
+        def range(self, start, stop):
+            calls.append((start, stop))
+            return self.reader.range(start, stop)
+
+    graph = build_index(opened.vectors, connectivity=8, expansion_add=32, threads=1)
+    untrusting = HnswIndex(graph, opened.vectors, calibration=Calibration(32, min_kth_score=2.0))
+    searched = opened.with_index(untrusting).with_row_reader(Spy(opened.read_rows))
+    for q in rows[:5]:
+        assert [h.id for h in searched.search(q, 5).hits] == [h.id for h in reference.search(q, 5).hits]
+    assert calls[:4] == [(0, 300), (300, 600), (600, 900), (900, 1000)]  # every answer declined: blocks
