@@ -51,6 +51,9 @@ __all__ = ["MAX_CANDIDATES", "SELECTIVE", "HnswIndex"]
 SELECTIVE = 0.1
 #: Graph candidates a filtered search may ask for before it falls back to exact search.
 MAX_CANDIDATES = 4096
+#: An untrusted answer is tried once more with this many times the effort (at most MAX_WIDE_EFFORT).
+WIDE_FACTOR = 4
+MAX_WIDE_EFFORT = 1024
 
 
 class HnswIndex:
@@ -68,6 +71,7 @@ class HnswIndex:
         expansion_search: int = 64,
         read_rows: Callable[[np.ndarray], np.ndarray] | None = None,
         calibration: Calibration | None = None,
+        wide: Any = None,
     ) -> None:
         if len(index) != len(vectors):
             raise ValueError(f"the graph has {len(index)} rows, the matrix {len(vectors)}")
@@ -80,6 +84,13 @@ class HnswIndex:
             expansion_search = calibration.expansion_search
         self.expansion_search = expansion_search
         index.expansion_search = expansion_search
+        #: A second view of the same graph searched with :data:`WIDE_FACTOR` times the effort: an
+        #: answer under the floor is tried there once before it goes to the exact path (a walk that went
+        #: astray near the data usually finds its way with more effort; a far query's tail stays low).
+        #: usearch's effort is a property of the index object, hence the second view, not a parameter.
+        self._wide = wide
+        if wide is not None:
+            wide.expansion_search = min(MAX_WIDE_EFFORT, WIDE_FACTOR * expansion_search)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -93,8 +104,8 @@ class HnswIndex:
         """Bytes of the graph file (memory-mapped; resident only as far as searches touch it)."""
         return int(self._index.serialized_length)
 
-    def _candidates(self, query: np.ndarray, count: int) -> np.ndarray:
-        matches = self._index.search(query, count, threads=1)
+    def _candidates(self, query: np.ndarray, count: int, index: Any = None) -> np.ndarray:
+        matches = (self._index if index is None else index).search(query, count, threads=1)
         return np.asarray(matches.keys, np.int64)
 
     def _rescore(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -114,6 +125,17 @@ class HnswIndex:
         if n == 0 or count < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         rows = self._candidates(query, min(n, 2 * count))
+        answer = self._answer(query, rows, count)
+        return answer if answer is not None else self._retry(query, count)
+
+    def _retry(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """An untrusted answer tried once more on the wide view; None if it has none or still fails."""
+        if self._wide is None:
+            return None
+        return self._answer(query, self._candidates(query, min(len(self), 2 * count), self._wide), count)
+
+    def _answer(self, query: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The best ``count`` of the candidate ``rows`` re-scored, or None when its k-th is under the floor."""
         scores = self._rescore(query, rows)
         order = np.lexsort((rows, -scores))[:count]
         floor = self.min_kth_score
@@ -143,7 +165,7 @@ class HnswIndex:
                 scores = (stored[np.searchsorted(union, rows)] @ query).astype(np.float32)
             order = np.lexsort((rows, -scores))[:count]
             if floor is not None and (len(order) == 0 or float(scores[order[-1]]) < floor):
-                out.append(None)
+                out.append(self._retry(query, count))
             else:
                 out.append((rows[order], scores[order]))
         return out

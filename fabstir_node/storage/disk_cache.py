@@ -485,4 +485,10 @@ def open_index(
         raise CorruptCache("the graph does not hold every row of the matrix")
     vectors = matrix.vectors
     reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
-    return HnswIndex(index, vectors, expansion_search=expansion_search, read_rows=reader, calibration=calibration)
+    try:  # a second view of the same file for the wider retry of untrusted answers (engine/hnsw.py)
+        wide = Index.restore(str(path), view=True)
+    except (RuntimeError, ValueError):
+        wide = None
+    return HnswIndex(
+        index, vectors, expansion_search=expansion_search, read_rows=reader, calibration=calibration, wide=wide
+    )

@@ -76,9 +76,18 @@ class _FixedGraph:
         return self._n
 
     def search(self, query, count, threads=1, exact=False):
-        class Matches:
-            keys = self._keys[:count]
-        return Matches()
+        keys = self._keys[:count]
+
+        class Matches:  # one query: its keys; a batch (2-D): a row of keys and a count per query
+            pass
+
+        matches = Matches()
+        if np.ndim(query) == 2:
+            matches.keys = np.tile(keys, (len(query), 1))
+            matches.counts = np.full(len(query), len(keys))
+        else:
+            matches.keys = keys
+        return matches
 
 
 def test_an_untrusted_graph_answer_goes_to_the_exact_path():
@@ -121,3 +130,20 @@ def test_calibrating_a_real_graph_reaches_the_target_on_a_fresh_sample():
     recall = [len({h.id for h in searched.search(q, 10).hits} & {h.id for h in matrix.search(q, 10).hits}) / 10
               for q in queries]
     assert np.mean(recall) >= 0.98  # a fresh sample, near, between and far
+
+
+def test_an_untrusted_answer_is_tried_once_more_with_more_effort():
+    rows = diffuse(300, seed=8)
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
+    q = rows[17]
+    truth = [int(h.id[1:]) for h in matrix.search(q, 3).hits]
+    floor = cal.Calibration(64, min_kth_score=float(matrix.search(q, 3).hits[-1].score) - 1e-6)
+    wide = _FixedGraph(300, truth + [0, 1, 2])
+    found = HnswIndex(_FixedGraph(300, [250, 251, 252]), matrix.vectors, calibration=floor, wide=wide)
+    assert wide.expansion_search == 4 * 64  # the wide view searches with more effort
+    answer = found.search(q, 3)
+    assert answer is not None and answer[0].tolist() == truth  # the retry found the neighbourhood
+    assert found.search_batch(q[None], 3)[0][0].tolist() == truth
+    lost = HnswIndex(_FixedGraph(300, [250, 251, 252]), matrix.vectors, calibration=floor,
+                     wide=_FixedGraph(300, [250, 251, 252]))
+    assert lost.search(q, 3) is None and lost.search_batch(q[None], 3) == [None]
