@@ -72,6 +72,7 @@ class HnswIndex:
         read_rows: Callable[[np.ndarray], np.ndarray] | None = None,
         calibration: Calibration | None = None,
         wide: Any = None,
+        mapping: Any = None,
     ) -> None:
         if len(index) != len(vectors):
             raise ValueError(f"the graph has {len(index)} rows, the matrix {len(vectors)}")
@@ -89,8 +90,17 @@ class HnswIndex:
         #: astray near the data usually finds its way with more effort; a far query's tail stays low).
         #: usearch's effort is a property of the index object, hence the second view, not a parameter.
         self._wide = wide
+        #: The buffer both views read (usearch keeps no reference to it): closed after them, in __del__.
+        self._mapping = mapping
         if wide is not None:
             wide.expansion_search = min(MAX_WIDE_EFFORT, WIDE_FACTOR * expansion_search)
+
+    def __del__(self) -> None:
+        # the views go first: a mapping closed under a live view would leave it reading unmapped memory
+        self._index = self._wide = None
+        mapping, self._mapping = getattr(self, "_mapping", None), None
+        if mapping is not None:
+            mapping.close()
 
     def __len__(self) -> int:
         return len(self._index)

@@ -37,6 +37,7 @@ answers, the rows its candidates are re-scored on are read the same way
 
 from __future__ import annotations
 
+import mmap
 import os
 import secrets
 import shutil
@@ -377,6 +378,23 @@ def coarse_rows(matrix: VectorMatrix, block: int = 65_536) -> Int8Rows:
     return coarse
 
 
+class MappedFile:
+    """A read-only mapping and the memoryview handed to usearch (which keeps no reference to it)."""
+
+    def __init__(self, mapping: mmap.mmap) -> None:
+        self._mapping = mapping
+        self.view = memoryview(mapping)
+
+    @property
+    def closed(self) -> bool:
+        return self._mapping.closed
+
+    def close(self) -> None:
+        """Release the view and unmap (only once nothing reads through it any more)."""
+        self.view.release()
+        self._mapping.close()
+
+
 def discard(directory: Path) -> None:
     """Remove a cached directory (after it failed validation)."""
     shutil.rmtree(directory, ignore_errors=True)
@@ -477,18 +495,24 @@ def open_index(
         raise CorruptCache(f"not a usearch index ({exc})") from None
     if not meta or meta.get("dimensions") != matrix.dimensions:
         raise CorruptCache("the graph does not match the matrix dimensions")
+    # One read-only mapping of the file, viewed by two index objects: the graph, and a "wide" view
+    # searched with more effort for answers the first does not trust (engine/hnsw.py). Two
+    # restores of the path would map it twice, and the pages both touch would count twice.
+    with open(path, "rb") as f:
+        mapping = MappedFile(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
     try:
-        index = Index.restore(str(path), view=True)
+        index = Index.restore(mapping.view, view=True)
+        wide = Index.restore(mapping.view, view=True)
     except (RuntimeError, ValueError) as exc:
+        mapping.close()
         raise CorruptCache(f"usearch could not view the graph ({exc})") from None
-    if index is None or len(index) != len(matrix) or index.ndim != matrix.dimensions:
+    if index is None or wide is None or len(index) != len(matrix) or index.ndim != matrix.dimensions:
+        index = wide = None
+        mapping.close()
         raise CorruptCache("the graph does not hold every row of the matrix")
     vectors = matrix.vectors
     reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
-    try:  # a second view of the same file for the wider retry of untrusted answers (engine/hnsw.py)
-        wide = Index.restore(str(path), view=True)
-    except (RuntimeError, ValueError):
-        wide = None
     return HnswIndex(
-        index, vectors, expansion_search=expansion_search, read_rows=reader, calibration=calibration, wide=wide
+        index, vectors, expansion_search=expansion_search, read_rows=reader, calibration=calibration,
+        wide=wide, mapping=mapping,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
@@ -318,3 +319,18 @@ def test_verify_false_skips_only_the_digests(tmp_path):
     _truncate(directory / "metadata.bin")  # sizes are still checked
     with pytest.raises(persist.CorruptCache):
         persist.open_matrix(directory, key=KEY, verify=False)
+
+
+def test_a_graph_and_its_wide_view_share_one_mapping_closed_after_them(tmp_path):
+    matrix, vectors = make_matrix(2000, 24)
+    directory = tmp_path / KEY
+    save_with_index(directory, matrix)
+    for _ in range(3):  # opened, searched and dropped again and again: the views go before the mapping
+        opened = persist.open_matrix(directory, key=KEY)
+        index = opened.index
+        assert isinstance(index, HnswIndex) and index._wide is not None
+        mapping = index._mapping
+        assert opened.search(vectors[5], 3).hits[0].id == matrix.ids[5]
+        del opened, index
+        gc.collect()
+        assert mapping.closed  # unmapped once the views were gone
