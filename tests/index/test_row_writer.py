@@ -75,14 +75,18 @@ async def test_a_load_leaves_its_rows_in_the_cache_and_nothing_in_loading(start_
         assert len(reply["results"]) == 3
 
 
-def test_the_8bit_copy_of_a_saved_matrix_is_read_by_blocks(tmp_path):
-    rng = np.random.default_rng(3)
-    rows = rng.standard_normal((1000, 20)).astype(np.float32)
-    builder = MatrixBuilder(1000, 20, "f16")
+def saved(tmp_path, dimensions: int, seed: int):
+    """1,000 random f16 rows: (the rows given, the built matrix, the same saved and opened again)."""
+    rows = np.random.default_rng(seed).standard_normal((1000, dimensions)).astype(np.float32)
+    builder = MatrixBuilder(1000, dimensions, "f16")
     builder.fill(0, rows)
     matrix = builder.finish([f"v{i}" for i in range(1000)], [b""] * 1000)
     assert persist.save(tmp_path / "db", matrix, key="k")
-    opened = persist.open_matrix(tmp_path / "db", key="k")
+    return rows, matrix, persist.open_matrix(tmp_path / "db", key="k")
+
+
+def test_the_8bit_copy_of_a_saved_matrix_is_read_by_blocks(tmp_path):
+    rows, matrix, opened = saved(tmp_path, 20, seed=3)
     from_file = persist.coarse_rows(opened, block=300)
     in_memory = Int8Rows.from_rows(matrix.vectors.astype(np.float32))
     q = rows[7] / np.linalg.norm(rows[7])
@@ -92,13 +96,7 @@ def test_the_8bit_copy_of_a_saved_matrix_is_read_by_blocks(tmp_path):
 
 def test_once_a_graph_answers_exact_path_scans_read_blocks_not_the_mapping(tmp_path, monkeypatch):
     monkeypatch.setattr(matrix_module, "_READ_BLOCK_ROWS", 300)
-    rng = np.random.default_rng(5)
-    rows = rng.standard_normal((1000, 16)).astype(np.float32)
-    builder = MatrixBuilder(1000, 16, "f16")
-    builder.fill(0, rows)
-    reference = builder.finish([f"v{i}" for i in range(1000)], [b""] * 1000)
-    assert persist.save(tmp_path / "db", reference, key="k")
-    opened = persist.open_matrix(tmp_path / "db", key="k")
+    rows, reference, opened = saved(tmp_path, 16, seed=5)
     calls: list[tuple[int, int]] = []
 
     class Spy:
