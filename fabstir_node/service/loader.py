@@ -258,9 +258,6 @@ async def _load(
                 await updater.aclose()
 
     async def download_and_follow(flight: Flight, updater: Any) -> Any:
-        # The chunks are not throttled: the session asked for one database (its manifest was counted
-        # above), and what the load may fetch for it is bounded by FABSTIR_MAX_CHUNKS and the memory
-        # limit; counting every chunk made a 1M-vector database (100 chunks) trip the abuse limit.
         ids, builder, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats, storage=storage)
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
@@ -321,9 +318,14 @@ async def fetch_manifest(
 
 async def fetch_chunks(
     node: Node, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
-    throttle: Throttle | None = None, *, storage: Storage | None = None,
+    *, storage: Storage | None = None,
 ) -> tuple[PackedStrings, MatrixBuilder, PackedBlobs]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it.
+
+    The chunks are not throttled: the session asked for one database (its manifest was counted by
+    the session's download window), and what a load may fetch for it is bounded by
+    FABSTIR_MAX_CHUNKS and the memory limit; counting every chunk made a 1M-vector database (100
+    chunks) trip the abuse limit.
 
     Each chunk is decoded to float32 and normalised into its rows of the final matrix (of
     ``VECTOR_DTYPE``) by the same worker thread, so there is never a float32 copy of the whole
@@ -354,8 +356,6 @@ async def fetch_chunks(
         nonlocal done
         ref = manifest.chunks[index]
         path = chunk_path(manifest_path, ref.chunk_id)
-        if throttle is not None:
-            await throttle()
         raw = await _download(
             node, storage, path, stats, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED
         )
