@@ -146,7 +146,12 @@ class HnswIndex:
 
     def _answer(self, query: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
         """The best ``count`` of the candidate ``rows`` re-scored, or None when its k-th is under the floor."""
-        scores = self._rescore(query, rows)
+        return self._ranked(rows, self._rescore(query, rows), count)
+
+    def _ranked(
+        self, rows: np.ndarray, scores: np.ndarray, count: int
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The best ``count`` of ``rows`` by their ``scores`` (ties by row), or None: k-th under the floor."""
         order = np.lexsort((rows, -scores))[:count]
         floor = self.min_kth_score
         if floor is not None and (len(order) == 0 or float(scores[order[-1]]) < floor):
@@ -165,7 +170,6 @@ class HnswIndex:
         candidates = [keys[i, : counts[i]] for i in range(len(queries))]
         union = np.unique(np.concatenate(candidates)) if candidates else np.empty(0, np.int64)
         stored = as_float32(self._read_rows(union)) if len(union) else None
-        floor = self.min_kth_score
         out: list[tuple[np.ndarray, np.ndarray] | None] = []
         for query, rows in zip(queries, candidates):
             if len(rows) == 0:
@@ -173,11 +177,8 @@ class HnswIndex:
             else:
                 assert stored is not None
                 scores = (stored[np.searchsorted(union, rows)] @ query).astype(np.float32)
-            order = np.lexsort((rows, -scores))[:count]
-            if floor is not None and (len(order) == 0 or float(scores[order[-1]]) < floor):
-                out.append(self._retry(query, count))
-            else:
-                out.append((rows[order], scores[order]))
+            answer = self._ranked(rows, scores, count)
+            out.append(answer if answer is not None else self._retry(query, count))
         return out
 
     def scan(self, query: np.ndarray, count: int) -> np.ndarray:

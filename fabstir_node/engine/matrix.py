@@ -434,6 +434,7 @@ class MatrixBuilder:
         # with a sink, rows are normalised into a block-sized scratch array and handed to it
         self._out = np.empty((rows, dimensions) if sink is None else (0, dimensions), self._dtype)
         self._degenerate: list[int] = []  # one count per fill; list.append is atomic
+        self._finished = False
         want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
         self._coarse = Int8Rows(rows, dimensions) if want_coarse else None
 
@@ -445,7 +446,7 @@ class MatrixBuilder:
     def release_sink(self) -> None:
         """Stop writing to the sink; discard its rows unless :meth:`finish` made a matrix of them."""
         if self._sink is not None:
-            if getattr(self, "_finished", False):
+            if self._finished:
                 self._sink.close()
             else:
                 self._sink.discard()
@@ -776,11 +777,10 @@ class VectorMatrix:
         return None if scan is None else np.asarray(scan(q, count), np.int64)
 
     def rescore(self, q: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        """float32 cosines of ``rows`` (int64 row numbers) with the unit query ``q``."""
+        """float32 cosines of ``rows`` (int64 row numbers, in order) with the unit query ``q``."""
         if len(rows) == 0:
             return np.empty(0, np.float32)
-        ordered = np.sort(rows)
-        stored = self.read_rows(ordered) if self.read_rows is not None else self._vectors[ordered]
+        stored = self.read_rows(rows) if self.read_rows is not None else self._vectors[rows]
         scores: np.ndarray = (as_float32(stored) @ q).astype(np.float32)
         return scores
 

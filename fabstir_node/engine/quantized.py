@@ -55,13 +55,18 @@ class Int8Rows:
         self._scales = np.zeros(n, np.float32)
 
     @classmethod
-    def from_rows(
-        cls, rows: np.ndarray, *, widen: Callable[[np.ndarray], np.ndarray] = np.asarray, block: int = 65536
+    def from_rows(cls, rows: np.ndarray, block: int = 65536) -> Int8Rows:
+        """Codes of every row of ``rows`` (float values), quantised block by block."""
+        return cls.from_blocks(len(rows), rows.shape[1], lambda start, stop: rows[start:stop], block)
+
+    @classmethod
+    def from_blocks(
+        cls, n: int, d: int, read: Callable[[int, int], np.ndarray], block: int = 65536
     ) -> Int8Rows:
-        """Codes of every row of ``rows``, read block by block through ``widen`` (e.g. bf16 bits to float32)."""
-        self = cls(*rows.shape)
-        for start in range(0, len(rows), block):
-            self.fill(start, widen(rows[start : start + block]))
+        """Codes of ``n`` rows of dimension ``d``, ``read(start, stop)`` giving each block as float values."""
+        self = cls(n, d)
+        for start in range(0, n, block):
+            self.fill(start, read(start, min(n, start + block)))
         return self
 
     def fill(self, start: int, rows: np.ndarray) -> None:

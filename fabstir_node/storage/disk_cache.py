@@ -369,13 +369,12 @@ def coarse_rows(matrix: VectorMatrix, block: int = 65_536) -> Int8Rows:
     """The 8-bit copy of a saved matrix's rows, read block by block with ``pread`` (not mapped:
     reading 768 MB of a 1M matrix through its mapping would make it all resident in the process)."""
     vectors = matrix.vectors
-    reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
-    coarse = Int8Rows(len(vectors), vectors.shape[1])
-    for start in range(0, len(vectors), block):
-        stop = min(len(vectors), start + block)
-        rows = reader.range(start, stop) if reader is not None else vectors[start:stop]
-        coarse.fill(start, as_float32(rows))
-    return coarse
+    read = RowFile(vectors).range if isinstance(vectors, np.memmap) and vectors.filename else None
+
+    def block_of(start: int, stop: int) -> np.ndarray:
+        return as_float32(read(start, stop) if read is not None else vectors[start:stop])
+
+    return Int8Rows.from_blocks(len(vectors), vectors.shape[1], block_of, block)
 
 
 class MappedFile:
