@@ -12,11 +12,17 @@ exact scan (:func:`sample_queries`, :func:`recall_per_query`), and :func:`choose
   the mean of two random stored vectors, are measured and reported: a graph needs a large effort for
   them, which every search would then pay);
 * ``min_kth_score``: answers whose weakest result (the k-th re-scored cosine) is below it are not
-  trusted — above that of every sample query the graph got badly wrong — and the matrix answers them on
-  its exact-quality path (``matrix.py``).  The k-th score, not the best: a query close to one stored
-  vector but far from everything else (diffuse data) has a strong first hit and a tail of near-ties
-  that a walk gets wrong
-  (``matrix.py``).  The sample's recall over all queries, with those answered exactly, is recorded.
+  trusted, and the matrix answers them on its exact-quality path (``matrix.py``).  It is the lowest
+  floor at which every judged kind of sample query, with its untrusted answers counted as exact,
+  reaches :data:`CHOSEN_RECALL` (a little above the target, for queries the sample did not hold).
+  Raising the floor can only raise that recall, so the lowest such floor trusts the most answers.
+  The k-th score, not the best: a query close to one stored vector but far from everything else
+  (diffuse data) has a strong first hit and a tail of near-ties that a walk gets wrong.  A single
+  badly wrong answer does not set the floor (an earlier rule did, and one such answer at a high score
+  sent almost every query of a 100K database to the exact path): the recall of each kind does.
+
+Recall counts ties: a result whose exact score equals the exact k-th score is as good as the row
+the exact top-k happened to list (a knowledge base with duplicate passages has many such ties).
 
 Pure: the builder does the searching; this module draws the sample and decides.
 """
@@ -29,19 +35,20 @@ from typing import Any
 import attrs
 import numpy as np
 
-__all__ = ["EFFORTS", "Calibration", "K", "choose", "recall_per_query", "sample_queries"]
+__all__ = ["EFFORTS", "Calibration", "K", "acceptable", "choose", "recall_per_query", "sample_queries"]
 
 #: Search efforts tried, lowest first.
 EFFORTS = (64, 96, 128, 192, 256, 384, 512, 768, 1024)
 #: The k the sample is measured at.
 K = 10
-#: Mean recall@K the trusted answers must reach, and the floor of the whole sample.
-TARGET_TRUSTED = 0.99
+#: Mean recall@K (untrusted answers counted as exact) each judged kind of query must reach.
 TARGET = 0.99
-#: A sample answer with recall at or below this is "badly wrong": no answer scoring below it is trusted.
-BAD = 0.7
-#: Added to the k-th score of the worst wrong answer, so a query just like it is not trusted either.
+#: What the floor is chosen for on the sample: the target plus a margin for queries it did not hold.
+CHOSEN_RECALL = 0.995
+#: The floor sits this far above the highest untrusted sample answer (unless a trusted one is closer).
 MARGIN = 0.02
+#: Scores this close to the exact k-th score count as ties (float32 rounding of equal rows).
+TIE = 1e-6
 #: Share of near queries an effort may turn away to the exact path and still count as good.
 MAX_NEAR_FALLBACK = 0.01
 #: The kinds of sample query the choice is judged on (the others are measured and reported).
@@ -115,32 +122,58 @@ def sample_queries(
     return queries, kinds
 
 
-def recall_per_query(found: list[np.ndarray], truth: list[np.ndarray], k: int = K) -> np.ndarray:
-    """recall@k of each answer (row numbers, best first) against the exact top-k rows."""
+def recall_per_query(
+    found: list[np.ndarray], truth: list[np.ndarray], k: int = K, *,
+    found_scores: list[np.ndarray] | None = None, kth_scores: np.ndarray | None = None,
+) -> np.ndarray:
+    """recall@k of each answer (row numbers, best first) against the exact top-k rows.
+
+    With ``found_scores`` (the exact scores of ``found``) and ``kth_scores`` (each query's exact k-th
+    score), a found row that ties the k-th score counts as found too: duplicate rows are
+    interchangeable, and which of them the exact top-k lists is an accident of order.
+    """
     out = np.empty(len(truth))
     for i, (got, want) in enumerate(zip(found, truth)):
         want_k = want[:k]
-        out[i] = len(set(got[:k].tolist()) & set(want_k.tolist())) / max(1, len(want_k))
+        hits = len(set(got[:k].tolist()) & set(want_k.tolist()))
+        if found_scores is not None and kth_scores is not None and len(want_k) == k:
+            tied = int((np.asarray(found_scores[i][:k]) >= kth_scores[i] - TIE).sum())
+            hits = max(hits, min(tied, k))
+        out[i] = hits / max(1, len(want_k))
     return out
 
 
-def _floor_for(recall: np.ndarray, top: np.ndarray) -> float | None:
-    """The lowest k-th score to trust: above every badly wrong answer, and above the trusted-mean cut."""
-    bad = top[recall <= BAD]
-    floor = float(bad.max()) + MARGIN if len(bad) else None
-    order = np.argsort(-top)
-    running = np.cumsum(recall[order]) / np.arange(1, len(order) + 1)
-    failing = np.flatnonzero(running < TARGET_TRUSTED)
-    if len(failing):  # the most-trusted prefix whose mean stays at the target ends before the first failure
-        cut = float(top[order[failing[0]]]) + 1e-6
-        floor = cut if floor is None else max(floor, cut)
-    return floor
+def _floor_for(recall: np.ndarray, top: np.ndarray, kinds: np.ndarray) -> float | None:
+    """The lowest k-th score to trust such that each kind, its untrusted answers exact, keeps CHOSEN_RECALL.
+
+    None: every answer may be trusted.  Answers are untrusted lowest score first (all answers of one
+    score together) until every kind's deficit fits its allowance.
+    """
+    order = np.argsort(top, kind="stable")
+    labels = np.unique(kinds)
+    allowance = {kind: (1.0 - CHOSEN_RECALL) * int((kinds == kind).sum()) + 1e-9 for kind in labels}
+    deficit = {kind: float((1.0 - recall[kinds == kind]).sum()) for kind in labels}
+    i = 0
+    while any(deficit[kind] > allowance[kind] for kind in labels):
+        if i == len(order):
+            return float(top.max()) + 1e-6  # nothing can be trusted
+        score = top[order[i]]
+        while i < len(order) and top[order[i]] == score:
+            deficit[kinds[order[i]]] -= 1.0 - recall[order[i]]
+            i += 1
+    if i == 0:
+        return None
+    if i == len(order):
+        return float(top.max()) + 1e-6
+    # just above the highest untrusted answer (a query a little above it is like it), never above a trusted one
+    return min(float(top[order[i]]), float(top[order[i - 1]]) + MARGIN)
 
 
 def acceptable(calibration: Calibration) -> bool:
     """Whether a measured effort keeps the targets while turning few near queries away."""
     near_fallback = calibration.fallback.get("near", calibration.fallback.get("all", 1.0))
-    return calibration.recall.get("all", 0.0) >= TARGET and near_fallback <= MAX_NEAR_FALLBACK
+    kinds_keep = all(calibration.recall.get(kind, 1.0) >= TARGET for kind in JUDGED)
+    return calibration.recall.get("all", 0.0) >= TARGET and kinds_keep and near_fallback <= MAX_NEAR_FALLBACK
 
 
 def choose(
@@ -148,14 +181,15 @@ def choose(
 ) -> Calibration:
     """Pick the effort and the trust floor from the sample's per-query recall and k-th scores.
 
-    The first effort (lowest first) whose trusted answers keep the targets while it turns away at
-    most :data:`MAX_NEAR_FALLBACK` of the near queries; else the one that turns away the fewest.
+    The first effort (lowest first) at which every judged kind keeps the target (untrusted answers
+    counted as exact) while at most :data:`MAX_NEAR_FALLBACK` of the near queries are turned away;
+    else the one that turns away the fewest.
     """
     best: tuple[float, Calibration] | None = None
     judged = np.isin(kinds, JUDGED) if np.isin(kinds, JUDGED).any() else np.ones(len(kinds), bool)
     for effort in sorted(recall_by_effort):
         recall, top = recall_by_effort[effort], top_by_effort[effort]
-        floor = _floor_for(recall[judged], top[judged])
+        floor = _floor_for(recall[judged], top[judged], kinds[judged])
         trusted = np.ones(len(top), bool) if floor is None else top >= floor
         answered = np.where(trusted, recall, 1.0)  # the untrusted are answered exactly
         by_kind = {str(kind): float(answered[kinds == kind].mean()) for kind in np.unique(kinds)}

@@ -94,6 +94,8 @@ def calibrate(
     """Measure the graph on a held-out sample (``engine/calibration.py``) and choose its effort and floor."""
     queries, kinds = cal.sample_queries(cast(np.ndarray, _Widened(vectors)), seed=seed)
     truth = exact_top(vectors, queries, cal.K)
+    kth_rows = np.array([rows[min(cal.K, len(rows)) - 1] if len(rows) else 0 for rows in truth], np.int64)
+    kth = np.einsum("ij,ij->i", as_float32(vectors[kth_rows]), queries)  # each query's exact k-th score
     recall_by: dict[int, np.ndarray] = {}
     top_by: dict[int, np.ndarray] = {}
     efforts = sorted({max(min_effort, e) for e in cal.EFFORTS})
@@ -102,7 +104,7 @@ def calibrate(
         matches = index.search(queries, 2 * cal.K, threads=0)
         keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
         counts = np.asarray(matches.counts, np.int64).reshape(-1)
-        found, tops = [], np.full(len(queries), -1.0)
+        found, found_scores, tops = [], [], np.full(len(queries), -1.0)
         union = np.unique(keys[keys >= 0])
         stored = as_float32(vectors[union]) if len(union) else np.empty((0, vectors.shape[1]), np.float32)
         for i, q in enumerate(queries):
@@ -110,9 +112,11 @@ def calibrate(
             scores = stored[np.searchsorted(union, rows)] @ q if len(rows) else np.empty(0, np.float32)
             order = np.lexsort((rows, -scores))
             found.append(rows[order])
+            found_scores.append(scores[order])
             if len(order):
                 tops[i] = scores[order[min(cal.K, len(order)) - 1]]  # the k-th score
-        recall_by[effort], top_by[effort] = cal.recall_per_query(found, truth), tops
+        recall_by[effort] = cal.recall_per_query(found, truth, found_scores=found_scores, kth_scores=kth)
+        top_by[effort] = tops
         chosen = cal.choose(recall_by, top_by, kinds)
         if cal.acceptable(chosen) or recall_by[effort].min() >= 1.0:
             return chosen  # the lowest effort that keeps the targets (more cannot help past all exact)

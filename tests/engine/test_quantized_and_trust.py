@@ -102,6 +102,18 @@ def test_an_untrusted_graph_answer_goes_to_the_exact_path():
     assert trusting.search(q, 3) is not None and trusting.expansion_search == 64
 
 
+def test_recall_counts_ties_with_the_kth_score_as_found():
+    truth = [np.array([0, 1, 2])]
+    found = [np.array([0, 1, 7])]  # row 7 duplicates row 2
+    assert cal.recall_per_query(found, truth, 3)[0] == pytest.approx(2 / 3)
+    tied = cal.recall_per_query(found, truth, 3, found_scores=[np.array([0.9, 0.8, 0.7])],
+                                kth_scores=np.array([0.7]))
+    assert tied[0] == 1.0
+    lower = cal.recall_per_query(found, truth, 3, found_scores=[np.array([0.9, 0.8, 0.69])],
+                                 kth_scores=np.array([0.7]))
+    assert lower[0] == pytest.approx(2 / 3)
+
+
 def test_choose_takes_the_lowest_effort_that_keeps_the_targets():
     kinds = np.array(["near"] * 8 + ["far"] * 2)
     top = np.array([0.9] * 8 + [0.2, 0.3])
@@ -114,6 +126,17 @@ def test_choose_takes_the_lowest_effort_that_keeps_the_targets():
     bad_near[0] = 0.5
     chosen = cal.choose({64: bad_near, 128: np.ones(10)}, {64: top, 128: top}, kinds)
     assert chosen.expansion_search == 128 and chosen.min_kth_score is None
+    # one badly wrong near answer among many at a high score does not send them all to the exact path
+    kinds = np.array(["near"] * 400 + ["far"] * 200)
+    top = np.concatenate([np.linspace(0.4, 0.9, 400), np.linspace(0.1, 0.25, 200)])
+    recall = np.concatenate([np.ones(400), np.full(200, 0.5)])
+    recall[300] = 0.0  # near, k-th score ~0.78
+    recall[399] = 0.9
+    chosen = cal.choose({64: recall}, {64: top}, kinds)
+    assert 0.24 < chosen.min_kth_score <= 0.25  # (almost) every far answer exact, no near one
+    assert chosen.fallback["near"] == 0.0 and chosen.fallback["far"] >= 0.99
+    assert min(chosen.recall["near"], chosen.recall["far"]) >= cal.CHOSEN_RECALL
+    assert cal.acceptable(chosen)
     assert cal.Calibration.from_json(chosen.to_json()) == chosen
     with pytest.raises(ValueError):
         cal.Calibration.from_json({"expansion_search": "x"})
