@@ -50,6 +50,8 @@ _DTYPE_NAMES: dict[np.dtype[Any], DType] = {
     np.dtype(t): name for name, t in _NUMPY_DTYPES.items()  # type: ignore[misc]
 }
 _BLOCK_ROWS = 4096
+#: Bytes of a record digest (``formats/records.py`` DIGEST_SIZE; the engine does not import formats).
+RECORD_DIGEST_SIZE = 16
 #: Exact f16 scans of at least this many rows use every core.
 _PARALLEL_SCAN_ROWS = 50_000
 #: A file-backed matrix whose graph answers scans its rows in blocks of this many, read with pread, and
@@ -435,6 +437,10 @@ class MatrixBuilder:
         self._out = np.empty((rows, dimensions) if sink is None else (0, dimensions), self._dtype)
         self._degenerate: list[int] = []  # one count per fill; list.append is atomic
         self._finished = False
+        #: ``reused[row]``: the previous version's row a load copied into ``row`` (:meth:`fill_known`), else -1.
+        self.reused: np.ndarray | None = None
+        #: Each row's record digest (n x 16 uint8), set by a load whose every chunk had them.
+        self.digests: np.ndarray | None = None
         want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
         self._coarse = Int8Rows(rows, dimensions) if want_coarse else None
 
@@ -471,8 +477,42 @@ class MatrixBuilder:
         if self._sink is not None:
             self._sink.write(start, target)
 
-    def finish(self, ids: Sequence[str], metadata: Sequence[bytes]) -> VectorMatrix:
-        """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first)."""
+    def fill_known(self, start: int, block: np.ndarray, reused: np.ndarray, stored: np.ndarray) -> None:
+        """:meth:`fill`, where the rows with ``reused[i] >= 0`` are ``stored`` rows of a previous version.
+
+        ``stored`` holds those rows in order, already unit length in this builder's dtype (copied as
+        they are); the other rows of ``block`` (float32) are normalised.
+        """
+        block, known = np.asarray(block), reused >= 0
+        n = len(block)
+        if block.ndim != 2 or block.shape[1] != self._shape[1] or start + n > self._shape[0] or len(reused) != n:
+            raise ValueError("block does not fit the matrix")
+        if stored.shape != (int(known.sum()), self._shape[1]) or stored.dtype != self._dtype:
+            raise ValueError("the stored rows do not fit the matrix")
+        target = self._out[start : start + n] if self._sink is None else np.empty((n, self._shape[1]), self._dtype)
+        fresh = np.flatnonzero(~known)
+        if len(fresh):
+            normalised = np.empty((len(fresh), self._shape[1]), self._dtype)
+            self._degenerate.append(_normalise_rows(block[fresh], normalised))
+            target[fresh] = normalised
+        target[known] = stored
+        self._degenerate.append(int((stored == 0).all(axis=1).sum()))  # a zero row stays a zero row
+        if self.reused is None:
+            self.reused = np.full(self._shape[0], -1, np.int64)
+        self.reused[start : start + n] = reused
+        if self._coarse is not None:
+            self._coarse.fill(start, as_float32(target))
+        if self._sink is not None:
+            self._sink.write(start, target)
+
+    def finish(
+        self, ids: Sequence[str], metadata: Sequence[bytes], digests: np.ndarray | None = None
+    ) -> VectorMatrix:
+        """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first).
+
+        ``digests`` (n x 16 uint8): each row's record digest (``formats/records.py``), kept with the
+        matrix so the next version of the database can recognise its unchanged records.
+        """
         n = self._shape[0]
         if len(ids) != n or len(metadata) != n:
             raise ValueError(f"{n} rows but {len(ids)} ids and {len(metadata)} metadata entries")
@@ -480,7 +520,10 @@ class MatrixBuilder:
         metadata = metadata if isinstance(metadata, PackedBlobs) else PackedBlobs(metadata)
         vectors = self._out if self._sink is None else self._sink.rows()
         self._finished = True
-        return VectorMatrix(vectors, ids, metadata, degenerate_rows=sum(self._degenerate), coarse=self._coarse)
+        if digests is not None and digests.shape != (n, RECORD_DIGEST_SIZE):
+            raise ValueError("one record digest per row")
+        return VectorMatrix(vectors, ids, metadata, degenerate_rows=sum(self._degenerate), coarse=self._coarse,
+                            record_digests=digests)
 
 
 @attrs.define(eq=False, repr=False)
@@ -501,6 +544,9 @@ class VectorMatrix:
     #: Reads chosen rows for re-scoring (the disk cache's ``pread`` reader, so re-scoring a file-backed
     #: matrix does not map page after page of it into the process); None: index the rows.
     read_rows: Callable[[np.ndarray], np.ndarray] | None = None
+    #: Each row's record digest (n x 16 uint8) when the rows were decoded from CBOR chunks: what the
+    #: next version of the database is compared with (``formats/records.py``).
+    record_digests: np.ndarray | None = None
     _columns: dict[str, Column] = attrs.field(factory=dict, init=False)
     _nbytes: int | None = attrs.field(default=None, init=False)
 
@@ -579,6 +625,7 @@ class VectorMatrix:
             self.dropped_duplicates,
             coarse if coarse is not None else self.coarse,
             self.read_rows,
+            self.record_digests,
         )
 
     def with_row_reader(self, read_rows: Callable[[np.ndarray], np.ndarray]) -> VectorMatrix:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Mapping
 from typing import Any, cast
 
 import attrs
@@ -54,6 +55,7 @@ from .blob import (
     to_json_bytes,
     typed_array_values,
 )
+from .records import RECORD_HEAD, candidate_end, record_digest
 
 __all__ = ["DEFAULT_MAX_ID_LENGTH", "DEFAULT_MAX_METADATA_BYTES", "Chunk", "decode_chunk"]
 
@@ -75,6 +77,12 @@ class Chunk:
     vectors: np.ndarray = attrs.field(repr=False)
     metadata: list[bytes] = attrs.field(repr=False)
     dimensions: int
+    #: Each record's digest (``formats/records.py``), joined, when the CBOR fast path read the chunk.
+    digests: bytes | None = attrs.field(default=None, repr=False)
+    #: With ``known`` digests: the previous version's row of each record that was recognised, else -1.
+    #: A recognised record's id is read; its vector row is zero and its metadata ``b""`` (the caller
+    #: takes both from the previous version).
+    reused: np.ndarray | None = attrs.field(default=None, repr=False)
 
 
 def _invalid(chunk_id: int, message: str) -> FabstirError:
@@ -109,6 +117,8 @@ class _Builder:
         self.data_size = data_size
         self.ids: list[str] = []
         self.metadata: list[bytes] = []
+        self.digests: bytes | None = None
+        self.reused: np.ndarray | None = None
 
     def invalid(self, message: str) -> FabstirError:
         return _invalid(self.chunk_id, message)
@@ -179,6 +189,8 @@ class _Builder:
             vectors=matrix,
             metadata=self.metadata,
             dimensions=self.dimensions or 0,
+            digests=self.digests,
+            reused=self.reused,
         )
 
 
@@ -266,12 +278,21 @@ _WALK_ERRORS = (
 )
 
 
+#: Ends a record's span is tried at before the record is decoded (each a record head further on).
+_SPAN_TRIES = 4
+
+
 class _Walker:
     """Reads the SDK's chunk layout from CBOR bytes."""
 
-    def __init__(self, data: bytes, builder: _Builder) -> None:
+    def __init__(self, data: bytes, builder: _Builder, known: Mapping[bytes, int] | None = None) -> None:
         self.buf = data
+        self.view = memoryview(data)
         self.builder = builder
+        self.known = known
+        self.digests: list[bytes] = []
+        self.reused_rows: list[int] = []
+        self.reused_old: list[int] = []
         self.stream = io.BytesIO(data)
         # read_size=1: the decoder reads no further than the item it decodes,
         # so the stream position tells where that item ended.
@@ -346,10 +367,59 @@ class _Walker:
         if major != 4:
             raise _Fallback
         self.builder.check_count(count)
+        digests, view = self.digests, self.view
         for index in range(count):
+            if self.known is not None:
+                end = self.recognised(pos, index)
+                if end >= 0:
+                    pos = end
+                    continue
+            start = pos
             end = self.sdk_record(pos, index)
             pos = self.record(pos, index) if end < 0 else end
+            digests.append(record_digest(view[start:pos]))
         return pos
+
+    def recognised(self, pos: int, index: int) -> int:
+        """A record whose bytes the previous version held: its id read, its row noted; end, or -1."""
+        buf = self.buf
+        if not buf.startswith(RECORD_HEAD, pos):
+            return -1
+        byte = buf[pos + 6]  # the id's text head
+        if 0x60 <= byte < 0x78:
+            start, length = pos + 7, byte - 0x60
+        elif byte == 0x78:
+            start, length = pos + 8, buf[pos + 7]
+        else:
+            return -1
+        after_id = start + length
+        # the SDK's float64 vector has a known length: look for the next record after it
+        dimensions = self.builder.dimensions
+        skip = after_id
+        if dimensions is not None and buf.startswith(self.vector_prefix, after_id):
+            items = after_id + len(self.vector_prefix)
+            if buf[items : items + 1] == b"\xfb":
+                skip = items + 9 * dimensions
+        known = self.known
+        assert known is not None
+        for _ in range(_SPAN_TRIES):  # metadata may hold the head's bytes: then the next one is tried
+            end = candidate_end(buf, skip, len(buf))
+            digest = record_digest(self.view[pos:end])
+            old = known.get(digest)
+            if old is not None:
+                break
+            if end == len(buf):
+                return -1
+            skip = end + 1
+        else:
+            return -1
+        builder = self.builder
+        builder.add_id(buf[start:after_id].decode("utf-8"), index)
+        builder.metadata.append(b"")
+        self.reused_rows.append(index)
+        self.reused_old.append(old)
+        self.digests.append(digest)
+        return end
 
     def sdk_record(self, pos: int, index: int) -> int:
         """The SDK's exact record layout, read without the generic key loop.
@@ -477,7 +547,19 @@ class _Walker:
         _store_row(self.builder, index, np.array(items, dtype=np.float64))
 
     def fill(self) -> None:
-        """Copy every float64 vector found by the walk into the matrix."""
+        """Copy every float64 vector found by the walk into the matrix; note digests and reused rows."""
+        builder = self.builder
+        builder.digests = b"".join(self.digests)
+        if self.known is not None:
+            reused = np.full(builder.expected_count, -1, np.int64)
+            reused[self.reused_rows] = self.reused_old
+            builder.reused = reused
+            if self.reused_rows:
+                if builder.matrix is None:  # every record was recognised
+                    if builder.dimensions is None:
+                        raise _Fallback
+                    builder.matrix = np.empty((builder.expected_count, builder.dimensions), np.float32)
+                builder.matrix[self.reused_rows] = 0.0
         matrix = self.builder.matrix
         if not self.rows64:
             return
@@ -488,8 +570,8 @@ class _Walker:
             matrix[row] = np.ndarray((length,), ">f8", buf, offset, (9,))
 
 
-def _decode_cbor(data: bytes, builder: _Builder) -> Chunk:
-    walker = _Walker(data, builder)
+def _decode_cbor(data: bytes, builder: _Builder, known: Mapping[bytes, int] | None = None) -> Chunk:
+    walker = _Walker(data, builder, known)
     with gc_paused(), np.errstate(over="ignore", invalid="ignore"):
         walker.walk()
         walker.fill()
@@ -624,6 +706,7 @@ def decode_chunk(
     out: np.ndarray | None = None,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     max_id_length: int = DEFAULT_MAX_ID_LENGTH,
+    known: Mapping[bytes, int] | None = None,
 ) -> Chunk:
     """Decode and validate chunk ``chunk_id`` of a database.
 
@@ -632,6 +715,8 @@ def decode_chunk(
     ``out``, if given, is a preallocated float32 ``(expected_count, d)`` slice
     of the database matrix that receives the vectors (then ``Chunk.vectors``
     is ``out``); it may hold partial data after a failure.
+    ``known`` maps record digests of the previous version of the database to its rows: a record of
+    the SDK's CBOR layout whose bytes it knows is not decoded (see :class:`Chunk` ``reused``).
     """
 
     def builder() -> _Builder:
@@ -648,7 +733,7 @@ def decode_chunk(
     first = builder()  # checks ``out`` before any input is read
     if opened.format == "cbor":
         try:
-            return _decode_cbor(opened.plaintext, first)
+            return _decode_cbor(opened.plaintext, first, known)
         except _WALK_ERRORS:
             pass  # the generic path below gives the definitive answer
         return _from_object(decode_object(opened), builder())

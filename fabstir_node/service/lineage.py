@@ -49,7 +49,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
@@ -64,7 +64,7 @@ from .indexer import _in_background
 
 log = get_logger(__name__)
 
-__all__ = ["REBUILD_SHARE", "Lineage", "Updater"]
+__all__ = ["REBUILD_SHARE", "Lineage", "PreviousRows", "Updater"]
 
 #: Rebuild the graph from scratch once removed rows reach this share of the live rows.
 REBUILD_SHARE = 0.10
@@ -145,12 +145,32 @@ class Lineage:
             log.exception("lineage_update_not_started", cache_key=key[:16], previous=previous[:16])
             return None
 
+    async def previous_rows(self, previous: str, dimensions: int) -> PreviousRows | None:
+        """The previous version's rows, metadata and record digests, for a load to reuse; None without
+        digests (saved by an older version, or decoded from JSON) or when it cannot be opened."""
+        directory = self.indexer.directory(previous)
+
+        def open_previous() -> PreviousRows | None:
+            old = persist.open_matrix(directory, key=previous, with_index=False, verify=False)
+            if old.record_digests is None or old.dimensions != dimensions:
+                return None
+            return PreviousRows(old)
+
+        try:
+            return await trio.to_thread.run_sync(open_previous)
+        except (persist.CorruptCache, OSError):
+            log.warning("lineage_previous_unreadable", previous=previous[:16])
+            return None
+
     async def follow(
-        self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None
+        self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None, *,
+        mapping: np.ndarray | None = None,
     ) -> Any:
         """The engine of version ``key`` with a graph made from the previous version's, or ``engine``.
 
-        ``updater`` is what :meth:`prepare` started (None: nothing to update from).
+        ``updater`` is what :meth:`prepare` started (None: nothing to update from).  ``mapping``
+        (new row -> previous row, -1 new or changed) when the load already knows it (records
+        recognised by their digests); else the rows are compared here (``engine/reuse.py``).
         """
         if updater is None or len(engine) < self.indexer.min_vectors:
             await self.remember(ident, key)
@@ -158,7 +178,7 @@ class Lineage:
         previous = updater.previous
         try:
             with trio.move_on_after(UPDATE_DEADLINE_BASE + UPDATE_DEADLINE_PER_1000 * len(engine) / 1000):
-                updated = await self._update(updater, key, engine, emit)
+                updated = await self._update(updater, key, engine, emit, mapping)
         except Exception:
             log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
             updated = None
@@ -169,7 +189,9 @@ class Lineage:
         self._drop_unused(previous)
         return updated
 
-    async def _update(self, updater: Updater, key: str, engine: Any, emit: Any) -> Any | None:
+    async def _update(
+        self, updater: Updater, key: str, engine: Any, emit: Any, known: np.ndarray | None = None
+    ) -> Any | None:
         indexer = self.indexer
         previous = updater.previous
         started = time.monotonic()
@@ -185,8 +207,11 @@ class Lineage:
             mark = now
 
         def match() -> tuple[np.ndarray, np.ndarray]:
-            old = persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
-            mapping = matching_rows(old, engine)
+            if known is not None:
+                mapping = known
+            else:
+                old = persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
+                mapping = matching_rows(old, engine)
             return mapping, as_float32(np.asarray(engine.vectors[np.flatnonzero(mapping < 0)]))
 
         # on the load's path (a session waits): normal priority, like the decoding
@@ -254,6 +279,30 @@ class Lineage:
                 log.info("lineage_index_rebuilt", cache_key=key[:16], vectors=count)
         except Exception:
             log.exception("lineage_rebuild_failed", cache_key=key[:16])
+
+
+class PreviousRows:
+    """What a load of a new version reuses of the previous one: rows, metadata, by record digest."""
+
+    def __init__(self, matrix: Any) -> None:
+        self.matrix = matrix
+        digests = np.ascontiguousarray(matrix.record_digests, np.uint8)
+        #: record digest -> previous row (``formats/records.py``)
+        keys = cast(list[bytes], digests.view(np.dtype((np.void, digests.shape[1]))).ravel().tolist())
+        self.known: dict[bytes, int] = dict(zip(keys, range(len(digests))))
+
+    def take(self, reused: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
+        """The stored rows of ``reused >= 0`` (in order) and, per position, the metadata of those rows."""
+        positions = np.flatnonzero(reused >= 0)
+        old = reused[positions]
+        order = np.argsort(old, kind="stable")  # read the previous file in order
+        stored = np.empty((len(old), self.matrix.dimensions), self.matrix.vectors.dtype)
+        stored[order] = self.matrix.vectors[old[order]]
+        metadata = self.matrix.metadata
+        blobs: list[bytes | None] = [None] * len(reused)
+        for position, row in zip(positions.tolist(), old.tolist()):
+            blobs[position] = metadata[row]
+        return stored, blobs
 
 
 class Updater:

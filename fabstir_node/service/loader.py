@@ -25,7 +25,7 @@ import numpy as np
 import structlog
 import trio
 
-from ..engine.matrix import MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
+from ..engine.matrix import RECORD_DIGEST_SIZE, MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
 from ..formats.blob import decode_object, open_blob
 from ..formats.chunk import decode_chunk
@@ -41,7 +41,7 @@ from .access import decide, denial
 from .cache import Flight, cache_key
 from .content_key import version_digest
 from .hooks import Send
-from .lineage import lineage_id
+from .lineage import PreviousRows, lineage_id
 from .sessions import DatabaseState, LoadStatus, Session
 
 if TYPE_CHECKING:  # node.py imports this module
@@ -252,17 +252,26 @@ async def _load(
         # started now, the update process loads the previous version's graph while the chunks arrive
         updater = None if lineage is None else await lineage.prepare(ident, dkey, manifest.vector_count)
         try:
-            return await download_and_follow(flight, updater)
+            previous = None
+            if lineage is not None and updater is not None and manifest.dimensions is not None:
+                # the records it holds are recognised by their bytes, not decoded again
+                previous = await lineage.previous_rows(updater.previous, manifest.dimensions)
+            return await download_and_follow(flight, updater, previous)
         finally:
             if updater is not None:
                 await updater.aclose()
 
-    async def download_and_follow(flight: Flight, updater: Any) -> Any:
-        ids, builder, metadata = await fetch_chunks(node, path, manifest, key, flight.emit, stats, storage=storage)
+    async def download_and_follow(flight: Flight, updater: Any, previous: PreviousRows | None) -> Any:
+        ids, builder, metadata = await fetch_chunks(
+            node, path, manifest, key, flight.emit, stats, storage=storage, previous=previous
+        )
+        digests = builder.digests
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
         try:
-            engine = await trio.to_thread.run_sync(lambda: builder.finish(ids, metadata), limiter=node.load_limiter)
+            engine = await trio.to_thread.run_sync(
+                lambda: builder.finish(ids, metadata, digests), limiter=node.load_limiter
+            )
         finally:
             builder.release_sink()
         if isinstance(engine.vectors, np.memmap):  # rows in a file: re-score candidates with pread
@@ -272,7 +281,11 @@ async def _load(
         if node.metrics is not None:
             node.metrics.index_build(stats.index_s)
         if lineage is not None:
-            engine = await lineage.follow(ident, dkey, engine, flight.emit, updater)
+            # with the previous version's digests, the rows it recognised are the mapping (the rest changed)
+            mapping = None
+            if previous is not None:
+                mapping = builder.reused if builder.reused is not None else np.full(len(engine), -1, np.int64)
+            engine = await lineage.follow(ident, dkey, engine, flight.emit, updater, mapping=mapping)
         return engine
 
     entry = await node.cache.acquire(dkey, load_once, emit)
@@ -318,7 +331,7 @@ async def fetch_manifest(
 
 async def fetch_chunks(
     node: Node, manifest_path: str, manifest: Manifest, key: bytes | None, emit: Emit, stats: LoadStats,
-    *, storage: Storage | None = None,
+    *, storage: Storage | None = None, previous: PreviousRows | None = None,
 ) -> tuple[PackedStrings, MatrixBuilder, PackedBlobs]:
     """Download and decode every chunk in parallel into one matrix; ids and metadata beside it.
 
@@ -330,6 +343,10 @@ async def fetch_chunks(
     Each chunk is decoded to float32 and normalised into its rows of the final matrix (of
     ``VECTOR_DTYPE``) by the same worker thread, so there is never a float32 copy of the whole
     database and the conversion overlaps the downloads.
+
+    ``previous`` (a new version of a database the node holds, ``service/lineage.py``): records whose
+    bytes it knows are not decoded; their rows and metadata are copied from it (``builder.reused``
+    says which).  Every record's digest ends up in ``builder.digests`` when every chunk had them.
     """
     storage = node.require_storage() if storage is None else storage
     settings = node.settings
@@ -337,6 +354,8 @@ async def fetch_chunks(
     offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
     ids: list[PackedStrings | None] = [None] * len(counts)
     metadata: list[PackedBlobs | None] = [None] * len(counts)
+    digests: list[bytes | None] = [None] * len(counts)
+    known = previous.known if previous is not None else None
     dims_lock = trio.Lock()
     dtype = settings.vector_dtype
     holder: dict[str, Any] = {"dims": manifest.dimensions, "matrix": None}
@@ -362,10 +381,17 @@ async def fetch_chunks(
 
         def decode() -> Any:
             return decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
-                                dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes)
+                                dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes,
+                                known=known)
 
         def decode_and_fill(decoded: Any = None) -> Any:
             chunk = decoded if decoded is not None else decode()
+            digests[index] = chunk.digests
+            if chunk.reused is not None and previous is not None and (chunk.reused >= 0).any():
+                stored, blobs = previous.take(chunk.reused)
+                holder["matrix"].fill_known(offsets[index], chunk.vectors, chunk.reused, stored)
+                meta = [m if b is None else b for b, m in zip(blobs, chunk.metadata)]
+                return PackedStrings(chunk.ids), PackedBlobs(meta)
             holder["matrix"].fill(offsets[index], chunk.vectors)
             # Packed here, in this thread: the chunk's per-record objects die now, with the parse's
             # garbage, instead of pinning the small-object arenas they share with it until the whole
@@ -409,6 +435,9 @@ async def fetch_chunks(
         except* FabstirError as group:
             raise _first_leaf(group) from None
         all_ids, all_meta = await trio.to_thread.run_sync(join, limiter=node.load_limiter)
+        if all(d is not None for d in digests):
+            joined = b"".join(digests)  # type: ignore[arg-type]
+            holder["matrix"].digests = np.frombuffer(joined, np.uint8).reshape(-1, RECORD_DIGEST_SIZE)
     except BaseException:
         if holder["matrix"] is not None:
             holder["matrix"].discard_sink()  # a failed or cancelled load leaves no row file behind

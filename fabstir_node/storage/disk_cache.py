@@ -10,6 +10,8 @@ backend, the manifest path, the manifest's content and the vector dtype):
 ``ids.json``           the ids, one JSON array
 ``metadata.bin``       every row's orjson metadata, joined
 ``metadata.idx.npy``   ``n + 1`` int64 offsets into ``metadata.bin``
+``records.npy``        each row's record digest (``n × 16`` uint8), when the rows came from CBOR
+                       chunks: the next version of the database is compared with it
 ``manifest.json``      format, key, shape, dtype, and each file's size and BLAKE3
 ``index.usearch``      the HNSW graph (written later by ``index_builder.py``)
 ``index.json``         the graph's parameters, size and BLAKE3
@@ -49,7 +51,14 @@ import blake3
 import numpy as np
 import orjson
 
-from ..engine.matrix import PackedBlobs, PackedStrings, VectorMatrix, as_float32, numpy_dtype
+from ..engine.matrix import (
+    RECORD_DIGEST_SIZE,
+    PackedBlobs,
+    PackedStrings,
+    VectorMatrix,
+    as_float32,
+    numpy_dtype,
+)
 from ..engine.quantized import Int8Rows
 from .row_writer import LOADING_DIR
 
@@ -72,6 +81,8 @@ __all__ = [
 #: Bumped whenever the layout changes; other versions are discarded and rebuilt.
 FORMAT = 1
 _MATRIX_FILES = ("vectors.npy", "ids.json", "metadata.bin", "metadata.idx.npy")
+#: Written when the matrix has them, checked when the manifest lists it.
+_RECORDS = "records.npy"
 _MANIFEST = "manifest.json"
 _INDEX = "index.usearch"
 _INDEX_INFO = "index.json"
@@ -168,7 +179,11 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
         with open(tmp / "metadata.bin", "wb") as f:
             f.write(meta.joined())
         np.save(tmp / "metadata.idx.npy", np.asarray(meta.offsets, np.int64), allow_pickle=False)
-        for name in _MATRIX_FILES:
+        names: tuple[str, ...] = _MATRIX_FILES
+        if matrix.record_digests is not None:
+            np.save(tmp / _RECORDS, np.ascontiguousarray(matrix.record_digests, np.uint8), allow_pickle=False)
+            names = (*names, _RECORDS)
+        for name in names:
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
         manifest = {
@@ -179,7 +194,7 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
             "dtype": matrix.dtype,
             "degenerate_rows": matrix.degenerate_rows,
             "dropped_duplicates": matrix.dropped_duplicates,
-            "files": {name: describe(tmp / name) for name in _MATRIX_FILES},
+            "files": {name: describe(tmp / name) for name in names},
         }
         _write_json(tmp / _MANIFEST, manifest)
         try:
@@ -271,6 +286,15 @@ def open_matrix(
     ):
         raise CorruptCache("metadata offsets do not match the manifest")
     metadata = PackedBlobs.from_parts(FileBuffer(directory / "metadata.bin"), offsets)
+    records = None
+    if _RECORDS in files:
+        _check(directory / _RECORDS, files[_RECORDS], digest=verify)
+        try:
+            records = np.load(directory / _RECORDS, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise CorruptCache(f"unreadable {_RECORDS} ({exc.__class__.__name__})") from None
+        if records.shape != (count, RECORD_DIGEST_SIZE) or records.dtype != np.uint8:
+            raise CorruptCache("record digests do not match the manifest")
     matrix = VectorMatrix(
         vectors=vectors,
         ids=PackedStrings(ids),
@@ -278,6 +302,7 @@ def open_matrix(
         degenerate_rows=int(manifest.get("degenerate_rows", 0)),
         dropped_duplicates=int(manifest.get("dropped_duplicates", 0)),
         read_rows=RowFile(vectors),
+        record_digests=records,
     )
     if with_index and has_index(directory):
         try:
