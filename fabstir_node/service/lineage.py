@@ -298,10 +298,17 @@ class PreviousRows:
         order = np.argsort(old, kind="stable")  # read the previous file in order
         stored = np.empty((len(old), self.matrix.dimensions), self.matrix.vectors.dtype)
         stored[order] = self.matrix.vectors[old[order]]
-        metadata = self.matrix.metadata
         blobs: list[bytes | None] = [None] * len(reused)
-        for position, row in zip(positions.tolist(), old.tolist()):
-            blobs[position] = metadata[row]
+        if len(old):
+            # the rows of one chunk are near each other in the previous version: one read of their span
+            offsets = self.matrix.metadata.offsets
+            low, high = int(old.min()), int(old.max())
+            base = int(offsets[low])
+            span = bytes(self.matrix.metadata.buffer[base : int(offsets[high + 1])])
+            starts = (offsets[old] - base).tolist()
+            ends = (offsets[old + 1] - base).tolist()
+            for position, start, end in zip(positions.tolist(), starts, ends):
+                blobs[position] = span[start:end]
         return stored, blobs
 
 
