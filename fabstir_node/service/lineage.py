@@ -56,6 +56,7 @@ import orjson
 import trio
 
 from ..engine.matrix import as_float32
+from ..engine.overlay import OverlayIndex
 from ..engine.reuse import matching_rows
 from ..logging import get_logger
 from ..storage import disk_cache as persist
@@ -166,11 +167,14 @@ class Lineage:
         self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None, *,
         mapping: np.ndarray | None = None,
     ) -> Any:
-        """The engine of version ``key`` with a graph made from the previous version's, or ``engine``.
+        """The engine of version ``key``, searching on the previous version's graph, or ``engine``.
 
         ``updater`` is what :meth:`prepare` started (None: nothing to update from).  ``mapping``
         (new row -> previous row, -1 new or changed) when the load already knows it (records
         recognised by their digests); else the rows are compared here (``engine/reuse.py``).
+        The engine returned answers through an :class:`~fabstir_node.engine.overlay.OverlayIndex`
+        at once; the update process then makes the new version's own graph in the background
+        (:meth:`_complete`, which takes the updater over) and it is swapped into the cache entry.
         """
         if updater is None or len(engine) < self.indexer.min_vectors:
             await self.remember(ident, key)
@@ -178,46 +182,91 @@ class Lineage:
         previous = updater.previous
         try:
             with trio.move_on_after(UPDATE_DEADLINE_BASE + UPDATE_DEADLINE_PER_1000 * len(engine) / 1000):
-                updated = await self._update(updater, key, engine, emit, mapping)
+                return await self._overlay(ident, updater, key, engine, emit, mapping)
         except Exception:
             log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
-            updated = None
-        if updated is None:
-            return engine
-        await self.remember(ident, key)
-        _crash_point("after_record")
-        self._drop_unused(previous)
-        return updated
+        return engine  # the indexer saves it and builds a graph from scratch
 
-    async def _update(
-        self, updater: Updater, key: str, engine: Any, emit: Any, known: np.ndarray | None = None
-    ) -> Any | None:
+    async def _overlay(
+        self, ident: str, updater: Updater, key: str, engine: Any, emit: Any, known: np.ndarray | None
+    ) -> Any:
         indexer = self.indexer
         previous = updater.previous
         started = time.monotonic()
-        old_dir, new_dir = indexer.directory(previous), indexer.directory(key)
+        old_dir = indexer.directory(previous)
         await emit("index_building", "updating the search index of the previous version")
-        stages: dict[str, float] = {}
-        mark = time.monotonic()
 
-        def stage(name: str) -> None:
-            nonlocal mark
-            now = time.monotonic()
-            stages[name] = round((now - mark) * 1000, 1)
-            mark = now
-
-        def match() -> tuple[np.ndarray, np.ndarray]:
-            if known is not None:
-                mapping = known
-            else:
-                old = persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
-                mapping = matching_rows(old, engine)
-            return mapping, as_float32(np.asarray(engine.vectors[np.flatnonzero(mapping < 0)]))
+        def match() -> tuple[np.ndarray, np.ndarray, Any]:
+            old = persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
+            mapping = known if known is not None else matching_rows(old, engine)
+            added = as_float32(np.asarray(engine.vectors[np.flatnonzero(mapping < 0)]))
+            # the previous graph, viewed and checked against its digest (its rows were checked when this
+            # node wrote or opened them; only their bytes that match the new records are used)
+            graph = persist.open_index(old_dir, old, key=previous, expansion_search=indexer.expansion_search)
+            return mapping, added, graph
 
         # on the load's path (a session waits): normal priority, like the decoding
-        mapping, added = await trio.to_thread.run_sync(match)
-        stage("match_ms")
-        reused = int((mapping >= 0).sum())
+        mapping, added, graph = await trio.to_thread.run_sync(match)
+        rows_of_label = np.full(len(graph), -1, np.int64)
+        kept = np.flatnonzero(mapping >= 0)
+        rows_of_label[mapping[kept]] = kept
+        read_rows = engine.read_rows if engine.read_rows is not None else engine.vectors.__getitem__
+        overlay = OverlayIndex(graph, rows_of_label, np.flatnonzero(mapping < 0), added, read_rows, len(engine))
+        served = engine.with_index(overlay)
+        updater.handed_over = True  # closed by _complete from now on
+        self.cache.spawn(self._complete, ident, updater, key, engine, mapping, added)
+        log.info("lineage_overlay", cache_key=key[:16], previous=previous[:16], vectors=len(engine),
+                 reused=len(kept), new=len(engine) - len(kept), ms=round((time.monotonic() - started) * 1000))
+        return served
+
+    async def _complete(
+        self, ident: str, updater: Updater, key: str, engine: Any, mapping: np.ndarray, added: np.ndarray
+    ) -> None:
+        """Save the new version, make its graph from the previous one, adopt it and swap it in.
+
+        Background work of the cache's nursery, owning ``updater``.  Anything that fails leaves the
+        ordinary path: the entry's graph is built from scratch (the overlay answers until then).
+        """
+        indexer = self.indexer
+        previous = updater.previous
+        started = time.monotonic()
+        stages: dict[str, Any] = {}
+        opened = None
+        try:
+            with trio.move_on_after(UPDATE_DEADLINE_BASE + UPDATE_DEADLINE_PER_1000 * len(engine) / 1000):
+                opened = await self._update(updater, key, engine, mapping, added, stages)
+        except Exception:
+            log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
+        finally:
+            await updater.aclose()
+        entry = next((e for e in self.cache.entries() if e.key == key), None)
+        try:
+            if opened is None:
+                if entry is not None:  # a graph from scratch; the overlay answers until it is swapped in
+                    await indexer._persist_and_index(entry)
+                return
+            if entry is not None:
+                entry.swap(opened, "hnsw")
+            await self.remember(ident, key)
+            _crash_point("after_record")
+            self._drop_unused(previous)
+        except Exception:  # background work: logged; the entry keeps what it has
+            log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
+            return
+        tombstones = stages.pop("tombstones", 0)
+        log.info("lineage_index_updated", cache_key=key[:16], previous=previous[:16], vectors=len(opened),
+                 reused=int((mapping >= 0).sum()), tombstones=tombstones,
+                 ms=round((time.monotonic() - started) * 1000), **stages)
+        if tombstones > REBUILD_SHARE * len(opened):
+            self.cache.spawn(self._rebuild, key, len(opened))
+
+    async def _update(
+        self, updater: Updater, key: str, engine: Any, mapping: np.ndarray, added: np.ndarray,
+        stages: dict[str, Any],
+    ) -> Any | None:
+        indexer = self.indexer
+        new_dir = indexer.directory(key)
+        mark = time.monotonic()
         outcome: dict[str, Any] = {}
 
         async def save() -> None:
@@ -247,14 +296,10 @@ class Lineage:
             verify_index=not fresh))
         if opened.index is None:
             return None
-        stage("adopt_open_ms")
-        tombstones = report["parameters"].get("tombstones", 0)
-        process = {k: report.get(k) for k in ("load_s", "wait_s", "update_s", "save_s", "cpu_s", "priority")}
-        log.info("lineage_index_updated", cache_key=key[:16], previous=previous[:16], vectors=len(opened),
-                 reused=reused, tombstones=tombstones, ms=round((time.monotonic() - started) * 1000),
-                 **stages, process=process)
-        if tombstones > REBUILD_SHARE * len(opened):
-            self.cache.spawn(self._rebuild, key, len(opened))
+        stages["adopt_open_ms"] = round((time.monotonic() - mark) * 1000, 1)
+        stages["tombstones"] = report["parameters"].get("tombstones", 0)
+        stages["process"] = {k: report.get(k) for k in ("load_s", "wait_s", "update_s", "save_s", "cpu_s",
+                                                        "priority")}
         return opened
 
     def _drop_unused(self, previous: str) -> None:
@@ -322,6 +367,8 @@ class Updater:
         self._job = job
         self._buffer = b""
         self.output = bytearray()
+        #: Set when the lineage's background completion owns it (the load must not close it).
+        self.handed_over = False
 
     @classmethod
     async def start(cls, indexer: Any, previous: str) -> Updater:
@@ -376,7 +423,7 @@ class Updater:
         return report
 
     async def aclose(self) -> None:
-        """End the process (killed if still running) and remove its files."""
+        """End the process (killed if still running) and remove its files (again: nothing)."""
         with trio.CancelScope(shield=True):
             if self.process.returncode is None:
                 self.process.kill()

@@ -258,7 +258,7 @@ async def _load(
                 previous = await lineage.previous_rows(updater.previous, manifest.dimensions)
             return await download_and_follow(flight, updater, previous)
         finally:
-            if updater is not None:
+            if updater is not None and not updater.handed_over:
                 await updater.aclose()
 
     async def download_and_follow(flight: Flight, updater: Any, previous: PreviousRows | None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import numpy as np
@@ -46,9 +47,11 @@ async def test_a_crash_during_an_update_reopens_to_a_consistent_version(tmp_path
             await trio.sleep(0.05)
         v2 = next_version(records, 2)[0]
         publish(tmp_path, v2, 2)
-        with pytest.raises((ConnectionClosed, HandshakeError, OSError)):
-            await answers(daemon.url, path, [])  # the daemon is killed mid-update
-        assert daemon.process.wait(timeout=30) == -9
+        # the session searches on the previous graph at once; the daemon is killed while the new
+        # version's own graph is made in the background (or before the session got its answer)
+        with contextlib.suppress(ConnectionClosed, HandshakeError, OSError):
+            await answers(daemon.url, path, [])
+        assert daemon.process.wait(timeout=60) == -9
     finally:
         daemon.stop()
     rng = np.random.default_rng(1)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import trio
 
+from fabstir_node.engine.hnsw import HnswIndex
+from fabstir_node.engine.overlay import OverlayIndex
 from fabstir_node.formats.edits import apply_edits
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
@@ -83,27 +85,40 @@ async def test_a_new_version_reuses_the_old_graph_and_old_sessions_keep_theirs(s
         publish(tmp_path, v2, 2)
         assert (await load(new, path, "new"))["event"] == "loading_complete"
         second = entry_of(running, exclude=[first.key])
-        assert second.engine.index is not None  # on a graph from the first search
+        # on a graph from the first search: the previous one (translated, the new rows exact) until the
+        # new version's own is made from it in the background and swapped in
+        assert isinstance(second.engine.index, (OverlayIndex, HnswIndex))
         assert any(p["event"] == "index_building" and "previous version" in p["message"] for p in new.progress())
+        await check_version(old, new, records, v2, deleted, changed, added)
+        await until_own_graph(second)
         info = persist._read_json(running.settings.cache_dir / second.key / "index.json")
         assert info["updates"] == 1 and info["tombstones"] == 60
-
-        ids2, vectors2, _ = v2
-        for ident in deleted:  # removed ids are never returned by the new version, still by the old
-            q = records[1][records[0].index(ident)]
-            assert ident not in {r["id"] for r in (await new.search(q.tolist(), 10))["results"]}
-            assert (await old.search(q.tolist(), 1))["results"][0]["id"] == ident
-        for ident, vector in list(changed.items()) + list(added.items()):
-            top = (await new.search(vector.tolist(), 1))["results"][0]
-            assert top["id"] == ident and top["score"] > 0.999
-        for ident, vector in changed.items():  # the old session still has the old vector
-            assert ident not in {r["id"] for r in (await old.search(vector.tolist(), 1))["results"]} or (
-                (await old.search(vector.tolist(), 1))["results"][0]["score"] < 0.999)
-        rng = np.random.default_rng(9)
-        queries = unit(vectors2[rng.integers(0, len(ids2), 50)] + 0.1 * rng.standard_normal((50, DIM)))
-        results = [(await new.search(q.tolist(), 10))["results"] for q in queries]
-        assert recall(vectors2, ids2, results, queries) >= 0.99
+        await check_version(old, new, records, v2, deleted, changed, added)
         assert (running.settings.cache_dir / first.key).exists()  # the old version is still in use
+
+
+async def until_own_graph(entry):
+    with trio.fail_after(60):
+        while not isinstance(entry.engine.index, HnswIndex):
+            await trio.sleep(0.02)
+
+
+async def check_version(old, new, records, v2, deleted, changed, added):
+    ids2, vectors2, _ = v2
+    for ident in deleted:  # removed ids are never returned by the new version, still by the old
+        q = records[1][records[0].index(ident)]
+        assert ident not in {r["id"] for r in (await new.search(q.tolist(), 10))["results"]}
+        assert (await old.search(q.tolist(), 1))["results"][0]["id"] == ident
+    for ident, vector in list(changed.items()) + list(added.items()):
+        top = (await new.search(vector.tolist(), 1))["results"][0]
+        assert top["id"] == ident and top["score"] > 0.999
+    for ident, vector in changed.items():  # the old session still has the old vector
+        assert ident not in {r["id"] for r in (await old.search(vector.tolist(), 1))["results"]} or (
+            (await old.search(vector.tolist(), 1))["results"][0]["score"] < 0.999)
+    rng = np.random.default_rng(9)
+    queries = unit(vectors2[rng.integers(0, len(ids2), 50)] + 0.1 * rng.standard_normal((50, DIM)))
+    results = [(await new.search(q.tolist(), 10))["results"] for q in queries]
+    assert recall(vectors2, ids2, results, queries) >= 0.99
 
 
 async def test_repeated_versions_keep_recall_and_drop_unused_old_directories(start_node, tmp_path):
@@ -124,6 +139,7 @@ async def test_repeated_versions_keep_recall_and_drop_unused_old_directories(sta
                 entry = entry_of(running, exclude=keys)
                 keys.append(entry.key)
                 assert entry.engine.index is not None
+                await until_own_graph(entry)
                 ids, vectors, _ = records
                 rng = np.random.default_rng(version)
                 queries = unit(vectors[rng.integers(0, len(ids), 40)] + 0.1 * rng.standard_normal((40, DIM)))
