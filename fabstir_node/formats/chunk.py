@@ -55,7 +55,7 @@ from .blob import (
     to_json_bytes,
     typed_array_values,
 )
-from .records import RECORD_HEAD, candidate_end, record_digest
+from .records import RECORD_HEAD, record_digest
 
 __all__ = ["DEFAULT_MAX_ID_LENGTH", "DEFAULT_MAX_METADATA_BYTES", "Chunk", "decode_chunk"]
 
@@ -367,6 +367,8 @@ class _Walker:
         if major != 4:
             raise _Fallback
         self.builder.check_count(count)
+        if self.builder.dimensions is not None:
+            _ = self.vector_prefix  # sets _prefix and _prefix_for for the known dimensions
         digests, view = self.digests, self.view
         for index in range(count):
             if self.known is not None:
@@ -381,7 +383,11 @@ class _Walker:
         return pos
 
     def recognised(self, pos: int, index: int) -> int:
-        """A record whose bytes the previous version held: its id read, its row noted; end, or -1."""
+        """A record whose bytes the previous version held: its id read, its row noted; end, or -1.
+
+        The hot loop of a new version's load (one call per record): locals only, and the id is
+        taken as it is (the record it equals was checked when the previous version was decoded).
+        """
         buf = self.buf
         if not buf.startswith(RECORD_HEAD, pos):
             return -1
@@ -394,27 +400,29 @@ class _Walker:
             return -1
         after_id = start + length
         # the SDK's float64 vector has a known length: look for the next record after it
-        dimensions = self.builder.dimensions
         skip = after_id
-        if dimensions is not None and buf.startswith(self.vector_prefix, after_id):
-            items = after_id + len(self.vector_prefix)
-            if buf[items : items + 1] == b"\xfb":
-                skip = items + 9 * dimensions
-        known = self.known
+        prefix = self._prefix
+        if self._prefix_for >= 0 and buf.startswith(prefix, after_id):
+            items = after_id + len(prefix)
+            if buf[items] == 0xFB:
+                skip = items + 9 * self._prefix_for
+        known, view, size = self.known, self.view, len(buf)
         assert known is not None
         for _ in range(_SPAN_TRIES):  # metadata may hold the head's bytes: then the next one is tried
-            end = candidate_end(buf, skip, len(buf))
-            digest = record_digest(self.view[pos:end])
+            end = buf.find(RECORD_HEAD, skip, size)
+            if end < 0:
+                end = size
+            digest = record_digest(view[pos:end])
             old = known.get(digest)
             if old is not None:
                 break
-            if end == len(buf):
+            if end == size:
                 return -1
             skip = end + 1
         else:
             return -1
         builder = self.builder
-        builder.add_id(buf[start:after_id].decode("utf-8"), index)
+        builder.ids.append(buf[start:after_id].decode("utf-8"))
         builder.metadata.append(b"")
         self.reused_rows.append(index)
         self.reused_old.append(old)

@@ -6,9 +6,9 @@ id, vector and metadata, encoded the same way.  So a load of a new version can r
 record by the digest of its bytes alone and take its row, id and metadata from the version the node
 already holds, decoding only what changed (``service/lineage.py`` finds the previous version).
 
-Pure: :func:`record_digest` names a record's bytes; :func:`candidate_end` says where a record of the
-SDK's CBOR layout most likely ends — the start of the next record, found with one ``bytes.find``
-(past the vector, whose length is known).  That guess can be wrong (metadata may hold the same
+Pure: :func:`record_digest` names a record's bytes.  The chunk walker (``formats/chunk.py``) guesses
+where a record of the SDK's CBOR layout ends — the start of the next record (:data:`RECORD_HEAD`),
+found with one ``bytes.find`` past the vector, whose length is known.  That guess can be wrong (metadata may hold the same
 bytes; the walker then tries the next few heads), but a wrong span never matches: a CBOR item is
 self-delimiting, so bytes equal to a whole record the node decoded and checked before *are* that
 record, ending exactly where its span ends.  A span whose digest is not
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import xxhash
 
-__all__ = ["DIGEST_SIZE", "RECORD_HEAD", "candidate_end", "record_digest"]
+__all__ = ["DIGEST_SIZE", "RECORD_HEAD", "record_digest"]
 
 #: Bytes of a record digest.
 DIGEST_SIZE = 16
@@ -36,9 +36,3 @@ def record_digest(span: bytes | memoryview) -> bytes:
     """The digest of one record's bytes."""
     return xxhash.xxh3_128_digest(span)
 
-
-def candidate_end(buf: bytes, after: int, end: int) -> int:
-    """Where a record ends if the next one starts right after it: the first record head from
-    ``after`` (a position inside the record, past its head), else ``end``."""
-    found = buf.find(RECORD_HEAD, after, end)
-    return end if found < 0 else found

@@ -380,6 +380,7 @@ class Updater:
             sys.executable, "-m", "fabstir_node.storage.index_update",
             "--base", str(indexer.directory(previous)),
             "--base-key", previous, "--out", str(graph), "--threads", str(indexer.build_threads),
+            "--nice", "10", "--idle",  # background work: sessions search on the previous graph meanwhile
         ]
         process = await trio.lowlevel.open_process(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -24,8 +24,8 @@ version or a whole one.  ``parameters`` carry the old graph's calibration and co
 removed since the graph was last built from scratch (``tombstones``) and the updates
 (``updates``); the daemon rebuilds from scratch in the background when the tombstones pass a
 share of the rows.  A process, for the same reason as the full builder (usearch's GIL convoy,
-engine-notes §1.4).  It runs at normal priority unless ``--idle``: a session waits for it, as it
-waits for the decoding of the chunks.
+engine-notes §1.4).  The daemon runs it with ``--nice 10 --idle``: sessions on the new version
+search on the previous graph meanwhile (``engine/overlay.py``), so searches come first.
 
 Exit status: 0 written (or no job), 2 bad arguments, 3 the old graph or the job is invalid,
 1 anything else.
