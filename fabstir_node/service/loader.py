@@ -64,6 +64,12 @@ class LoadStats:
     #: The access policy's decision (service/access.py) and the manifest's content digest, for the audit.
     decision: str | None = None
     manifest_digest: str | None = None
+    #: Milliseconds from the load's start to each stage's end ("manifest", "chunks", "matrix", "ready").
+    marks: dict[str, float] = attrs.field(factory=dict)
+    started: float = attrs.field(factory=time.monotonic)
+
+    def mark(self, stage: str) -> None:
+        self.marks[stage] = round((time.monotonic() - self.started) * 1000, 1)
 
 
 def _storage_error(exc: StorageError, what: str, code: ErrorCode) -> FabstirError:
@@ -122,6 +128,7 @@ async def run_load(node: Node, session: Session, state: DatabaseState, send: Sen
             decode_ms=round(stats.decode_s * 1000, 1),
             index_ms=round(stats.index_s * 1000, 1),
             duration_ms=round(duration * 1000, 1),
+            stages_ms=stats.marks,
             error_detail=error.detail if error is not None else None,
         )
         _audit(node, session, state, stats, outcome)
@@ -233,6 +240,7 @@ async def _load(
         node, path, state.ref.user_address, key, stats, storage=storage, authorize=authorize
     )
     await emit("manifest_downloaded", "manifest downloaded and verified", total=manifest.chunk_count)
+    stats.mark("manifest")
     if manifest.dimensions is not None:
         _check_memory(node, held_bytes(manifest.vector_count, manifest.dimensions, settings.vector_dtype))
     state.chunks_total = manifest.chunk_count
@@ -256,6 +264,7 @@ async def _load(
             if lineage is not None and updater is not None and manifest.dimensions is not None:
                 # the records it holds are recognised by their bytes, not decoded again
                 previous = await lineage.previous_rows(updater.previous, manifest.dimensions)
+                stats.mark("previous")
             return await download_and_follow(flight, updater, previous)
         finally:
             if updater is not None and not updater.handed_over:
@@ -266,6 +275,7 @@ async def _load(
             node, path, manifest, key, flight.emit, stats, storage=storage, previous=previous
         )
         digests = builder.digests
+        stats.mark("chunks")
         await flight.emit("index_building", "building the search index")
         started = time.monotonic()
         try:
@@ -278,6 +288,7 @@ async def _load(
             engine = engine.with_row_reader(RowFile(engine.vectors))
         await trio.to_thread.run_sync(release_free_memory)  # the load's freed buffers, back to the system now
         stats.index_s = time.monotonic() - started
+        stats.mark("matrix")
         if node.metrics is not None:
             node.metrics.index_build(stats.index_s)
         if lineage is not None:
@@ -286,6 +297,7 @@ async def _load(
             if previous is not None:
                 mapping = builder.reused if builder.reused is not None else np.full(len(engine), -1, np.int64)
             engine = await lineage.follow(ident, dkey, engine, flight.emit, updater, mapping=mapping)
+            stats.mark("graph")
         return engine
 
     entry = await node.cache.acquire(dkey, load_once, emit)
