@@ -155,7 +155,7 @@ class BridgeStandIn:
     """The request handler of the stand-in bridge, with its faults and its request log."""
 
     def __init__(
-        self, root: Path | str, faults: Faults | None = None, *, chunk_size: int = 64 * 1024
+        self, root: Path | str, faults: Faults | None = None, *, chunk_size: int = 1024 * 1024
     ) -> None:
         self.store = LocalStore(root, name="bridge-stand-in", max_bytes=None)
         self.faults = faults if faults is not None else Faults()
@@ -265,9 +265,10 @@ def _error(status: int, path: str, message: str, *, error: str = "Not found") ->
 
 
 async def _stream(record: RequestRecord, data: bytes, chunk_size: int, outcome: str) -> AsyncIterator[bytes]:
+    view = memoryview(data)  # pieces are views, not copies
     try:
         for start in range(0, len(data), chunk_size):
-            piece = data[start : start + chunk_size]
+            piece = view[start : start + chunk_size]
             yield piece
             record.bytes_sent += len(piece)  # resumed: the server has sent it
         record.outcome = outcome

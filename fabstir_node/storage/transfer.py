@@ -49,6 +49,25 @@ RETRY_STATUSES = frozenset({408, 429})
 ERROR_BODY_BYTES = 4096
 
 
+#: Bytes httpcore asks the socket for per read (its default is 64 KiB).  Measured on 362 MB of chunks
+#: through a loopback bridge (2 vCPU, 2026-12-06): the client's user CPU 0.40 -> 0.17 s and the wall
+#: time 1.1 -> 0.9 s at 1 MiB; the CPU is the event loop's, which the decoding threads wait for.
+READ_SIZE = 1024 * 1024
+
+
+def _read_larger_pieces() -> None:
+    """Make httpcore's HTTP/1.1 connections read :data:`READ_SIZE` at a time.
+
+    httpcore has no setting for it, only the class attribute ``READ_NUM_BYTES`` that every read
+    uses; it is left alone if a release no longer has it.
+    """
+    from httpcore._async import http11
+
+    connection = getattr(http11, "AsyncHTTP11Connection", None)
+    if connection is not None and isinstance(getattr(connection, "READ_NUM_BYTES", None), int):
+        connection.READ_NUM_BYTES = max(connection.READ_NUM_BYTES, READ_SIZE)
+
+
 def make_http_client(
     *,
     max_connections: int = 20,
@@ -73,6 +92,7 @@ def make_http_client(
         keepalive_expiry=keepalive_expiry,
     )
     timeouts = httpx.Timeout(timeout, connect=min(connect_timeout, timeout), pool=pool_timeout)
+    _read_larger_pieces()
     return httpx.AsyncClient(
         limits=limits,
         timeout=timeouts,
