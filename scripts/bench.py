@@ -241,7 +241,8 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
             continue
         if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors) \
                 and "load_breakdown_ms" not in result:  # the cold load, not the second session's
-            result["load_breakdown_ms"] = {k: line.get(k) for k in ("download_ms", "decode_ms", "index_ms", "stages_ms")}
+            result["load_breakdown_ms"] = {k: line.get(k)
+                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms")}
         if line.get("event") == "hnsw_built" and line.get("vectors") == len(vectors):
             result["hnsw_build_s"] = line.get("seconds")
     after = daemon.rss_mb()

@@ -6,13 +6,13 @@ id, vector and metadata, encoded the same way.  So a load of a new version can r
 record by the digest of its bytes alone and take its row, id and metadata from the version the node
 already holds, decoding only what changed (``service/lineage.py`` finds the previous version).
 
-Pure: :func:`record_digest` names a record's bytes.  The chunk walker (``formats/chunk.py``) guesses
-where a record of the SDK's CBOR layout ends — the start of the next record (:data:`RECORD_HEAD`),
-found with one ``bytes.find`` past the vector, whose length is known.  That guess can be wrong (metadata may hold the same
-bytes; the walker then tries the next few heads), but a wrong span never matches: a CBOR item is
-self-delimiting, so bytes equal to a whole record the node decoded and checked before *are* that
-record, ending exactly where its span ends.  A span whose digest is not
-known is decoded the ordinary way (``formats/chunk.py``), which finds its true end.
+Pure: :func:`record_digest` names a record's bytes.  The chunk walker (``formats/chunk.py``)
+guesses where a record of the SDK's CBOR layout ends — the start of the next record
+(:data:`RECORD_HEAD`), found with one ``bytes.find`` past the vector, whose length is known.  That
+guess can be wrong (metadata may hold the same bytes; the walker then tries the next few heads),
+but a wrong span never matches: a CBOR item is self-delimiting, so bytes equal to a whole record
+the node decoded and checked before *are* that record, ending exactly where its span ends.  A span
+whose digest is not known is decoded the ordinary way, which finds its true end.
 
 The digest is XXH3-128 (python-xxhash): every record of every load is digested (~1 µs per
 3.5 KB record, 5x less than BLAKE3 or SHA-256 at that size), and nothing in the threat model needs

@@ -265,10 +265,9 @@ def _error(status: int, path: str, message: str, *, error: str = "Not found") ->
 
 
 async def _stream(record: RequestRecord, data: bytes, chunk_size: int, outcome: str) -> AsyncIterator[bytes]:
-    view = memoryview(data)  # pieces are views, not copies
     try:
         for start in range(0, len(data), chunk_size):
-            piece = view[start : start + chunk_size]
+            piece = data[start : start + chunk_size]
             yield piece
             record.bytes_sent += len(piece)  # resumed: the server has sent it
         record.outcome = outcome
