@@ -242,7 +242,8 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
         if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors) \
                 and "load_breakdown_ms" not in result:  # the cold load, not the second session's
             result["load_breakdown_ms"] = {k: line.get(k)
-                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms")}
+                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms",
+                                                     "decode_cpu_ms", "process_cpu_ms")}
         if line.get("event") == "hnsw_built" and line.get("vectors") == len(vectors):
             result["hnsw_build_s"] = line.get("seconds")
     after = daemon.rss_mb()
@@ -309,7 +310,8 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
                          if at >= started and line.get("event") == "load_finished"), None)
         if finished is not None:
             result["load_breakdown_ms"] = {k: finished.get(k)
-                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms")}
+                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms",
+                                                     "decode_cpu_ms", "process_cpu_ms")}
         times, hits = [], 0
         for j, q in enumerate(qs):
             elapsed, found = await timed_search(client, q)

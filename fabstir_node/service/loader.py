@@ -67,6 +67,11 @@ class LoadStats:
     #: Milliseconds from the load's start to each stage's end ("manifest", "chunks", "matrix", "ready").
     marks: dict[str, float] = attrs.field(factory=dict)
     started: float = attrs.field(factory=time.monotonic)
+    #: CPU seconds of the decoding threads (their own time, not waits for the GIL or a slot).
+    decode_cpu_s: float = 0.0
+    #: CPU seconds of the whole daemon process while the load ran (every thread: network, decoding,
+    #: searches of other sessions).
+    cpu_started: float = attrs.field(factory=time.process_time)
 
     def mark(self, stage: str) -> None:
         self.marks[stage] = round((time.monotonic() - self.started) * 1000, 1)
@@ -129,6 +134,8 @@ async def run_load(node: Node, session: Session, state: DatabaseState, send: Sen
             index_ms=round(stats.index_s * 1000, 1),
             duration_ms=round(duration * 1000, 1),
             stages_ms=stats.marks,
+            decode_cpu_ms=round(stats.decode_cpu_s * 1000, 1),
+            process_cpu_ms=round((time.process_time() - stats.cpu_started) * 1000, 1),
             error_detail=error.detail if error is not None else None,
         )
         _audit(node, session, state, stats, outcome)
@@ -397,6 +404,10 @@ async def fetch_chunks(
                                 known=known)
 
         def decode_and_fill(decoded: Any = None) -> Any:
+            cpu = time.thread_time()
+            return (*fill(decoded), time.thread_time() - cpu)  # the thread's own CPU, added by the task
+
+        def fill(decoded: Any = None) -> Any:
             chunk = decoded if decoded is not None else decode()
             digests[index] = chunk.digests
             if chunk.reused is not None and previous is not None and (chunk.reused >= 0).any():
@@ -418,7 +429,8 @@ async def fetch_chunks(
                 holder["dims"] = first.dimensions
                 _check_memory(node, held_bytes(manifest.vector_count, first.dimensions, dtype))
                 holder["matrix"] = await _new_builder(node, manifest.vector_count, first.dimensions, dtype)
-        chunk_ids, chunk_meta = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
+        chunk_ids, chunk_meta, cpu = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
+        stats.decode_cpu_s += cpu
         first = None
         stats.decode_s += time.monotonic() - started
         raw = b""  # the stored bytes are no longer needed (the closures above share this name)
