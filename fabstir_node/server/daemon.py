@@ -37,6 +37,11 @@ from .websocket import WebSocketService
 log = get_logger(__name__)
 
 
+def http_connections(settings: Settings) -> int:
+    """Connections the node opens to storage at most (its HTTP pool; the bridge's bulk downloads)."""
+    return max(20, settings.s5_max_parallel_chunks * 4)
+
+
 def needs_http_client(settings: Settings) -> bool:
     return bool(settings.s5_bridge_url or settings.s5_portal_url or settings.s5_embedded_portal_dir)
 
@@ -53,6 +58,7 @@ def build_storage(settings: Settings, http_client: httpx.AsyncClient | None) -> 
             max_retries=settings.s5_max_retries,
             timeout_seconds=settings.s5_download_timeout_seconds,
             max_body_bytes=int(settings.s5_max_body_mb * 1024 * 1024),
+            max_bulk_connections=http_connections(settings),
         )
     ensure_writable_dir(settings.store_path, "FABSTIR_STORE_DIR")
     return LocalStore(settings.store_path)
@@ -137,7 +143,7 @@ async def run_daemon(
     http_client = None
     if needs_http_client(settings):
         http_client = make_http_client(
-            max_connections=max(20, settings.s5_max_parallel_chunks * 4),
+            max_connections=http_connections(settings),
             timeout=settings.s5_download_timeout_seconds,
         )
     # the embedded portal's storage is built once the portal listens (below)

@@ -37,6 +37,7 @@ import trio
 
 from ..errors import StorageError, StorageNotFound, StorageUnavailable
 from .base import DEFAULT_MAX_BODY_BYTES, HealthStatus, StorageStats, checked_path, effective_limit
+from .bulk import Refused, bulk_get
 from .transfer import (
     RetryPolicy,
     Transient,
@@ -67,6 +68,7 @@ class BridgeStore:
         backoff_base: float = 0.25,
         backoff_max: float = 5.0,
         stats: StorageStats | None = None,
+        max_bulk_connections: int = 20,
     ) -> None:
         self.policy = RetryPolicy(max_retries, timeout_seconds, backoff_base, backoff_max)
         self.name = name
@@ -78,6 +80,8 @@ class BridgeStore:
         self.backoff_max = backoff_max
         self.stats = stats if stats is not None else StorageStats()
         self._client = client
+        #: Bulk downloads (storage/bulk.py) open their own connections: at most this many at once.
+        self._bulk = trio.CapacityLimiter(max_bulk_connections)
         self._timeout = attempt_timeout(client, timeout_seconds)
 
     def __repr__(self) -> str:
@@ -133,11 +137,22 @@ class BridgeStore:
         return await self.policy.run(path, attempt, on_retry=on_retry, what="bridge")
 
     async def _get_once(self, path: str, url: str, limit: int | None) -> bytes:
+        def record(count: int) -> None:
+            self.stats.record_bytes(self.name, count)
+
+        # a 200 with a declared length is received straight into its buffer (storage/bulk.py); any
+        # other answer, or an https:// bridge, goes through httpx, which words the error
+        async with self._bulk:
+            body = await bulk_get(url, path, limit, record)
+        if isinstance(body, Refused):
+            raise _status_error(path, body.status, body.body)
+        if body is not None:
+            return body  # type: ignore[return-value]  # a bytearray, as read_body returns
         try:
             async with self._client.stream("GET", url, timeout=self._timeout) as response:
                 if response.status_code != 200:
                     await _fail_for_status(path, response)
-                return await read_body(response, path, limit, lambda n: self.stats.record_bytes(self.name, n))
+                return await read_body(response, path, limit, record)
         except httpx.UnsupportedProtocol as exc:
             raise StorageUnavailable(path, f"bad bridge URL: {exc}") from None
         except (httpx.TransportError, httpx.DecodingError) as exc:
@@ -160,13 +175,17 @@ class BridgeStore:
 
 async def _fail_for_status(path: str, response: httpx.Response, *, not_found_is_final: bool = True) -> None:
     """Raise the error a non-success status means (reads at most a few KiB of the body)."""
-    status = response.status_code
-    body = await read_prefix(response)
+    raise _status_error(path, response.status_code, await read_prefix(response),
+                        not_found_is_final=not_found_is_final)
+
+
+def _status_error(path: str, status: int, body: bytes, *, not_found_is_final: bool = True) -> Exception:
+    """The error a non-success status means, given the start of its body."""
     if status == 404 and not_found_is_final:
-        raise StorageNotFound(path, f"bridge: {_bridge_message(body) or 'not found'}")
+        return StorageNotFound(path, f"bridge: {_bridge_message(body) or 'not found'}")
     if is_transient_status(status):
-        raise Transient(f"HTTP {status}" + (f" ({message})" if (message := _bridge_message(body)) else ""))
-    raise StorageUnavailable(path, f"bridge answered HTTP {status}")
+        return Transient(f"HTTP {status}" + (f" ({message})" if (message := _bridge_message(body)) else ""))
+    return StorageUnavailable(path, f"bridge answered HTTP {status}")
 
 
 def _bridge_message(body: bytes) -> str:

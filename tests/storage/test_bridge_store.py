@@ -181,11 +181,11 @@ async def test_streamed_body_over_the_cap_is_cut_off(bridge, make_store):
 
 
 async def test_cancelled_downloads_free_their_connections(bridge, make_store, client):
-    # The client has 2 connections; 4 downloads stall mid-body (2 hold connections,
-    # 2 wait for the pool), then all are cancelled.  A normal get must still work.
+    # The client (and the bulk path) have 2 connections; 4 downloads stall mid-body (2 hold
+    # connections, 2 wait for one), then all are cancelled.  A normal get must still work.
     data = stored(bridge, PATH, b"y" * 10_000)
     stall = bridge.faults.inject(Action.TRICKLE, path=PATH)
-    store = make_store(timeout_seconds=30.0)
+    store = make_store(timeout_seconds=30.0, max_bulk_connections=2)  # as many as the client's pool
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:
             for _ in range(4):
