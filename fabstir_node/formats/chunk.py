@@ -119,6 +119,8 @@ class _Builder:
         self.metadata: list[bytes] = []
         self.digests: bytes | None = None
         self.reused: np.ndarray | None = None
+        #: Set when records may be recognised (not decoded): their rows stay zero and unchecked.
+        self.sparse = False
 
     def invalid(self, message: str) -> FabstirError:
         return _invalid(self.chunk_id, message)
@@ -151,7 +153,9 @@ class _Builder:
             # length claimed beyond that is a lie, and must not size an array.
             if self.expected_count * length > self.data_size:
                 raise self.invalid("claims more numbers than the file holds")
-            self.matrix = np.empty((self.expected_count, length), dtype=np.float32)
+            # zeros when rows may be recognised: pages of rows never decoded are never touched
+            alloc = np.zeros if self.sparse else np.empty
+            self.matrix = alloc((self.expected_count, length), dtype=np.float32)
 
     def add_id(self, value: Any, index: int) -> None:
         if not isinstance(value, str) or not value:
@@ -179,9 +183,10 @@ class _Builder:
         matrix = self.matrix
         if matrix is None:  # only for an empty chunk
             matrix = np.empty((0, self.dimensions or 0), dtype=np.float32)
-        finite = np.isfinite(matrix).all(axis=1)
+        decoded = None if self.reused is None else np.flatnonzero(self.reused < 0)
+        finite = np.isfinite(matrix if decoded is None else matrix[decoded]).all(axis=1)
         if not finite.all():
-            row = int(np.argmin(finite))
+            row = int(np.argmin(finite)) if decoded is None else int(decoded[np.argmin(finite)])
             raise self.invalid(f"vector {row} has a value that is not a finite float32")
         return Chunk(
             chunk_id=self.chunk_id,
@@ -293,10 +298,10 @@ class _Walker:
         self.digests: list[bytes] = []
         self.reused_rows: list[int] = []
         self.reused_old: list[int] = []
-        self.stream = io.BytesIO(data)
-        # read_size=1: the decoder reads no further than the item it decodes,
-        # so the stream position tells where that item ended.
-        self.decoder = cbor2.CBORDecoder(self.stream, read_size=1, max_depth=MAX_NESTING)
+        # made on first use: a stream over a bytearray copies it, and a new version's load may
+        # decode almost nothing (its records recognised, ``recognised``)
+        self._stream: io.BytesIO | None = None
+        self._decoder: cbor2.CBORDecoder | None = None
         self.rows64: list[int] = []
         self.offsets64: list[int] = []
         self.tags64 = b""
@@ -329,9 +334,15 @@ class _Walker:
 
     def value(self, pos: int) -> tuple[Any, int]:
         """Any item, decoded by cbor2."""
-        self.stream.seek(pos)
-        value = self.decoder.decode()
-        return value, self.stream.tell()
+        if self._stream is None:
+            self._stream = io.BytesIO(self.buf)
+            # read_size=1: the decoder reads no further than the item it decodes,
+            # so the stream position tells where that item ended.
+            self._decoder = cbor2.CBORDecoder(self._stream, read_size=1, max_depth=MAX_NESTING)
+        assert self._decoder is not None
+        self._stream.seek(pos)
+        value = self._decoder.decode()
+        return value, self._stream.tell()
 
     def walk(self) -> None:
         builder = self.builder
@@ -562,12 +573,10 @@ class _Walker:
             reused = np.full(builder.expected_count, -1, np.int64)
             reused[self.reused_rows] = self.reused_old
             builder.reused = reused
-            if self.reused_rows:
-                if builder.matrix is None:  # every record was recognised
-                    if builder.dimensions is None:
-                        raise _Fallback
-                    builder.matrix = np.empty((builder.expected_count, builder.dimensions), np.float32)
-                builder.matrix[self.reused_rows] = 0.0
+            if self.reused_rows and builder.matrix is None:  # every record was recognised
+                if builder.dimensions is None:
+                    raise _Fallback
+                builder.matrix = np.zeros((builder.expected_count, builder.dimensions), np.float32)
         matrix = self.builder.matrix
         if not self.rows64:
             return
@@ -579,6 +588,7 @@ class _Walker:
 
 
 def _decode_cbor(data: bytes, builder: _Builder, known: Mapping[bytes, int] | None = None) -> Chunk:
+    builder.sparse = known is not None
     walker = _Walker(data, builder, known)
     with gc_paused(), np.errstate(over="ignore", invalid="ignore"):
         walker.walk()
