@@ -299,7 +299,7 @@ class Lineage:
         stages["adopt_open_ms"] = round((time.monotonic() - mark) * 1000, 1)
         stages["tombstones"] = report["parameters"].get("tombstones", 0)
         stages["process"] = {k: report.get(k) for k in ("load_s", "wait_s", "update_s", "save_s", "cpu_s",
-                                                        "priority")}
+                                                        "update_cpu_s", "priority")}
         return opened
 
     def _drop_unused(self, previous: str) -> None:

@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
         _say({"event": "update_failed", "reason": f"bad job ({exc})"})
         return 3
+    cpu_before = _cpu_seconds()
     done = update_index(index, mapping, added, old_count, threads=args.threads)
+    update_cpu = _cpu_seconds() - cpu_before  # the graph work itself (removes, renames, adds)
     updated = time.monotonic()
     # the old graph's own measurement (effort, trust floor) carries over to a graph a few percent
     # different; a rebuild (past the tombstone share) measures afresh
@@ -164,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": parameters, "file": described,
         "load_s": round(loaded - started, 3), "wait_s": round(job_at - loaded, 3),
         "update_s": round(updated - job_at, 3), "save_s": round(time.monotonic() - updated, 3),
-        "priority": priority, "cpu_s": round(_cpu_seconds(), 3),
+        "priority": priority, "cpu_s": round(_cpu_seconds(), 3), "update_cpu_s": round(update_cpu, 3),
     })
     return 0
 
