@@ -133,10 +133,19 @@ def test_choose_takes_the_lowest_effort_that_keeps_the_targets():
     recall[300] = 0.0  # near, k-th score ~0.78
     recall[399] = 0.9
     chosen = cal.choose({64: recall}, {64: top}, kinds)
-    assert 0.24 < chosen.min_kth_score <= 0.25  # (almost) every far answer exact, no near one
-    assert chosen.fallback["near"] == 0.0 and chosen.fallback["far"] >= 0.99
+    assert chosen.min_kth_score == pytest.approx(0.25 + cal.MARGIN)  # every far answer exact, no near one
+    assert chosen.fallback["near"] == 0.0 and chosen.fallback["far"] == 1.0
     assert min(chosen.recall["near"], chosen.recall["far"]) >= cal.CHOSEN_RECALL
     assert cal.acceptable(chosen)
+    # half the near answers wrong-ish: the kind would reach the target with them exact, but the answers
+    # a client gets from the graph must keep it too
+    kinds = np.array(["near"] * 200)
+    top = np.linspace(0.4, 0.9, 200)
+    recall = np.where(np.arange(200) % 2 == 0, 1.0, 0.97)  # trusted mean 0.985 wherever the floor is
+    recall[:100] = 1.0  # ... except below 0.65, where the graph is right
+    chosen = cal.choose({64: recall}, {64: top}, kinds)
+    trusted = top >= chosen.min_kth_score
+    assert not trusted.any()  # no floor keeps the trusted mean: every answer is exact
     assert cal.Calibration.from_json(chosen.to_json()) == chosen
     with pytest.raises(ValueError):
         cal.Calibration.from_json({"expansion_search": "x"})
