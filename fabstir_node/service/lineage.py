@@ -59,6 +59,7 @@ from ..engine.matrix import as_float32
 from ..engine.overlay import OverlayIndex
 from ..engine.reuse import matching_rows
 from ..logging import get_logger
+from ..priority import idle_process
 from ..storage import disk_cache as persist
 from ..storage.row_writer import loading_dir
 from .indexer import _in_background
@@ -165,14 +166,14 @@ class Lineage:
 
     async def follow(
         self, ident: str, key: str, engine: Any, emit: Any, updater: Updater | None = None, *,
-        mapping: np.ndarray | None = None,
+        mapping: np.ndarray | None = None, old: Any = None,
     ) -> Any:
         """The engine of version ``key``, searching on the previous version's graph, or ``engine``.
 
         ``updater`` is what :meth:`prepare` started (None: nothing to update from).  ``mapping``
         (new row -> previous row, -1 new or changed) when the load already knows it (records
-        recognised by their digests); else the rows are compared here (``engine/reuse.py``).
-        The engine returned answers through an :class:`~fabstir_node.engine.overlay.OverlayIndex`
+        recognised by their digests); else the rows are compared here (``engine/reuse.py``).  ``old``:
+        the previous version's matrix when the load already opened it.  The engine returned answers through an :class:`~fabstir_node.engine.overlay.OverlayIndex`
         at once; the update process then makes the new version's own graph in the background
         (:meth:`_complete`, which takes the updater over) and it is swapped into the cache entry.
         """
@@ -182,13 +183,14 @@ class Lineage:
         previous = updater.previous
         try:
             with trio.move_on_after(UPDATE_DEADLINE_BASE + UPDATE_DEADLINE_PER_1000 * len(engine) / 1000):
-                return await self._overlay(ident, updater, key, engine, emit, mapping)
+                return await self._overlay(ident, updater, key, engine, emit, mapping, old)
         except Exception:
             log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
         return engine  # the indexer saves it and builds a graph from scratch
 
     async def _overlay(
-        self, ident: str, updater: Updater, key: str, engine: Any, emit: Any, known: np.ndarray | None
+        self, ident: str, updater: Updater, key: str, engine: Any, emit: Any, known: np.ndarray | None,
+        opened: Any = None,
     ) -> Any:
         indexer = self.indexer
         previous = updater.previous
@@ -197,7 +199,8 @@ class Lineage:
         await emit("index_building", "updating the search index of the previous version")
 
         def match() -> tuple[np.ndarray, np.ndarray, Any]:
-            old = persist.open_matrix(old_dir, key=previous, with_index=False, verify=False)
+            old = opened if opened is not None else persist.open_matrix(
+                old_dir, key=previous, with_index=False, verify=False)
             mapping = known if known is not None else matching_rows(old, engine)
             added = as_float32(np.asarray(engine.vectors[np.flatnonzero(mapping < 0)]))
             # the previous graph, viewed and checked against its digest (its rows were checked when this
@@ -270,7 +273,8 @@ class Lineage:
         outcome: dict[str, Any] = {}
 
         async def save() -> None:
-            outcome["saved"] = await trio.to_thread.run_sync(lambda: persist.save(new_dir, engine, key=key))
+            # background work at idle priority (sessions search on the previous graph meanwhile)
+            outcome["saved"] = await _in_background(lambda: persist.save(new_dir, engine, key=key))
             stages["save_ms"] = round((time.monotonic() - mark) * 1000, 1)
             _crash_point("after_save")
 
@@ -285,13 +289,13 @@ class Lineage:
         report = outcome["report"]
         if report is None:
             return None
-        await trio.to_thread.run_sync(lambda: persist.adopt_index(
+        await _in_background(lambda: persist.adopt_index(
             new_dir, updater.graph, key=key, count=len(engine), parameters=report["parameters"],
             file=report["file"]))
         _crash_point("after_update")
         # files this process (and its update process) just wrote and hashed are not hashed again
         fresh = bool(outcome["saved"])
-        opened = await trio.to_thread.run_sync(lambda: persist.open_matrix(
+        opened = await _in_background(lambda: persist.open_matrix(
             new_dir, key=key, expansion_search=indexer.expansion_search, verify=not fresh,
             verify_index=not fresh))
         if opened.index is None:
@@ -385,6 +389,7 @@ class Updater:
         process = await trio.lowlevel.open_process(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
+        idle_process(process.pid)  # before it has imported anything: its start-up yields to the load too
         return cls(process, previous, graph, job)
 
     async def _line(self) -> bytes | None:

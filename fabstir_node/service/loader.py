@@ -303,7 +303,8 @@ async def _load(
             mapping = None
             if previous is not None:
                 mapping = builder.reused if builder.reused is not None else np.full(len(engine), -1, np.int64)
-            engine = await lineage.follow(ident, dkey, engine, flight.emit, updater, mapping=mapping)
+            engine = await lineage.follow(ident, dkey, engine, flight.emit, updater, mapping=mapping,
+                                          old=None if previous is None else previous.matrix)
             stats.mark("graph")
         return engine
 
