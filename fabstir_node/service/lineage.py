@@ -132,6 +132,14 @@ class Lineage:
             return None
         return previous
 
+    def reusable(self, ident: str, key: str) -> str | None:
+        """The previous version ``key``'s records may be taken from (saved on disk, graph or not)."""
+        previous = self.previous(ident)
+        indexer = self.indexer
+        if previous is None or previous == key or indexer.cache_dir is None:
+            return None
+        return previous if persist.has_matrix(indexer.directory(previous)) else None
+
     async def prepare(self, ident: str, key: str, rows: int) -> Updater | None:
         """Start the update process for version ``key`` when there is a previous one to update from.
 

@@ -69,6 +69,8 @@ class LoadStats:
     started: float = attrs.field(factory=time.monotonic)
     #: CPU seconds of the decoding threads (their own time, not waits for the GIL or a slot).
     decode_cpu_s: float = 0.0
+    #: Records recognised as the previous version's and copied, not decoded (service/lineage.py).
+    reused_records: int = 0
     #: CPU seconds of the whole daemon process while the load ran (every thread: network, decoding,
     #: searches of other sessions).
     cpu_started: float = attrs.field(factory=time.process_time)
@@ -135,6 +137,7 @@ async def run_load(node: Node, session: Session, state: DatabaseState, send: Sen
             duration_ms=round(duration * 1000, 1),
             stages_ms=stats.marks,
             decode_cpu_ms=round(stats.decode_cpu_s * 1000, 1),
+            reused_records=stats.reused_records,
             process_cpu_ms=round((time.process_time() - stats.cpu_started) * 1000, 1),
             error_detail=error.detail if error is not None else None,
         )
@@ -268,9 +271,12 @@ async def _load(
         updater = None if lineage is None else await lineage.prepare(ident, dkey, manifest.vector_count)
         try:
             previous = None
-            if lineage is not None and updater is not None and manifest.dimensions is not None:
-                # the records it holds are recognised by their bytes, not decoded again
-                previous = await lineage.previous_rows(updater.previous, manifest.dimensions)
+            # the records the previous version holds are recognised by their bytes, not decoded again
+            # (also when its graph is not built yet: then the new version gets one from scratch)
+            source = updater.previous if updater is not None else (
+                None if lineage is None else lineage.reusable(ident, dkey))
+            if lineage is not None and source is not None and manifest.dimensions is not None:
+                previous = await lineage.previous_rows(source, manifest.dimensions)
                 stats.mark("previous")
             return await download_and_follow(flight, updater, previous)
         finally:
@@ -303,6 +309,7 @@ async def _load(
             mapping = None
             if previous is not None:
                 mapping = builder.reused if builder.reused is not None else np.full(len(engine), -1, np.int64)
+                stats.reused_records = int((mapping >= 0).sum())
             engine = await lineage.follow(ident, dkey, engine, flight.emit, updater, mapping=mapping,
                                           old=None if previous is None else previous.matrix)
             stats.mark("graph")

@@ -71,6 +71,7 @@ __all__ = [
     "describe",
     "discard",
     "has_index",
+    "has_matrix",
     "load_index",
     "open_index",
     "open_matrix",
@@ -425,6 +426,11 @@ def discard(directory: Path) -> None:
 
 
 # --- the HNSW index ------------------------------------------------------------------
+
+
+def has_matrix(directory: Path) -> bool:
+    """Whether ``directory`` holds a saved matrix (whole or not at all: :func:`save` renames it in)."""
+    return (directory / _MANIFEST).is_file()
 
 
 def has_index(directory: Path) -> bool:

@@ -199,3 +199,38 @@ async def test_an_update_that_fails_falls_back_to_a_full_build_and_leaves_no_fil
             assert top["id"] == ids2[-1]
         leftovers = [p for p in (cache / ".loading").rglob("*") if p.suffix in (".usearch", ".npz")]
         assert leftovers == []
+
+
+async def test_records_are_reused_even_before_the_previous_graph_exists(start_node, tmp_path, monkeypatch):
+    from fabstir_node.service import lineage
+
+    taken = []
+    original = lineage.PreviousRows.take
+
+    def counting(self, reused):  # a spy: the real method runs
+        taken.append(int((reused >= 0).sum()))
+        return original(self, reused)
+
+    monkeypatch.setattr(lineage.PreviousRows, "take", counting)
+    records = synthetic_records(1500, DIM, 7)
+    records = (records[0], unit(records[1]), records[2])
+    path = publish(tmp_path, records, 1)
+    no_graph = {**settings(tmp_path), "hnsw_min_vectors": 100_000}  # never a graph: exact search only
+    async with start_node(**no_graph) as running:
+        async with running.client() as client:
+            assert (await load(client, path, "s1"))["event"] == "loading_complete"
+            first = entry_of(running)
+            with trio.fail_after(30):  # saved to the disk cache, with its record digests
+                while not (tmp_path / "cache" / first.key / "records.npy").exists():
+                    await trio.sleep(0.02)
+        v2, deleted, changed, added = next_version(records, 2)
+        publish(tmp_path, v2, 2)
+        async with running.client() as client:
+            assert (await load(client, path, "s2"))["event"] == "loading_complete"
+            assert sum(taken) == 1500 - 15 - 15  # every unchanged record copied, not decoded
+            for ident in deleted:
+                q = records[1][records[0].index(ident)]
+                assert ident not in {r["id"] for r in (await client.search(q.tolist(), 10))["results"]}
+            for ident, vector in list(changed.items()) + list(added.items()):
+                top = (await client.search(vector.tolist(), 1))["results"][0]
+                assert top["id"] == ident and top["score"] > 0.999
