@@ -180,9 +180,10 @@ class Lineage:
 
         ``updater`` is what :meth:`prepare` started (None: nothing to update from).  ``mapping``
         (new row -> previous row, -1 new or changed) when the load already knows it (records
-        recognised by their digests); else the rows are compared here (``engine/reuse.py``).  ``old``:
-        the previous version's matrix when the load already opened it.  The engine returned answers through an :class:`~fabstir_node.engine.overlay.OverlayIndex`
-        at once; the update process then makes the new version's own graph in the background
+        recognised by their digests); else the rows are compared here (``engine/reuse.py``).
+        ``old``: the previous version's matrix when the load already opened it.  The engine
+        returned answers through an :class:`~fabstir_node.engine.overlay.OverlayIndex` at once;
+        the update process then makes the new version's own graph in the background
         (:meth:`_complete`, which takes the updater over) and it is swapped into the cache entry.
         """
         if updater is None or len(engine) < self.indexer.min_vectors:

@@ -13,8 +13,9 @@ with a ``Content-Length`` and no transfer or content coding, receives the body w
 ``recv_into`` into a buffer of that size.  Another status comes back as :class:`Refused` (the
 status and the first few KiB of its body, for the caller to word the error); a body of unknown
 length (chunked) is taken piece by piece from h11, up to the cap; encoded bodies and ``https://``
-are left to the caller's httpx path (None), which decodes them as before.  One connection per object (``Connection: close``): a chunk is large
-enough that a connection's set-up is noise, and no pooled connection is left in an unknown state.
+are left to the caller's httpx path (None), which decodes them as before.  One connection per
+object (``Connection: close``): a chunk is large enough that a connection's set-up is noise, and
+no pooled connection is left in an unknown state.
 Network failures raise :class:`~.transfer.Transient` (retried by the caller's policy, which also
 holds the deadline); a declared size over the cap raises ``StorageTooLarge``.
 """
