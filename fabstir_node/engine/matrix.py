@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -439,6 +440,7 @@ class MatrixBuilder:
         self._finished = False
         #: ``reused[row]``: the previous version's row a load copied into ``row`` (:meth:`fill_known`), else -1.
         self.reused: np.ndarray | None = None
+        self._reused_lock = threading.Lock()
         #: Each row's record digest (n x 16 uint8), set by a load whose every chunk had them.
         self.digests: np.ndarray | None = None
         want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
@@ -497,8 +499,9 @@ class MatrixBuilder:
             target[fresh] = normalised
         target[known] = stored
         self._degenerate.append(int((stored == 0).all(axis=1).sum()))  # a zero row stays a zero row
-        if self.reused is None:
-            self.reused = np.full(self._shape[0], -1, np.int64)
+        with self._reused_lock:  # threads fill chunks at once: one of them makes the array
+            if self.reused is None:
+                self.reused = np.full(self._shape[0], -1, np.int64)
         self.reused[start : start + n] = reused
         if self._coarse is not None:
             self._coarse.fill(start, as_float32(target))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+from _storage_helpers import wait_for
 
 from fabstir_node.errors import StorageTooLarge
 from fabstir_node.storage.bulk import Refused, bulk_get
@@ -31,6 +32,7 @@ async def test_a_body_of_declared_length_arrives_whole_in_one_request(bridge):
     assert isinstance(body, bytearray) and body == data
     assert sum(counted) == len(data)
     (record,) = bridge.requests("GET", PATH)
+    await wait_for(lambda: record.outcome != "pending")  # the server notes it after the last send
     assert record.outcome == "complete"
 
 
