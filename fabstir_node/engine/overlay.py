@@ -79,7 +79,9 @@ class OverlayIndex:
 
     def _candidates(self, query: np.ndarray, count: int, wide: bool) -> np.ndarray:
         graph = self._graph
-        want = min(len(graph), 2 * count + EXTRA_PAD)
+        # twice what the graph itself asks for: the walk's beam holds them anyway (its effort is at least
+        # 64), and the previous graph's dead labels (removed, changed, earlier tombstones) crowd it
+        want = min(len(graph), 4 * count + EXTRA_PAD)
         view = graph._wide if wide else None
         if wide and view is None:
             labels = np.empty(0, np.int64)
