@@ -161,6 +161,10 @@ class DatabaseCache:
     def entries(self) -> list[CachedDatabase]:
         return list(self._entries.values())
 
+    def entry(self, key: str) -> CachedDatabase | None:
+        """The cached database for ``key``, if the cache holds it (not counted as a use)."""
+        return self._entries.get(key)
+
     def flights(self) -> list[Flight]:
         return list(self._flights.values())
 

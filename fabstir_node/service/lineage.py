@@ -3,40 +3,43 @@
 The node remembers, per storage backend, manifest path and vector dtype, the
 cache key of the version it last loaded — by a download or from the disk cache —
 (in memory, and in ``{cache_dir}/lineage/{digest}.json`` so a restart keeps it).
-When a load of that path is for a *new* version whose predecessor is on disk
-with a graph, its graph is made from the old one instead of from scratch:
+When a load of that path is for a *new* version whose predecessor is saved on disk,
+the load takes what it can from it:
 
-0. when the load starts (:meth:`Lineage.prepare`), ``storage/index_update.py``
-   starts in a process and loads the old graph (checked against its digest)
-   while the chunks download and decode;
-1. with the new matrix decoded, rows whose id, stored unit vector and metadata
-   bytes are all equal to a row of the old version are matched
-   (``engine/reuse.py``; compared byte for byte, nothing taken on trust);
-2. the mapping and the vectors of the new and changed rows go to the process
-   as its job; it removes the nodes of gone and changed rows, renames the kept
-   ones to their new row numbers, adds the new rows and writes the graph —
-   while the daemon saves the new matrix (``persist.save``, atomic);
-3. the graph is moved beside the saved matrix (``persist.adopt_index``: graph,
-   then ``index.json``) and the directory opened without hashing again what
-   this process and its update process just wrote and hashed, so the sessions
-   on the new version search on a graph from their first search.
+0. when the load starts and the predecessor has a graph (:meth:`Lineage.prepare`),
+   ``storage/index_update.py`` starts in a process at idle priority and loads
+   the old graph (checked against its digest) while the chunks download;
+1. the predecessor's record digests (:meth:`Lineage.previous_rows`, graph or
+   not) let the chunk walker recognise unchanged records by their bytes: their
+   rows, ids and metadata are copied, not decoded (``formats/records.py``); a
+   predecessor without digests is compared row by row once the new matrix is
+   decoded (``engine/reuse.py``; byte for byte, nothing taken on trust);
+2. with a graph to start from, the new version answers at once through an
+   :class:`~fabstir_node.engine.overlay.OverlayIndex` over the old graph
+   (:meth:`Lineage.follow`): its sessions search on a graph from their first
+   search;
+3. in the background (:meth:`Lineage._complete`, owning the update process):
+   the daemon saves the new matrix (atomic) while the process removes the
+   nodes of gone and changed rows, renames the kept ones and adds the new
+   rows; the graph is moved beside the saved matrix (``persist.adopt_index``:
+   graph, then ``index.json``), the directory opened without hashing again
+   what was just written and hashed, and swapped into the cache entry.
 
-All of it is on the load's path (a session waits), so it runs at normal
-priority like the decoding.  Then the lineage record moves to the new key
-(atomic), and the old version's directory is removed if no session holds it
-(its files stay readable by any mapping still open).  A crash at any point
-leaves either the old record and a new directory with or without a whole
-graph (the next load opens or rebuilds it), or the new record: the disk cache
-always reopens to a consistent version.  The update process's files live in
-the daemon's ``.loading/{pid}/`` directory, cleared at start when it died.
+Then the lineage record moves to the new key (atomic), and the old version's
+directory is removed if no session holds it (its files stay readable by any
+mapping still open).  A crash at any point leaves either the old record and a
+new directory with or without a whole graph (the next load opens or rebuilds
+it), or the new record: the disk cache always reopens to a consistent version.
+The update process's files live in the daemon's ``.loading/{pid}/`` directory,
+cleared at start when it died.
 
 The old graph keeps removed nodes as tombstones; recall falls as they pile up
 (measured: i8 graph, 30K rows, 2 % removed per version: 0.99 after six
 versions).  When the tombstones pass :data:`REBUILD_SHARE` of the rows, the
 graph is rebuilt from scratch in the background (the session already searches
 on the updated one) and swapped in.  Anything that fails leaves the ordinary
-path: the matrix is returned as loaded, and the indexer saves it and builds a
-graph from scratch.
+path: the indexer saves the matrix and builds a graph from scratch (the overlay,
+if the session already has it, answers until then).
 """
 
 from __future__ import annotations
@@ -121,17 +124,6 @@ class Lineage:
 
         await trio.to_thread.run_sync(write)
 
-    def eligible(self, ident: str, key: str, rows: int) -> str | None:
-        """The previous version ``key`` is updated from (it has a saved graph), else None."""
-        previous = self.previous(ident)
-        indexer = self.indexer
-        if (
-            previous is None or previous == key or indexer.cache_dir is None or rows < indexer.min_vectors
-            or not persist.has_index(indexer.directory(previous))
-        ):
-            return None
-        return previous
-
     def reusable(self, ident: str, key: str) -> str | None:
         """The previous version ``key``'s records may be taken from (saved on disk, graph or not)."""
         previous = self.previous(ident)
@@ -139,6 +131,16 @@ class Lineage:
         if previous is None or previous == key or indexer.cache_dir is None:
             return None
         return previous if persist.has_matrix(indexer.directory(previous)) else None
+
+    def eligible(self, ident: str, key: str, rows: int) -> str | None:
+        """The previous version ``key``'s graph is updated from (saved, with its graph), else None."""
+        previous = self.reusable(ident, key)
+        if (
+            previous is None or rows < self.indexer.min_vectors
+            or not persist.has_index(self.indexer.directory(previous))
+        ):
+            return None
+        return previous
 
     async def prepare(self, ident: str, key: str, rows: int) -> Updater | None:
         """Start the update process for version ``key`` when there is a previous one to update from.
@@ -251,7 +253,7 @@ class Lineage:
             log.exception("lineage_update_failed", cache_key=key[:16], previous=previous[:16])
         finally:
             await updater.aclose()
-        entry = next((e for e in self.cache.entries() if e.key == key), None)
+        entry = self.cache.entry(key)
         try:
             if opened is None:
                 if entry is not None:  # a graph from scratch; the overlay answers until it is swapped in
@@ -317,7 +319,7 @@ class Lineage:
 
     def _drop_unused(self, previous: str) -> None:
         """Remove the old version's directory unless a cached entry of it is in use."""
-        entry = next((e for e in self.cache.entries() if e.key == previous), None)
+        entry = self.cache.entry(previous)
         if entry is not None and entry.users > 0:
             return
         persist.discard(self.indexer.directory(previous))
@@ -331,7 +333,7 @@ class Lineage:
                 if not await self.indexer._build(key, directory, count, turn):
                     return
             fresh = await _in_background(self.indexer._open, directory, key, False)
-            entry = next((e for e in self.cache.entries() if e.key == key), None)
+            entry = self.cache.entry(key)
             if fresh is not None and fresh.index is not None and entry is not None:
                 entry.swap(fresh, "hnsw")
                 log.info("lineage_index_rebuilt", cache_key=key[:16], vectors=count)
