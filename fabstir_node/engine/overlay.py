@@ -77,16 +77,13 @@ class OverlayIndex:
     def nbytes(self) -> int:
         return int(self._graph.nbytes) + self._extra_vectors.nbytes + self._rows_of_label.nbytes
 
-    def _candidates(self, query: np.ndarray, count: int, wide: bool) -> np.ndarray:
+    def _candidates(self, query: np.ndarray, count: int, view: Any) -> np.ndarray:
+        """New rows holding the top ``count``: the graph's (walked on ``view``, None: its own) and the
+        best extra rows."""
         graph = self._graph
         # twice what the graph itself asks for: the walk's beam holds them anyway (its effort is at least
         # 64), and the previous graph's dead labels (removed, changed, earlier tombstones) crowd it
-        want = min(len(graph), 4 * count + EXTRA_PAD)
-        view = graph._wide if wide else None
-        if wide and view is None:
-            labels = np.empty(0, np.int64)
-        else:
-            labels = graph._candidates(query, want, view)
+        labels = graph._candidates(query, min(len(graph), 4 * count + EXTRA_PAD), view)
         rows = self._rows_of_label[labels[(labels >= 0) & (labels < len(self._rows_of_label))]]
         rows = rows[rows >= 0]
         if len(self._extra_rows):
@@ -97,18 +94,22 @@ class OverlayIndex:
         return np.unique(rows)
 
     def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Up to ``count`` rows of the new version, best first; None when the answer is not trusted."""
+        """Up to ``count`` rows of the new version, best first; None when the answer is not trusted.
+
+        Ranked, and judged against the floor, as the previous graph ranks its own (``HnswIndex``);
+        an untrusted answer is tried once more on the graph's wide view when it has one.
+        """
         if self._count == 0 or count < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        for wide in (False, True):
-            rows = self._candidates(query, count, wide)
+        graph = self._graph
+        for view in (None, graph._wide) if graph._wide is not None else (None,):
+            rows = self._candidates(query, count, view)
             if len(rows) == 0:
                 continue
             scores = (as_float32(self._read_rows(rows)) @ query).astype(np.float32)
-            order = np.lexsort((rows, -scores))[:count]
-            floor = self.min_kth_score
-            if floor is None or (len(order) and float(scores[order[-1]]) >= floor):
-                return rows[order], scores[order]
+            answer: tuple[np.ndarray, np.ndarray] | None = graph._ranked(rows, scores, count)
+            if answer is not None:
+                return answer
         return None
 
     def search_batch(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
