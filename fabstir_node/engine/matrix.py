@@ -464,20 +464,26 @@ class MatrixBuilder:
         if self._sink is not None:
             self._sink.discard()
 
-    def fill(self, start: int, block: np.ndarray) -> None:
-        """Normalise ``block`` (float32, n × d) into rows ``start .. start + n``."""
-        block = np.asarray(block)
-        if block.ndim != 2 or block.shape[1] != self._shape[1] or start + len(block) > self._shape[0]:
+    def _target(self, start: int, block: np.ndarray) -> np.ndarray:
+        """Where rows ``start .. start + len(block)`` are written before :meth:`_store` (checks the fit)."""
+        n = len(block)
+        if block.ndim != 2 or block.shape[1] != self._shape[1] or start + n > self._shape[0]:
             raise ValueError("block does not fit the matrix")
-        if self._sink is None:
-            target = self._out[start : start + len(block)]
-        else:
-            target = np.empty((len(block), self._shape[1]), self._dtype)
-        self._degenerate.append(_normalise_rows(block, target))
+        return self._out[start : start + n] if self._sink is None else np.empty((n, self._shape[1]), self._dtype)
+
+    def _store(self, start: int, target: np.ndarray) -> None:
+        """Finished rows: into the 8-bit copy and the sink, when the builder has them."""
         if self._coarse is not None:
             self._coarse.fill(start, as_float32(target))
         if self._sink is not None:
             self._sink.write(start, target)
+
+    def fill(self, start: int, block: np.ndarray) -> None:
+        """Normalise ``block`` (float32, n × d) into rows ``start .. start + n``."""
+        block = np.asarray(block)
+        target = self._target(start, block)
+        self._degenerate.append(_normalise_rows(block, target))
+        self._store(start, target)
 
     def fill_known(self, start: int, block: np.ndarray, reused: np.ndarray, stored: np.ndarray) -> None:
         """:meth:`fill`, where the rows with ``reused[i] >= 0`` are ``stored`` rows of a previous version.
@@ -487,11 +493,11 @@ class MatrixBuilder:
         """
         block, known = np.asarray(block), reused >= 0
         n = len(block)
-        if block.ndim != 2 or block.shape[1] != self._shape[1] or start + n > self._shape[0] or len(reused) != n:
+        if len(reused) != n:
             raise ValueError("block does not fit the matrix")
+        target = self._target(start, block)
         if stored.shape != (int(known.sum()), self._shape[1]) or stored.dtype != self._dtype:
             raise ValueError("the stored rows do not fit the matrix")
-        target = self._out[start : start + n] if self._sink is None else np.empty((n, self._shape[1]), self._dtype)
         fresh = np.flatnonzero(~known)
         if len(fresh):
             normalised = np.empty((len(fresh), self._shape[1]), self._dtype)
@@ -503,10 +509,7 @@ class MatrixBuilder:
             if self.reused is None:
                 self.reused = np.full(self._shape[0], -1, np.int64)
         self.reused[start : start + n] = reused
-        if self._coarse is not None:
-            self._coarse.fill(start, as_float32(target))
-        if self._sink is not None:
-            self._sink.write(start, target)
+        self._store(start, target)
 
     def finish(
         self, ids: Sequence[str], metadata: Sequence[bytes], digests: np.ndarray | None = None
