@@ -283,6 +283,20 @@ _WALK_ERRORS = (
 )
 
 
+def _sdk_id(buf: bytes, pos: int) -> tuple[int, int] | None:
+    """Where the id text of an SDK-layout record at ``pos`` starts and ends (a short text head), or None."""
+    if not buf.startswith(RECORD_HEAD, pos):
+        return None
+    byte = buf[pos + 6]  # the id's text head
+    if 0x60 <= byte < 0x78:
+        start, length = pos + 7, byte - 0x60
+    elif byte == 0x78:
+        start, length = pos + 8, buf[pos + 7]
+    else:
+        return None
+    return start, start + length
+
+
 #: Ends a record's span is tried at before the record is decoded (each a record head further on).
 _SPAN_TRIES = 4
 
@@ -400,16 +414,10 @@ class _Walker:
         taken as it is (the record it equals was checked when the previous version was decoded).
         """
         buf = self.buf
-        if not buf.startswith(RECORD_HEAD, pos):
+        span = _sdk_id(buf, pos)
+        if span is None:
             return -1
-        byte = buf[pos + 6]  # the id's text head
-        if 0x60 <= byte < 0x78:
-            start, length = pos + 7, byte - 0x60
-        elif byte == 0x78:
-            start, length = pos + 8, buf[pos + 7]
-        else:
-            return -1
-        after_id = start + length
+        start, after_id = span
         # the SDK's float64 vector has a known length: look for the next record after it
         skip = after_id
         prefix = self._prefix
@@ -448,16 +456,10 @@ class _Walker:
         SDK's insertion order.  Returns the end position, or -1 (nothing
         consumed, nothing stored) if the record looks any different."""
         buf = self.buf
-        if not buf.startswith(b"\xb9\x00\x03\x62id", pos):
+        span = _sdk_id(buf, pos)
+        if span is None:
             return -1
-        byte = buf[pos + 6]
-        if 0x60 <= byte < 0x78:
-            start, length = pos + 7, byte - 0x60
-        elif byte == 0x78:
-            start, length = pos + 8, buf[pos + 7]
-        else:
-            return -1
-        after_id = start + length
+        start, after_id = span
         builder = self.builder
         dimensions = builder.dimensions
         prefix = self.vector_prefix
