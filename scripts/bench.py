@@ -66,6 +66,10 @@ def publish(root: Path, n: int, name: str, text_chars: int | None = None,
     return manifest_path(OWNER, name), vectors, ids
 
 
+#: The fields of the daemon's ``load_finished`` line a result keeps as ``load_breakdown_ms``.
+LOAD_BREAKDOWN = ("download_ms", "decode_ms", "index_ms", "stages_ms", "decode_cpu_ms", "process_cpu_ms")
+
+
 def near_queries(vectors: np.ndarray, count: int, seed: int = 99) -> np.ndarray:
     """Queries with cosine ~0.9 to a stored vector (like a user's question about a document)."""
     rng = np.random.default_rng(seed)
@@ -241,9 +245,7 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
             continue
         if line.get("event") == "load_finished" and line.get("vector_count") == len(vectors) \
                 and "load_breakdown_ms" not in result:  # the cold load, not the second session's
-            result["load_breakdown_ms"] = {k: line.get(k)
-                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms",
-                                                     "decode_cpu_ms", "process_cpu_ms")}
+            result["load_breakdown_ms"] = {k: line.get(k) for k in LOAD_BREAKDOWN}
         if line.get("event") == "hnsw_built" and line.get("vectors") == len(vectors):
             result["hnsw_build_s"] = line.get("seconds")
     after = daemon.rss_mb()
@@ -309,9 +311,7 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
         finished = next((line for at, line in daemon.lines
                          if at >= started and line.get("event") == "load_finished"), None)
         if finished is not None:
-            result["load_breakdown_ms"] = {k: finished.get(k)
-                                           for k in ("download_ms", "decode_ms", "index_ms", "stages_ms",
-                                                     "decode_cpu_ms", "process_cpu_ms")}
+            result["load_breakdown_ms"] = {k: finished.get(k) for k in LOAD_BREAKDOWN}
         times, hits = [], 0
         for j, q in enumerate(qs):
             elapsed, found = await timed_search(client, q)
