@@ -8,11 +8,10 @@ import time
 import numpy as np
 import pytest
 import trio
-from test_lineage import DIM, OWNER, next_version, publish, unit
+from test_lineage import DIM, OWNER, next_version, publish, unit, unit_records
 from trio_websocket import ConnectionClosed, HandshakeError
 
 from fabstir_node.client import NodeClient
-from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.testing import spawn_daemon
 
 
@@ -34,8 +33,7 @@ async def answers(url, path, queries):
 
 @pytest.mark.parametrize("point", ["after_save", "after_update", "after_record"])
 async def test_a_crash_during_an_update_reopens_to_a_consistent_version(tmp_path, point):
-    records = synthetic_records(2000, DIM, 3)
-    records = (records[0], unit(records[1]), records[2])
+    records = unit_records(2000, 3)
     path = publish(tmp_path, records, 1)
     cache = tmp_path / "cache"
     daemon = spawn_daemon(tmp_path / "d1.log", env=env(tmp_path, cache, crash=point))

@@ -26,6 +26,12 @@ def unit(v):
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
 
 
+def unit_records(n: int, seed: int):
+    """``n`` synthetic records of DIM dimensions, their vectors unit length (what the node stores)."""
+    ids, vectors, metadata = synthetic_records(n, DIM, seed)
+    return ids, unit(vectors), metadata
+
+
 def next_version(records, version: int, share: float = 0.01):
     """1 % removed from the middle, 1 % changed, 1 % appended: what the SDK would store next."""
     ids, vectors, metadata = records
@@ -73,8 +79,7 @@ def recall(vectors, ids, results_per_query, queries):
 
 
 async def test_a_new_version_reuses_the_old_graph_and_old_sessions_keep_theirs(start_node, tmp_path):
-    records = synthetic_records(3000, DIM, 0)
-    records = (records[0], unit(records[1]), records[2])
+    records = unit_records(3000, 0)
     path = publish(tmp_path, records, 1)
     async with start_node(**settings(tmp_path)) as running, running.client() as old, running.client() as new:
         assert (await load(old, path, "old"))["event"] == "loading_complete"
@@ -122,8 +127,7 @@ async def check_version(old, new, records, v2, deleted, changed, added):
 
 
 async def test_repeated_versions_keep_recall_and_drop_unused_old_directories(start_node, tmp_path):
-    records = synthetic_records(2000, DIM, 1)
-    records = (records[0], unit(records[1]), records[2])
+    records = unit_records(2000, 1)
     path = publish(tmp_path, records, 1)
     cache = tmp_path / "cache"
     async with start_node(**settings(tmp_path)) as running:
@@ -153,8 +157,7 @@ async def test_repeated_versions_keep_recall_and_drop_unused_old_directories(sta
 
 
 async def test_a_disk_cache_hit_is_remembered_and_the_next_version_updates_its_graph(start_node, tmp_path):
-    records = synthetic_records(1000, DIM, 4)
-    records = (records[0], unit(records[1]), records[2])
+    records = unit_records(1000, 4)
     path = publish(tmp_path, records, 1)
     cache = tmp_path / "cache"
     async with start_node(**settings(tmp_path)) as running, running.client() as client:
@@ -175,8 +178,7 @@ async def test_a_disk_cache_hit_is_remembered_and_the_next_version_updates_its_g
 
 
 async def test_an_update_that_fails_falls_back_to_a_full_build_and_leaves_no_files(start_node, tmp_path):
-    records = synthetic_records(1000, DIM, 5)
-    records = (records[0], unit(records[1]), records[2])
+    records = unit_records(1000, 5)
     path = publish(tmp_path, records, 1)
     cache = tmp_path / "cache"
     async with start_node(**settings(tmp_path)) as running:
@@ -212,8 +214,7 @@ async def test_records_are_reused_even_before_the_previous_graph_exists(start_no
         return original(self, reused)
 
     monkeypatch.setattr(lineage.PreviousRows, "take", counting)
-    records = synthetic_records(1500, DIM, 7)
-    records = (records[0], unit(records[1]), records[2])
+    records = unit_records(1500, 7)
     path = publish(tmp_path, records, 1)
     no_graph = {**settings(tmp_path), "hnsw_min_vectors": 100_000}  # never a graph: exact search only
     async with start_node(**no_graph) as running:

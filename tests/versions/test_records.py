@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cbor2
 import numpy as np
 
 from fabstir_node.config import Settings
@@ -33,23 +34,9 @@ def chunks(files):
 
 
 def decode_all(files, known=None):
-    return [decode_chunk(open_blob(body, None), chunk_id=cid, expected_count=None or _count(body),
+    """Every chunk decoded by the node (``known``: the previous version's digests), in chunk order."""
+    return [decode_chunk(open_blob(body, None), chunk_id=cid, expected_count=len(cbor2.loads(body)["vectors"]),
                          dimensions=DIM, known=known) for cid, body in chunks(files)]
-
-
-def _count(body):
-    return len(decode_chunk(open_blob(body, None), chunk_id=_cid(body), expected_count=_n(body),
-                            dimensions=DIM).ids)
-
-
-def _cid(body):
-    import cbor2
-    return cbor2.loads(body)["chunkId"]
-
-
-def _n(body):
-    import cbor2
-    return len(cbor2.loads(body)["vectors"])
 
 
 def version_two(records):
