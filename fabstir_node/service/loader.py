@@ -418,16 +418,17 @@ async def fetch_chunks(
         def fill(decoded: Any = None) -> Any:
             chunk = decoded if decoded is not None else decode()
             digests[index] = chunk.digests
+            meta = chunk.metadata
             if chunk.reused is not None and previous is not None and (chunk.reused >= 0).any():
-                stored, blobs = previous.take(chunk.reused)
+                stored, blobs = previous.take(chunk.reused)  # the recognised records' rows and metadata
                 holder["matrix"].fill_known(offsets[index], chunk.vectors, chunk.reused, stored)
-                meta = [m if b is None else b for b, m in zip(blobs, chunk.metadata)]
-                return PackedStrings(chunk.ids), PackedBlobs(meta)
-            holder["matrix"].fill(offsets[index], chunk.vectors)
+                meta = [m if b is None else b for b, m in zip(blobs, meta)]
+            else:
+                holder["matrix"].fill(offsets[index], chunk.vectors)
             # Packed here, in this thread: the chunk's per-record objects die now, with the parse's
             # garbage, instead of pinning the small-object arenas they share with it until the whole
             # load is done (unpacked, a 100K load peaked ~300 MB higher).
-            return PackedStrings(chunk.ids), PackedBlobs(chunk.metadata)
+            return PackedStrings(chunk.ids), PackedBlobs(meta)
 
         started = time.monotonic()
         first = None
