@@ -29,9 +29,8 @@ import attrs
 import h11
 import trio
 
-from .. import __version__
 from ..errors import StorageTooLarge
-from .transfer import Transient
+from .transfer import USER_AGENT, Transient
 
 __all__ = ["Refused", "bulk_get"]
 
@@ -39,6 +38,8 @@ __all__ = ["Refused", "bulk_get"]
 RECEIVE = 4 * 1024 * 1024
 #: The response head may be at most this long.
 MAX_HEAD = 64 * 1024
+#: What a failed exchange raises (then retried by the caller's policy as Transient).
+_NETWORK_ERRORS = (OSError, trio.BrokenResourceError, h11.RemoteProtocolError)
 #: Bytes of a refusal's body kept for its message.
 REFUSAL_BODY = 4096
 
@@ -91,24 +92,23 @@ async def _exchange(
     on_bytes: Callable[[int], None] | None,
 ) -> bytearray | Refused | None:
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    authority = host if port == 80 else f"{host}:{port}"
-    if ":" in host and not host.startswith("["):
-        authority = f"[{host}]" if port == 80 else f"[{host}]:{port}"
+    name = f"[{host}]" if ":" in host else host  # urlsplit gives an IPv6 address without its brackets
+    authority = name if port == 80 else f"{name}:{port}"
     request = h11.Request(method="GET", target=target, headers=[
-        ("Host", authority), ("User-Agent", f"fabstir-node/{__version__}"), ("Accept", "*/*"),
+        ("Host", authority), ("User-Agent", USER_AGENT), ("Accept", "*/*"),
         ("Accept-Encoding", "identity"), ("Connection", "close"),
     ])
     try:
         await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
         response = await _head(stream, connection)
-    except (OSError, trio.BrokenResourceError, h11.RemoteProtocolError) as exc:
+    except _NETWORK_ERRORS as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from None
     if response is None:
         return None
     if response.status_code != 200:
         try:
             return Refused(response.status_code, await _prefix(stream, connection))
-        except (OSError, trio.BrokenResourceError, h11.RemoteProtocolError):
+        except _NETWORK_ERRORS:
             return Refused(response.status_code, b"")
     length = _header(response, b"content-length")
     coding = _header(response, b"content-encoding")
@@ -202,5 +202,5 @@ async def _pieces(
                 return bytearray(b"".join(pieces))
             else:
                 raise Transient(f"{path}: unexpected {type(event).__name__} in the body")
-    except (OSError, trio.BrokenResourceError, h11.RemoteProtocolError) as exc:
+    except _NETWORK_ERRORS as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from None
