@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from .calibration import Calibration
-from .matrix import as_float32
+from .rows import as_float32
 
 __all__ = ["MAX_CANDIDATES", "SELECTIVE", "HnswIndex"]
 

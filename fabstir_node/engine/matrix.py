@@ -31,8 +31,7 @@ from __future__ import annotations
 
 import math
 import sys
-import threading
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import attrs
@@ -42,15 +41,13 @@ import orjson
 
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
+from .packed import PackedBlobs, PackedStrings
 from .quantized import Int8Rows, candidate_count
+from .rows import NUMPY_DTYPES, DType, as_float32, normalise_rows, numpy_dtype, to_bfloat16
 
-DType = Literal["f32", "f16", "bf16"]
-#: Storage of each dtype; numpy has no bfloat16, so bf16 rows are kept as their bit patterns in uint16.
-_NUMPY_DTYPES: dict[str, type[np.generic]] = {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}
 _DTYPE_NAMES: dict[np.dtype[Any], DType] = {
-    np.dtype(t): name for name, t in _NUMPY_DTYPES.items()  # type: ignore[misc]
+    np.dtype(t): name for name, t in NUMPY_DTYPES.items()  # type: ignore[misc]
 }
-_BLOCK_ROWS = 4096
 #: Bytes of a record digest (``formats/records.py`` DIGEST_SIZE; the engine does not import formats).
 RECORD_DIGEST_SIZE = 16
 #: Exact f16 scans of at least this many rows use every core.
@@ -69,16 +66,9 @@ __all__ = [
     "CandidateIndex",
     "DType",
     "Hit",
-    "MatrixBuilder",
-    "PackedBlobs",
-    "PackedStrings",
-    "RowSink",
     "SearchResult",
     "SubsetIndex",
     "VectorMatrix",
-    "as_float32",
-    "numpy_dtype",
-    "to_bfloat16",
     "unit_vector",
     "vector_from_json",
 ]
@@ -181,171 +171,7 @@ def unit_vector(vector: np.ndarray) -> np.ndarray | None:
     return (v / np.sqrt(v @ v)).astype(np.float32)
 
 
-def numpy_dtype(dtype: str) -> np.dtype[Any]:
-    """The numpy storage dtype of a matrix dtype name (``f32``, ``f16``, ``bf16``); ValueError otherwise."""
-    if dtype not in _NUMPY_DTYPES:
-        raise ValueError(f"dtype must be 'f32', 'f16' or 'bf16', not {dtype!r}")
-    return np.dtype(_NUMPY_DTYPES[dtype])
-
-
-def to_bfloat16(values: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) of float32 ``values``, rounded to nearest, ties to even."""
-    bits = np.ascontiguousarray(values, np.float32).view(np.uint32)
-    return ((bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
-
-
-def as_float32(rows: np.ndarray) -> np.ndarray:
-    """Stored rows of any matrix dtype as float32 values (bf16 bit patterns widened exactly)."""
-    rows = np.asarray(rows)
-    if rows.dtype == np.uint16:
-        return (rows.astype(np.uint32) << 16).view(np.float32)
-    return rows.astype(np.float32, copy=False)
-
-
-def _as_stored(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
-    """Float ``values`` ready to assign into rows of ``dtype`` (bf16: rounded bit patterns)."""
-    return to_bfloat16(np.asarray(values, np.float32)) if dtype == np.uint16 else values
-
-
-def _normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
-    """Write the unit-length rows of ``src`` into ``out`` (may be ``src``), block by block.
-
-    Rows that are all zero or hold a non-finite value become zero rows (score 0).
-    Returns their number.  Norms are summed in float64, so no finite input under- or overflows.
-    """
-    degenerate = 0
-    for start in range(0, len(src), _BLOCK_ROWS):
-        block = src[start : start + _BLOCK_ROWS]
-        if block.dtype != np.float32:  # scale by the row's peak so float64 squares cannot under/overflow
-            block = np.asarray(block, dtype=np.float64)
-            peak = np.abs(block).max(axis=1, initial=0.0)
-            block = block / np.where((peak > 0) & np.isfinite(peak), peak, 1.0)[:, None]
-        norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-        bad = ~np.isfinite(norms) | (norms == 0.0)
-        tiny = ~bad & (norms < 1e-30)  # 1/norm would overflow float32
-        scale = np.divide(1.0, norms, out=np.zeros_like(norms), where=~(bad | tiny))
-        small = np.asarray(block[tiny], dtype=np.float64) if tiny.any() else None  # before out overwrites src
-        target = out[start : start + _BLOCK_ROWS]
-        with np.errstate(invalid="ignore", over="ignore"):
-            if target.dtype == np.uint16:  # bf16: via float32, then rounded to the bit pattern
-                product = np.multiply(block, scale[:, None], dtype=np.float32, casting="unsafe")
-                target[...] = _as_stored(product, target.dtype)
-            else:
-                np.multiply(block, scale[:, None], out=target, casting="unsafe")  # float64 product, rounded once
-        if bad.any():
-            target[bad] = 0  # +0.0 in every dtype
-            degenerate += int(np.count_nonzero(bad))
-        if small is not None:
-            unit = small / np.sqrt(np.einsum("ij,ij->i", small, small))[:, None]
-            target[tiny] = _as_stored(unit, target.dtype)
-    return degenerate
-
-
 # --- compact metadata ---------------------------------------------------------------
-
-
-class PackedBlobs(Sequence[bytes]):
-    """Many small byte strings in one buffer plus an offsets array (no per-item objects)."""
-
-    __slots__ = ("_buffer", "_offsets")
-
-    def __init__(self, blobs: Sequence[bytes]) -> None:
-        offsets = np.zeros(len(blobs) + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, blobs), np.int64, len(blobs)), out=offsets[1:])
-        self._offsets = offsets
-        # bytes, an mmap or a disk_cache.FileBuffer: anything whose slices are bytes
-        self._buffer: Any = b"".join(blobs)
-
-    @classmethod
-    def concat(cls, parts: Sequence[PackedBlobs]) -> PackedBlobs:
-        """One sequence holding the items of ``parts`` in order (one join, one offsets array)."""
-        offsets = np.zeros(sum(len(p) for p in parts) + 1, np.int64)
-        at, base = 1, 0
-        for part in parts:
-            offsets[at : at + len(part)] = part._offsets[1:] + base
-            at += len(part)
-            base += int(part._offsets[-1])
-        return cls.from_parts(b"".join(p.joined() for p in parts), offsets)
-
-    @classmethod
-    def from_parts(cls, buffer: bytes | memoryview | Any, offsets: np.ndarray) -> PackedBlobs:
-        """Wrap a joined buffer (bytes, mmap, ...) and its ``len + 1`` int64 offsets, sharing both."""
-        self = cls.__new__(cls)
-        self._buffer, self._offsets = buffer, offsets
-        return self
-
-    @property
-    def buffer(self) -> Any:
-        return self._buffer
-
-    def joined(self) -> Any:
-        """Every item's bytes, joined, in memory (read once when the buffer lives on disk)."""
-        buf = self._buffer
-        return buf.read_all() if hasattr(buf, "read_all") else buf  # storage/disk_cache.FileBuffer
-
-    @property
-    def offsets(self) -> np.ndarray:
-        return self._offsets
-
-    def __len__(self) -> int:
-        return len(self._offsets) - 1
-
-    def __getitem__(self, i: int) -> bytes:  # type: ignore[override]
-        if not -len(self) <= i < len(self):
-            raise IndexError(i)
-        i %= len(self)
-        return bytes(self._buffer[int(self._offsets[i]) : int(self._offsets[i + 1])])
-
-    def __iter__(self) -> Iterator[bytes]:
-        buf, bounds = self.joined(), self._offsets.tolist()  # on disk: one read, not one per item
-        return (buf[a:b] for a, b in zip(bounds, bounds[1:]))
-
-    @property
-    def nbytes(self) -> int:
-        return sys.getsizeof(self._buffer) + self._offsets.nbytes
-
-    def __repr__(self) -> str:
-        return f"PackedBlobs({len(self)} items)"
-
-
-class PackedStrings(Sequence[str]):
-    """Many strings stored as UTF-8 in one :class:`PackedBlobs` (a str object only per lookup).
-
-    100,000 ids of ~15 characters take ~2.3 MB this way, against ~8 MB as a
-    list of str.
-    """
-
-    __slots__ = ("_blobs",)
-
-    def __init__(self, strings: Sequence[str]) -> None:
-        self._blobs = PackedBlobs([s.encode() for s in strings])
-
-    @classmethod
-    def concat(cls, parts: Sequence[PackedStrings]) -> PackedStrings:
-        """One sequence holding the strings of ``parts`` in order."""
-        self = cls.__new__(cls)
-        self._blobs = PackedBlobs.concat([p._blobs for p in parts])
-        return self
-
-    def __len__(self) -> int:
-        return len(self._blobs)
-
-    def __getitem__(self, i: int) -> str:  # type: ignore[override]
-        return bytes(self._blobs[i]).decode()
-
-    def __iter__(self) -> Iterator[str]:
-        return (bytes(b).decode() for b in self._blobs)
-
-    def encoded(self) -> Iterator[bytes]:
-        """The strings as their UTF-8 bytes, without decoding them (equal bytes: equal strings)."""
-        return (bytes(b) for b in self._blobs)
-
-    @property
-    def nbytes(self) -> int:
-        return self._blobs.nbytes
-
-    def __repr__(self) -> str:
-        return f"PackedStrings({len(self)} items)"
 
 
 def _decode_metadata(blob: bytes) -> dict[str, Any]:
@@ -401,135 +227,6 @@ def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
     kind: Literal["bf16", "f16"] = "bf16" if data.dtype == np.uint16 else "f16"
     scores = numkong.cdist(data, query, metric="dot", dtype=kind, out_dtype="float32", threads=threads)
     return np.asarray(scores).reshape(-1)
-
-
-class RowSink(Protocol):
-    """Where a :class:`MatrixBuilder` puts finished rows instead of its own array (e.g. a file).
-
-    ``close`` ends writing (the rows stay readable); ``discard`` also throws them away.
-    """
-
-    def write(self, start: int, rows: np.ndarray) -> None: ...
-
-    def rows(self) -> np.ndarray: ...
-
-    def close(self) -> None: ...
-
-    def discard(self) -> None: ...
-
-
-class MatrixBuilder:
-    """Fill a matrix block by block as chunks arrive, then :meth:`finish` it.
-
-    Each :meth:`fill` normalises its rows straight into the final storage
-    (float16 by default in the daemon), so a load never holds a second,
-    float32 copy of the whole database, and the work is spread over the
-    threads that decode the chunks.  Threads may fill disjoint row ranges at
-    the same time.  A matrix of :data:`COARSE_MIN_ROWS` or more also gets
-    its 8-bit copy (:class:`~.quantized.Int8Rows`) filled in the same pass.
-    """
-
-    def __init__(
-        self, rows: int, dimensions: int, dtype: DType = "f32", *, coarse: bool | None = None,
-        sink: RowSink | None = None,
-    ) -> None:
-        self._shape, self._dtype, self._sink = (rows, dimensions), numpy_dtype(dtype), sink
-        # with a sink, rows are normalised into a block-sized scratch array and handed to it
-        self._out = np.empty((rows, dimensions) if sink is None else (0, dimensions), self._dtype)
-        self._degenerate: list[int] = []  # one count per fill; list.append is atomic
-        self._finished = False
-        #: ``reused[row]``: the previous version's row a load copied into ``row`` (:meth:`fill_known`), else -1.
-        self.reused: np.ndarray | None = None
-        self._reused_lock = threading.Lock()
-        #: Each row's record digest (n x 16 uint8), set by a load whose every chunk had them.
-        self.digests: np.ndarray | None = None
-        want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
-        self._coarse = Int8Rows(rows, dimensions) if want_coarse else None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this builder holds in memory (rows given to a sink are not counted)."""
-        return int(self._out.nbytes) + (self._coarse.nbytes if self._coarse is not None else 0)
-
-    def release_sink(self) -> None:
-        """Stop writing to the sink; discard its rows unless :meth:`finish` made a matrix of them."""
-        if self._sink is not None:
-            if self._finished:
-                self._sink.close()
-            else:
-                self._sink.discard()
-
-    def discard_sink(self) -> None:
-        """Throw the sink's rows away (the load failed)."""
-        if self._sink is not None:
-            self._sink.discard()
-
-    def _target(self, start: int, block: np.ndarray) -> np.ndarray:
-        """Where rows ``start .. start + len(block)`` are written before :meth:`_store` (checks the fit)."""
-        n = len(block)
-        if block.ndim != 2 or block.shape[1] != self._shape[1] or start + n > self._shape[0]:
-            raise ValueError("block does not fit the matrix")
-        return self._out[start : start + n] if self._sink is None else np.empty((n, self._shape[1]), self._dtype)
-
-    def _store(self, start: int, target: np.ndarray) -> None:
-        """Finished rows: into the 8-bit copy and the sink, when the builder has them."""
-        if self._coarse is not None:
-            self._coarse.fill(start, as_float32(target))
-        if self._sink is not None:
-            self._sink.write(start, target)
-
-    def fill(self, start: int, block: np.ndarray) -> None:
-        """Normalise ``block`` (float32, n × d) into rows ``start .. start + n``."""
-        block = np.asarray(block)
-        target = self._target(start, block)
-        self._degenerate.append(_normalise_rows(block, target))
-        self._store(start, target)
-
-    def fill_known(self, start: int, block: np.ndarray, reused: np.ndarray, stored: np.ndarray) -> None:
-        """:meth:`fill`, where the rows with ``reused[i] >= 0`` are ``stored`` rows of a previous version.
-
-        ``stored`` holds those rows in order, already unit length in this builder's dtype (copied as
-        they are); the other rows of ``block`` (float32) are normalised.
-        """
-        block, known = np.asarray(block), reused >= 0
-        n = len(block)
-        if len(reused) != n:
-            raise ValueError("block does not fit the matrix")
-        target = self._target(start, block)
-        if stored.shape != (int(known.sum()), self._shape[1]) or stored.dtype != self._dtype:
-            raise ValueError("the stored rows do not fit the matrix")
-        fresh = np.flatnonzero(~known)
-        if len(fresh):
-            normalised = np.empty((len(fresh), self._shape[1]), self._dtype)
-            self._degenerate.append(_normalise_rows(block[fresh], normalised))
-            target[fresh] = normalised
-        target[known] = stored
-        self._degenerate.append(int((stored == 0).all(axis=1).sum()))  # a zero row stays a zero row
-        with self._reused_lock:  # threads fill chunks at once: one of them makes the array
-            if self.reused is None:
-                self.reused = np.full(self._shape[0], -1, np.int64)
-        self.reused[start : start + n] = reused
-        self._store(start, target)
-
-    def finish(
-        self, ids: Sequence[str], metadata: Sequence[bytes], digests: np.ndarray | None = None
-    ) -> VectorMatrix:
-        """The matrix, once every row was filled; ``ids`` must be unique (a loader checks that first).
-
-        ``digests`` (n x 16 uint8): each row's record digest (``formats/records.py``), kept with the
-        matrix so the next version of the database can recognise its unchanged records.
-        """
-        n = self._shape[0]
-        if len(ids) != n or len(metadata) != n:
-            raise ValueError(f"{n} rows but {len(ids)} ids and {len(metadata)} metadata entries")
-        ids = ids if isinstance(ids, PackedStrings) else PackedStrings(ids)
-        metadata = metadata if isinstance(metadata, PackedBlobs) else PackedBlobs(metadata)
-        vectors = self._out if self._sink is None else self._sink.rows()
-        self._finished = True
-        if digests is not None and digests.shape != (n, RECORD_DIGEST_SIZE):
-            raise ValueError("one record digest per row")
-        return VectorMatrix(vectors, ids, metadata, degenerate_rows=sum(self._degenerate), coarse=self._coarse,
-                            record_digests=digests)
 
 
 @attrs.define(eq=False, repr=False)
@@ -591,7 +288,7 @@ class VectorMatrix:
             ids = [ids[i] for i in keep.tolist()]
             metadata = [metadata[i] for i in keep.tolist()]
         del last
-        target = _NUMPY_DTYPES[dtype]
+        target = NUMPY_DTYPES[dtype]
         if (
             target is np.float32
             and vectors.dtype == np.float32
@@ -601,7 +298,7 @@ class VectorMatrix:
             out = vectors
         else:
             out = np.empty(vectors.shape, target)
-        degenerate = _normalise_rows(vectors, out)
+        degenerate = normalise_rows(vectors, out)
         return cls(out, ids, PackedBlobs(metadata), degenerate_rows=degenerate, dropped_duplicates=dropped)
 
     @classmethod

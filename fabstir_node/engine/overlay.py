@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .matrix import as_float32
+from .rows import as_float32
 
 __all__ = ["EXTRA_PAD", "OverlayIndex"]
 

@@ -70,7 +70,10 @@ class Int8Rows:
         return self
 
     def fill(self, start: int, rows: np.ndarray) -> None:
-        codes, scales = quantize_rows(rows)
+        self.put(start, *quantize_rows(rows))
+
+    def put(self, start: int, codes: np.ndarray, scales: np.ndarray) -> None:
+        """Store codes and scales made by :func:`quantize_rows` (e.g. in a decode worker)."""
         self._codes[start : start + len(codes)] = codes
         self._scales[start : start + len(codes)] = scales
 

@@ -58,9 +58,9 @@ import numpy as np
 import orjson
 import trio
 
-from ..engine.matrix import as_float32
 from ..engine.overlay import OverlayIndex
 from ..engine.reuse import matching_rows
+from ..engine.rows import as_float32
 from ..logging import get_logger
 from ..priority import idle_process
 from ..storage import disk_cache as persist

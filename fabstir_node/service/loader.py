@@ -25,7 +25,10 @@ import numpy as np
 import structlog
 import trio
 
-from ..engine.matrix import RECORD_DIGEST_SIZE, MatrixBuilder, PackedBlobs, PackedStrings, numpy_dtype
+from ..engine.builder import MatrixBuilder
+from ..engine.matrix import RECORD_DIGEST_SIZE
+from ..engine.packed import PackedBlobs, PackedStrings
+from ..engine.rows import numpy_dtype
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
 from ..formats.blob import decode_object, open_blob
 from ..formats.chunk import decode_chunk

@@ -51,15 +51,10 @@ import blake3
 import numpy as np
 import orjson
 
-from ..engine.matrix import (
-    RECORD_DIGEST_SIZE,
-    PackedBlobs,
-    PackedStrings,
-    VectorMatrix,
-    as_float32,
-    numpy_dtype,
-)
+from ..engine.matrix import RECORD_DIGEST_SIZE, VectorMatrix
+from ..engine.packed import PackedBlobs, PackedStrings
 from ..engine.quantized import Int8Rows
+from ..engine.rows import as_float32, numpy_dtype
 from .row_writer import LOADING_DIR
 
 __all__ = [

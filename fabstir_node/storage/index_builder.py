@@ -33,7 +33,7 @@ import numpy as np
 import orjson
 
 from ..engine import calibration as cal
-from ..engine.matrix import as_float32
+from ..engine.rows import as_float32
 from ..priority import lower_priority
 from . import disk_cache as persist
 

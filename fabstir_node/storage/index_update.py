@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from ..engine.matrix import as_float32
+from ..engine.rows import as_float32
 from ..priority import lower_priority
 from . import disk_cache as persist
 

@@ -4,7 +4,8 @@ import numpy as np
 import orjson
 import pytest
 
-from fabstir_node.engine.matrix import MatrixBuilder, VectorMatrix
+from fabstir_node.engine.builder import MatrixBuilder
+from fabstir_node.engine.matrix import VectorMatrix
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f16", "bf16"])

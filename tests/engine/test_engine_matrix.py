@@ -12,7 +12,8 @@ import pytest
 from _engine_data import make_clustered, make_queries, reference_search
 
 from fabstir_node.engine.filters import compile_filter
-from fabstir_node.engine.matrix import MAX_CACHED_COLUMNS, VectorMatrix, as_float32, to_bfloat16
+from fabstir_node.engine.matrix import MAX_CACHED_COLUMNS, VectorMatrix
+from fabstir_node.engine.rows import as_float32, to_bfloat16
 from fabstir_node.errors import ErrorCode, FabstirError
 
 FILTERS: list[dict[str, Any]] = [
@@ -347,7 +348,7 @@ def test_dense_filter_whose_rows_all_rank_low(dtype: Any) -> None:
 
 
 def test_packed_strings_hold_ids_compactly_and_give_them_back() -> None:
-    from fabstir_node.engine.matrix import PackedStrings
+    from fabstir_node.engine.packed import PackedStrings
 
     ids = [f"doc-{i}-é" for i in range(1000)] + [""]
     packed = PackedStrings(ids)
@@ -384,7 +385,7 @@ def test_bf16_matrix_keeps_bit_patterns_and_scores_on_them() -> None:
 
 
 def test_packed_sequences_concatenate_in_order() -> None:
-    from fabstir_node.engine.matrix import PackedBlobs, PackedStrings
+    from fabstir_node.engine.packed import PackedBlobs, PackedStrings
 
     parts = [[b"a", b"", b"ccc"], [], [b"dd"], [b"", b"e"]]
     joined = PackedBlobs.concat([PackedBlobs(p) for p in parts])

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from fabstir_node.engine import calibration as cal
+from fabstir_node.engine import builder as builder_module
 from fabstir_node.engine import matrix as matrix_module
+from fabstir_node.engine.builder import MatrixBuilder
 from fabstir_node.engine.hnsw import HnswIndex
-from fabstir_node.engine.matrix import MatrixBuilder, VectorMatrix
+from fabstir_node.engine.matrix import VectorMatrix
 from fabstir_node.engine.quantized import Int8Rows, candidate_count, quantize_rows
 from fabstir_node.storage.index_builder import build_index, calibrate
 
@@ -46,6 +48,7 @@ def test_int8_candidates_hold_the_exact_top_k_near_and_far():
 
 def test_a_large_matrix_answers_exactly_through_its_8bit_copy(monkeypatch):
     monkeypatch.setattr(matrix_module, "COARSE_MIN_ROWS", 1000)
+    monkeypatch.setattr(builder_module, "COARSE_MIN_ROWS", 1000)
     rows = diffuse(6000, seed=3)
     builder = MatrixBuilder(len(rows), rows.shape[1], "f16")
     for start in range(0, len(rows), 1000):

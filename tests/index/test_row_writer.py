@@ -10,9 +10,9 @@ import numpy as np
 import trio
 
 from fabstir_node.engine import matrix as matrix_module
+from fabstir_node.engine.builder import MatrixBuilder
 from fabstir_node.engine.calibration import Calibration
 from fabstir_node.engine.hnsw import HnswIndex
-from fabstir_node.engine.matrix import MatrixBuilder
 from fabstir_node.engine.quantized import Int8Rows
 from fabstir_node.storage import disk_cache as persist
 from fabstir_node.storage.index_builder import build_index

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fabstir_node.engine.matrix import PackedBlobs, PackedStrings
+from fabstir_node.engine.packed import PackedBlobs, PackedStrings
 from fabstir_node.engine.reuse import matching_rows
 
 
