@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fabstir_node.engine import calibration as cal
 from fabstir_node.engine import builder as builder_module
+from fabstir_node.engine import calibration as cal
 from fabstir_node.engine import matrix as matrix_module
 from fabstir_node.engine.builder import MatrixBuilder
 from fabstir_node.engine.hnsw import HnswIndex
