@@ -61,6 +61,12 @@ def _float(lo: float | None = None, *, strict: bool = False) -> Callable[[str], 
     return parse
 
 
+def _workers(text: str) -> int | None:
+    if text.strip().lower() == "auto":
+        return None
+    return _int(0, 64)(text)
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         value = text.strip().lower()
@@ -228,6 +234,11 @@ OPTIONS: tuple[Option, ...] = (
            "Chunks downloaded in parallel per load. Fewer streams finish their chunks sooner, so decoding "
            "overlaps the downloads (100K over a local bridge on 2 cores: 10 → 3.1 s, 4 → 2.2 s); raise it "
            "for a distant, high-latency bridge. The original plan said 10.", "loading"),
+    Option("decode_workers", "FABSTIR_DECODE_WORKERS", None, _workers, None,
+           "Processes that decode chunks (decrypt, parse, normalise), started at the first load and kept: "
+           "'auto' (the default) one per core, 0 decodes in threads of the daemon instead (decoding is "
+           "mostly Python, so threads share one core: a 1M load decodes twice as fast in two processes).",
+           "loading"),
     Option("s5_loading_timeout_minutes", "S5_LOADING_TIMEOUT_MINUTES", None, _float(0, strict=True), 5.0,
            "Deadline of a whole database load (fractions allowed); past it the load fails with TIMEOUT.", "loading"),
     # --- rate limits
@@ -367,6 +378,8 @@ class Settings:
     s5_max_body_mb: float = 512.0
     s5_max_parallel_chunks: int = 4
     s5_loading_timeout_minutes: float = 5.0
+    #: None: one per core (``service/decoders.py``); 0: decode in threads.
+    decode_workers: int | None = None
     max_upload_batch: int = 1000
     max_uploaded_vectors: int = 100_000
     max_k: int = 100

@@ -700,7 +700,7 @@ def cli() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--no-texts", dest="texts", action="store_false", help="skip the 500-char-text database")
     parser.add_argument("--no-versions", dest="versions", action="store_false",
-                        help="skip the new-version rows (1 % changed, after the largest database)")
+                        help="skip the new-version rows (1 %% changed, after the largest database)")
     parser.add_argument("--edits", type=_edits, default=(1.0, 1.0, 1.0), metavar="R,C,A",
                         help="the new version: percent removed, changed, added (default 1,1,1; 1M: 0,0.1,0)")
     parser.add_argument("--format", choices=["cbor", "json"], default="cbor",

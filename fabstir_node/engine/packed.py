@@ -92,6 +92,18 @@ class PackedStrings(Sequence[str]):
         self._blobs = PackedBlobs([s.encode() for s in strings])
 
     @classmethod
+    def from_blobs(cls, blobs: PackedBlobs) -> PackedStrings:
+        """Wrap UTF-8 items (e.g. :attr:`blobs` of another, sent between processes), sharing them."""
+        self = cls.__new__(cls)
+        self._blobs = blobs
+        return self
+
+    @property
+    def blobs(self) -> PackedBlobs:
+        """The strings' UTF-8 bytes, packed."""
+        return self._blobs
+
+    @classmethod
     def concat(cls, parts: Sequence[PackedStrings]) -> PackedStrings:
         """One sequence holding the strings of ``parts`` in order."""
         self = cls.__new__(cls)

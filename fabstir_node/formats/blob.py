@@ -83,7 +83,7 @@ class OpenedBlob:
     """
 
     format: Format
-    plaintext: bytes = attrs.field(repr=False)
+    plaintext: bytes | bytearray = attrs.field(repr=False)
     encrypted: bool = False
     key_rejected: bool = False
 
@@ -91,7 +91,7 @@ class OpenedBlob:
 # --- detection ----------------------------------------------------------------
 
 
-def _head(data: bytes, pos: int) -> tuple[int, int | None, int]:
+def _head(data: bytes | bytearray, pos: int) -> tuple[int, int | None, int]:
     """(major type, argument or None if indefinite, next position); raises
     IndexError if truncated and ValueError for a reserved head."""
     byte = data[pos]
@@ -108,7 +108,7 @@ def _head(data: bytes, pos: int) -> tuple[int, int | None, int]:
     raise ValueError
 
 
-def _looks_like_cbor_map(data: bytes) -> bool:
+def _looks_like_cbor_map(data: bytes | bytearray) -> bool:
     """A CBOR map (after any tags) whose first key is a short printable text.
 
     Every object the SDK stores is a map with camelCase keys.  Requiring a
@@ -138,7 +138,7 @@ def _looks_like_cbor_map(data: bytes) -> bool:
         return False
 
 
-def detect_format(data: bytes) -> Format | None:
+def detect_format(data: bytes | bytearray) -> Format | None:
     """``"json"`` if the bytes start like a JSON object (``{`` then ``"`` or
     ``}``, whitespace allowed); ``"cbor"`` if they start like a CBOR map with
     a text key (see :func:`_looks_like_cbor_map`); else ``None``."""
@@ -174,7 +174,7 @@ def encrypt_blob(plaintext: bytes, key: bytes, nonce: bytes | None = None) -> by
     return bytes(nonce) + ciphertext + tag
 
 
-def _try_decrypt(data: bytes, key: bytes) -> bytes | None:
+def _try_decrypt(data: bytes | bytearray, key: bytes) -> bytes | None:
     if len(data) < NONCE_SIZE + TAG_SIZE:
         return None
     view = memoryview(data)
@@ -185,7 +185,7 @@ def _try_decrypt(data: bytes, key: bytes) -> bytes | None:
         return None
 
 
-def open_blob(data: bytes, key: bytes | None) -> OpenedBlob:
+def open_blob(data: bytes | bytearray | memoryview, key: bytes | None) -> OpenedBlob:
     """Decrypt (if it is an AES-GCM envelope under ``key``) and classify a file.
 
     * With a key and an authentic envelope: the plaintext, ``encrypted=True``.
@@ -232,7 +232,7 @@ def open_blob(data: bytes, key: bytes | None) -> OpenedBlob:
     )
 
 
-def _is_text(data: bytes) -> bool:
+def _is_text(data: bytes | bytearray) -> bool:
     """UTF-8 text (random ciphertext of envelope length practically never is)."""
     try:
         data.decode("utf-8")

@@ -283,7 +283,7 @@ _WALK_ERRORS = (
 )
 
 
-def _sdk_id(buf: bytes, pos: int) -> tuple[int, int] | None:
+def _sdk_id(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
     """Where the id text of an SDK-layout record at ``pos`` starts and ends (a short text head), or None."""
     if not buf.startswith(RECORD_HEAD, pos):
         return None
@@ -304,7 +304,7 @@ _SPAN_TRIES = 4
 class _Walker:
     """Reads the SDK's chunk layout from CBOR bytes."""
 
-    def __init__(self, data: bytes, builder: _Builder, known: Mapping[bytes, int] | None = None) -> None:
+    def __init__(self, data: bytes | bytearray, builder: _Builder, known: Mapping[bytes, int] | None = None) -> None:
         self.buf = data
         self.view = memoryview(data)
         self.builder = builder
@@ -340,7 +340,7 @@ class _Walker:
             return major, int.from_bytes(buf[pos + 1 : pos + 9], "big"), pos + 9
         raise _Fallback  # indefinite length, reserved
 
-    def key(self, pos: int) -> tuple[bytes, int]:
+    def key(self, pos: int) -> tuple[bytes | bytearray, int]:
         major, length, pos = self.head(pos)
         if major != 3:
             raise _Fallback
@@ -589,7 +589,7 @@ class _Walker:
             matrix[row] = np.ndarray((length,), ">f8", buf, offset, (9,))
 
 
-def _decode_cbor(data: bytes, builder: _Builder, known: Mapping[bytes, int] | None = None) -> Chunk:
+def _decode_cbor(data: bytes | bytearray, builder: _Builder, known: Mapping[bytes, int] | None = None) -> Chunk:
     builder.sparse = known is not None
     walker = _Walker(data, builder, known)
     with gc_paused(), np.errstate(over="ignore", invalid="ignore"):
@@ -609,7 +609,7 @@ _EXACT_INTEGERS = np.float32(2.0**53)
 _BACKSLASH = 0x5C
 
 
-def _count_brackets(data: bytes, most: int) -> int:
+def _count_brackets(data: bytes | bytearray, most: int) -> int:
     """How many ``[`` the text holds, as written or escaped (``\\u005b``, in a
     string); stops counting past ``most``."""
     found, pos, find = 0, data.find(b"["), data.find
@@ -644,7 +644,7 @@ _JSON_ERRORS = (
 )
 
 
-def _decode_json(data: bytes, builder: _Builder) -> Chunk:
+def _decode_json(data: bytes | bytearray, builder: _Builder) -> Chunk:
     """The SDK's chunk layout from JSON text via simdjson; :class:`_Fallback`
     (or any error) when the generic path has to decide.
 

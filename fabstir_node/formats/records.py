@@ -22,9 +22,12 @@ could write any vector anyway; an accidental collision among 2**128 values is no
 
 from __future__ import annotations
 
+from typing import cast
+
+import numpy as np
 import xxhash
 
-__all__ = ["DIGEST_SIZE", "RECORD_HEAD", "record_digest"]
+__all__ = ["DIGEST_SIZE", "RECORD_HEAD", "digest_lookup", "record_digest"]
 
 #: Bytes of a record digest.
 DIGEST_SIZE = 16
@@ -36,3 +39,12 @@ def record_digest(span: bytes | memoryview) -> bytes:
     """The digest of one record's bytes."""
     return xxhash.xxh3_128_digest(span)
 
+
+
+def digest_lookup(digests: np.ndarray) -> dict[bytes, int]:
+    """Record digest -> row, from a version's ``n x 16`` digests (the last row wins a repeat)."""
+    rows = np.ascontiguousarray(digests, np.uint8)
+    if rows.ndim != 2 or rows.shape[1] != DIGEST_SIZE:
+        raise ValueError("digests must be an n x 16 array")
+    keys = cast(list[bytes], rows.view(np.dtype((np.void, DIGEST_SIZE))).ravel().tolist())
+    return dict(zip(keys, range(len(rows))))

@@ -44,6 +44,7 @@ if the session already has it, answers until then).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -52,7 +53,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import orjson
@@ -61,6 +62,7 @@ import trio
 from ..engine.overlay import OverlayIndex
 from ..engine.reuse import matching_rows
 from ..engine.rows import as_float32
+from ..formats.records import digest_lookup
 from ..logging import get_logger
 from ..priority import idle_process
 from ..storage import disk_cache as persist
@@ -166,7 +168,7 @@ class Lineage:
             old = persist.open_matrix(directory, key=previous, with_index=False, verify=False)
             if old.record_digests is None or old.dimensions != dimensions:
                 return None
-            return PreviousRows(old)
+            return PreviousRows(old, previous)
 
         try:
             return await trio.to_thread.run_sync(open_previous)
@@ -344,12 +346,15 @@ class Lineage:
 class PreviousRows:
     """What a load of a new version reuses of the previous one: rows, metadata, by record digest."""
 
-    def __init__(self, matrix: Any) -> None:
+    def __init__(self, matrix: Any, token: str = "") -> None:
         self.matrix = matrix
-        digests = np.ascontiguousarray(matrix.record_digests, np.uint8)
-        #: record digest -> previous row (``formats/records.py``)
-        keys = cast(list[bytes], digests.view(np.dtype((np.void, digests.shape[1]))).ravel().tolist())
-        self.known: dict[bytes, int] = dict(zip(keys, range(len(digests))))
+        #: Names the previous version (its cache key) to the decode workers (``decoders.Known``).
+        self.token = token
+
+    @functools.cached_property
+    def known(self) -> dict[bytes, int]:
+        """Record digest -> previous row (``formats/records.py``), for decoding in this process."""
+        return digest_lookup(self.matrix.record_digests)
 
     def take(self, reused: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
         """The stored rows of ``reused >= 0`` (in order) and, per position, the metadata of those rows."""

@@ -26,12 +26,11 @@ import structlog
 import trio
 
 from ..engine.builder import MatrixBuilder
-from ..engine.matrix import RECORD_DIGEST_SIZE
+from ..engine.matrix import COARSE_MIN_ROWS, RECORD_DIGEST_SIZE
 from ..engine.packed import PackedBlobs, PackedStrings
-from ..engine.rows import numpy_dtype
+from ..engine.rows import NormalisedBlock, numpy_dtype
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
 from ..formats.blob import decode_object, open_blob
-from ..formats.chunk import decode_chunk
 from ..formats.manifest import Manifest, check_access, parse_manifest
 from ..formats.paths import chunk_path, validate_path
 from ..logging import get_logger
@@ -40,9 +39,11 @@ from ..protocol.messages import VectorDatabaseRef, loading_progress
 from ..storage.base import Storage
 from ..storage.disk_cache import RowFile
 from ..storage.row_writer import RowFileWriter, loading_dir
+from ..workers.decode import ChunkJob, DecodedChunk, decode_job
 from .access import decide, denial
 from .cache import Flight, cache_key
 from .content_key import version_digest
+from .decoders import Known
 from .hooks import Send
 from .lineage import PreviousRows, lineage_id
 from .sessions import DatabaseState, LoadStatus, Session
@@ -249,6 +250,7 @@ async def _load(
     if decision is not None:
         _enforce(decision, stats)
     await throttle()
+    node.decoders.warm()  # the decode workers start while the manifest downloads
     manifest = await fetch_manifest(
         node, path, state.ref.user_address, key, stats, storage=storage, authorize=authorize
     )
@@ -385,7 +387,6 @@ async def fetch_chunks(
     ids: list[PackedStrings | None] = [None] * len(counts)
     metadata: list[PackedBlobs | None] = [None] * len(counts)
     digests: list[bytes | None] = [None] * len(counts)
-    known = previous.known if previous is not None else None
     dims_lock = trio.Lock()
     dtype = settings.vector_dtype
     holder: dict[str, Any] = {"dims": manifest.dimensions, "matrix": None}
@@ -393,6 +394,8 @@ async def fetch_chunks(
         holder["matrix"] = await _new_builder(node, manifest.vector_count, manifest.dimensions, dtype)
     limiter = trio.CapacityLimiter(settings.s5_max_parallel_chunks)
     done = 0
+    pool = node.decoders
+    coarse = manifest.vector_count >= COARSE_MIN_ROWS  # the builder's rule (engine/builder.py)
 
     async def one(index: int) -> None:
         # A slot covers the download *and* the decode: at most S5_MAX_PARALLEL_CHUNKS stored bodies
@@ -408,44 +411,20 @@ async def fetch_chunks(
         raw = await _download(
             node, storage, path, stats, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED
         )
-
-        def decode() -> Any:
-            return decode_chunk(open_blob(raw, key), chunk_id=ref.chunk_id, expected_count=ref.vector_count,
-                                dimensions=holder["dims"], max_metadata_bytes=settings.max_metadata_bytes,
-                                known=known)
-
-        def decode_and_fill(decoded: Any = None) -> Any:
-            cpu = time.thread_time()
-            return (*fill(decoded), time.thread_time() - cpu)  # the thread's own CPU, added by the task
-
-        def fill(decoded: Any = None) -> Any:
-            chunk = decoded if decoded is not None else decode()
-            digests[index] = chunk.digests
-            meta = chunk.metadata
-            if chunk.reused is not None and previous is not None and (chunk.reused >= 0).any():
-                stored, blobs = previous.take(chunk.reused)  # the recognised records' rows and metadata
-                holder["matrix"].fill_known(offsets[index], chunk.vectors, chunk.reused, stored)
-                meta = [m if b is None else b for b, m in zip(blobs, meta)]
-            else:
-                holder["matrix"].fill(offsets[index], chunk.vectors)
-            # Packed here, in this thread: the chunk's per-record objects die now, with the parse's
-            # garbage, instead of pinning the small-object arenas they share with it until the whole
-            # load is done (unpacked, a 100K load peaked ~300 MB higher).
-            return PackedStrings(chunk.ids), PackedBlobs(meta)
-
         started = time.monotonic()
-        first = None
+        decoded = None
         async with dims_lock:
             if holder["matrix"] is None:  # dimensions missing from the manifest: the first chunk fixes them
-                first = await trio.to_thread.run_sync(decode, limiter=node.load_limiter)
-                holder["dims"] = first.dimensions
-                _check_memory(node, held_bytes(manifest.vector_count, first.dimensions, dtype))
-                holder["matrix"] = await _new_builder(node, manifest.vector_count, first.dimensions, dtype)
-        chunk_ids, chunk_meta, cpu = await trio.to_thread.run_sync(decode_and_fill, first, limiter=node.load_limiter)
-        stats.decode_cpu_s += cpu
-        first = None
+                decoded = await decode(index, raw)
+                holder["dims"] = decoded.dimensions
+                _check_memory(node, held_bytes(manifest.vector_count, decoded.dimensions, dtype))
+                holder["matrix"] = await _new_builder(node, manifest.vector_count, decoded.dimensions, dtype)
+        if decoded is None:
+            decoded = await decode(index, raw)
+        raw = b""  # the stored bytes are no longer needed
+        stats.decode_cpu_s += decoded.cpu_s
+        chunk_ids, chunk_meta = await trio.to_thread.run_sync(put, index, decoded, limiter=node.load_limiter)
         stats.decode_s += time.monotonic() - started
-        raw = b""  # the stored bytes are no longer needed (the closures above share this name)
         ids[index], metadata[index] = chunk_ids, chunk_meta
         # the manifest can lie about what the vectors cost: count ids and metadata as they arrive
         holder["extra"] = holder.get("extra", 0) + chunk_ids.nbytes + chunk_meta.nbytes
@@ -457,6 +436,30 @@ async def fetch_chunks(
             chunk_id=ref.chunk_id, total=len(counts), percent=round(100.0 * done / len(counts), 1),
         )
 
+    async def decode(index: int, raw: bytes | bytearray) -> DecodedChunk:
+        """Decrypt, decode and normalise one chunk: in a decode worker process, else in a thread."""
+        ref = manifest.chunks[index]
+        job = ChunkJob(chunk_id=ref.chunk_id, expected_count=ref.vector_count, dimensions=holder["dims"],
+                       dtype=dtype, coarse=coarse, max_metadata_bytes=settings.max_metadata_bytes)
+        if pool.running:
+            shared = None if previous is None else Known(previous.token, previous.matrix.record_digests)
+            return await pool.decode(job, raw, key, shared)
+        known = None if previous is None else previous.known
+        return await trio.to_thread.run_sync(decode_job, job, raw, key, known, limiter=node.load_limiter)
+
+    def put(index: int, decoded: DecodedChunk) -> tuple[PackedStrings, PackedBlobs]:
+        """Copy a decoded chunk's rows into the matrix (a thread's work); its ids and metadata."""
+        digests[index] = decoded.digests
+        block = NormalisedBlock(decoded.rows, decoded.degenerate, decoded.codes, decoded.scales)
+        meta = decoded.metadata
+        if decoded.reused is not None and previous is not None:
+            stored, blobs = previous.take(decoded.reused)  # the recognised records' rows and metadata
+            holder["matrix"].put(offsets[index], block, reused=decoded.reused, stored=stored)
+            meta = PackedBlobs([m if b is None else b for b, m in zip(blobs, meta)])
+        else:
+            holder["matrix"].put(offsets[index], block)
+        return decoded.ids, meta
+
     def join() -> tuple[PackedStrings, PackedBlobs]:
         all_ids = PackedStrings.concat(ids)  # type: ignore[arg-type]
         if len(set(all_ids)) != len(all_ids):
@@ -464,12 +467,18 @@ async def fetch_chunks(
         return all_ids, PackedBlobs.concat(metadata)  # type: ignore[arg-type]
 
     try:
+        if previous is not None:
+            pool.share(previous.token)
         try:
             async with trio.open_nursery() as nursery:
                 for index in range(len(counts)):
                     nursery.start_soon(one, index)
         except* FabstirError as group:
             raise _first_leaf(group) from None
+        finally:
+            if previous is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await pool.unshare(previous.token)
         all_ids, all_meta = await trio.to_thread.run_sync(join, limiter=node.load_limiter)
         if all(d is not None for d in digests):
             joined = b"".join(digests)  # type: ignore[arg-type]

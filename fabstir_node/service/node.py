@@ -20,6 +20,7 @@ from ..logging import get_logger
 from ..storage.base import Storage
 from .batcher import SearchBatcher
 from .cache import DatabaseCache
+from .decoders import DecoderPool, pool_size
 from .hooks import MetricsSink, Send
 from .indexer import Indexer
 from .lineage import Lineage
@@ -61,6 +62,8 @@ class Node:
             load_timeout=settings.s5_loading_timeout_minutes * 60,
             on_loaded=self.indexer.on_loaded,
         )
+        #: Worker processes that decode chunks, once the daemon runs them (service/decoders.py).
+        self.decoders = DecoderPool(pool_size(getattr(settings, "decode_workers", None)))
         #: Which version of each database path was loaded last; new versions reuse its graph.
         self.lineage = Lineage(self.indexer, self.cache)
 

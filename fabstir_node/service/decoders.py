@@ -1,0 +1,254 @@
+"""The decode worker processes of one daemon, and the loads' way to them.
+
+Decoding a chunk is mostly Python (the CBOR walker or simdjson's tape, ids and metadata, record
+digests), so decoding threads share one core: a 1M-vector load spent ~23 s of one core on it while
+the other idled, and its threads' GIL hand-offs slowed the event loop too.  A
+:class:`DecoderPool` runs :func:`~fabstir_node.workers.decode.decode_job` in worker processes
+instead (``python -m fabstir_node.workers.decode``), one per core by default
+(``FABSTIR_DECODE_WORKERS``).
+
+* **Ownership.** :meth:`DecoderPool.run` runs in the daemon's nursery; the processes are its: they
+  start at the first load (:meth:`warm`, while the manifest downloads, in the pool's own nursery)
+  and stay for the next one, and when the pool stops every one of them is killed and reaped.  A
+  pool that is not running (a :class:`~.node.Node` built without a daemon, or 0 workers) reports
+  ``running`` False and the loader decodes in threads, with the same function.
+* **One job per worker**, at most ``size`` at once (a ``CapacityLimiter``).  A job's chunk bytes go
+  down the worker's stdin and its rows come back on its stdout as frames (``workers/frames.py``):
+  about 50 MB of pipe traffic per SDK chunk, a few ms of copying against 100-200 ms of decoding.
+* **Failures.** Bad input is the worker's reply (a :class:`FabstirError`, the same the thread path
+  raises); the worker goes back to the pool.  A job cancelled mid-way (the session left, the load
+  timed out) or a worker that died or answered out of step is killed and reaped, and the next job
+  gets a new one.
+* **Record digests** of a previous version (a new version's load, ``lineage.py``) are sent to each
+  worker once per load (:meth:`share`), and dropped again when the last load that needed them ends
+  (:meth:`unshare`): a 1M-vector lookup is ~150 MB in each worker.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+from collections import Counter
+from typing import Any
+
+import attrs
+import numpy as np
+import trio
+
+from ..logging import get_logger
+from ..workers import frames
+from ..workers.decode import ChunkJob, DecodedChunk, read_result
+
+log = get_logger(__name__)
+
+__all__ = ["DecoderPool", "Known", "pool_size"]
+
+#: Each pipe's buffer (Linux's default unprivileged maximum): fewer wake-ups per chunk.
+_PIPE_BYTES = 1 << 20
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+def pool_size(setting: int | None) -> int:
+    """Workers for a ``decode_workers`` setting (None: one per core)."""
+    return max(1, os.cpu_count() or 1) if setting is None else setting
+
+
+@attrs.frozen(eq=False)
+class Known:
+    """A previous version's record digests (``n x 16`` uint8), named by ``token`` (its cache key)."""
+
+    token: str
+    digests: np.ndarray
+
+
+class _Worker:
+    """One worker process and the ends of its pipes."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        assert process.stdin is not None and process.stdout is not None
+        self.stdin: Any = process.stdin
+        self.stdout: Any = process.stdout
+        #: The token of the record digests this worker holds.
+        self.known: str | None = None
+        ends: tuple[Any, ...] = (self.stdin, self.stdout)
+        for end in ends:
+            try:
+                fcntl.fcntl(end.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)  # trio's FdStream
+            except OSError:
+                pass  # a smaller pipe only means more wake-ups
+
+    async def send(self, pieces: list[Any]) -> None:
+        for piece in pieces:
+            if len(piece):
+                await self.stdin.send_all(piece)
+
+    async def _exactly(self, size: int) -> bytearray:
+        buffer = bytearray(size)
+        got = 0
+        while got < size:
+            data = await self.stdout.receive_some(min(size - got, _PIPE_BYTES))
+            if not data:
+                raise frames.FrameError("the decode worker ended its output")
+            buffer[got : got + len(data)] = data
+            got += len(data)
+        return buffer
+
+    async def receive(self) -> tuple[dict[str, Any], list[memoryview]]:
+        head = await self._exactly(frames.header_length(await self._exactly(frames.PREFIX_SIZE)))
+        header, sizes = frames.parse_header(head)
+        return header, frames.split(await self._exactly(sum(sizes)), sizes)
+
+    async def kill(self) -> None:
+        """Kill and reap the process (shielded: also when the caller is cancelled)."""
+        with trio.CancelScope(shield=True):
+            if self.process.returncode is None:
+                self.process.kill()
+            await self.process.wait()
+            for end in (self.stdin, self.stdout):
+                await end.aclose()
+
+
+class DecoderPool:
+    """Up to ``size`` decode worker processes (0: none; the loader decodes in threads)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._limiter = trio.CapacityLimiter(max(1, size))
+        self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
+        self._starting = 0
+        self._changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._shared: Counter[str] = Counter()
+
+    @property
+    def running(self) -> bool:
+        """Whether jobs go to worker processes (else the caller decodes in a thread)."""
+        return self._nursery is not None and self.size > 0
+
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
+
+    def pids(self) -> list[int]:
+        """The worker processes' ids (the benchmark adds their memory to the daemon's)."""
+        return [w.process.pid for w in self._workers]
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the workers until cancelled; then kill and reap every one."""
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None
+            workers, self._idle = list(self._workers), []
+            self._workers.clear()
+            for worker in workers:
+                await worker.kill()
+
+    def warm(self) -> None:
+        """Start the missing workers now, in the background (a load is about to need them)."""
+        if not self.running:
+            return
+        assert self._nursery is not None
+        for _ in range(self.size - len(self._workers) - self._starting):
+            self._starting += 1
+            self._nursery.start_soon(self._start_spare)
+
+    async def _start_spare(self) -> None:
+        try:
+            worker = await self._start()
+        except OSError:
+            log.exception("decode_worker_start_failed")
+            return
+        finally:
+            self._starting -= 1
+            self._notify()
+        self._idle.append(worker)
+        self._notify()
+
+    async def _start(self) -> _Worker:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "fabstir_node.workers.decode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        worker = _Worker(process)
+        self._workers.add(worker)
+        return worker
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def _take(self) -> _Worker:
+        while True:
+            if self._idle:
+                return self._idle.pop()
+            if len(self._workers) + self._starting < self.size:
+                self._starting += 1
+                try:
+                    return await self._start()
+                finally:
+                    self._starting -= 1
+            await self._changed.wait()  # a spare is starting, or a job is ending (a load's deadline bounds this)
+
+    async def _give_back(self, worker: _Worker) -> None:
+        if worker.known is not None and not self._shared[worker.known]:
+            await worker.send(frames.encode({"op": "forget"}))
+            worker.known = None
+        self._idle.append(worker)
+        self._notify()
+
+    async def _discard(self, worker: _Worker) -> None:
+        self._workers.discard(worker)
+        await worker.kill()
+        self._notify()
+
+    def share(self, token: str) -> None:
+        """A load will name ``token``'s digests in its jobs (pair with :meth:`unshare`)."""
+        self._shared[token] += 1
+
+    async def unshare(self, token: str) -> None:
+        """That load is over: idle workers drop the digests once no load needs them."""
+        self._shared[token] -= 1
+        if self._shared[token] > 0:
+            return
+        del self._shared[token]
+        for worker in [w for w in self._idle if w.known == token]:
+            self._idle.remove(worker)
+            try:
+                await self._give_back(worker)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await self._discard(worker)
+
+    async def decode(
+        self, job: ChunkJob, raw: bytes | bytearray | memoryview, key: bytes | None, known: Known | None = None
+    ) -> DecodedChunk:
+        """Run ``job`` on a worker; raises the job's :class:`FabstirError` for bad input."""
+        async with self._limiter:
+            worker = await self._take()
+            healthy = False
+            try:
+                if known is not None and worker.known != known.token:
+                    digests = np.ascontiguousarray(known.digests, np.uint8)
+                    header = {"op": "known", "token": known.token, "digests": frames.describe(digests)}
+                    worker.known = None
+                    await worker.send(frames.encode(header, [digests]))
+                    worker.known = known.token
+                request = {"op": "decode", "job": attrs.asdict(job), "known": None if known is None else known.token}
+                await worker.send(frames.encode(request, [raw] if key is None else [raw, key]))
+                reply, buffers = await worker.receive()
+                healthy = True
+                return read_result(reply, buffers)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, frames.FrameError, OSError) as exc:
+                log.error("decode_worker_failed", pid=worker.process.pid, error=type(exc).__name__)
+                raise RuntimeError("a decode worker failed") from exc
+            finally:
+                if healthy:
+                    await self._give_back(worker)
+                else:
+                    await self._discard(worker)

@@ -1,0 +1,249 @@
+"""Decoding one chunk of a load: the job, its result, and the worker process that runs it.
+
+:func:`decode_job` is everything a load does to a chunk before its rows are copied into the
+database's matrix: decrypt (AES-GCM), decode (CBOR or JSON, ``formats/chunk.py``), normalise the
+rows into the matrix dtype with their 8-bit copy (``engine/rows.py``) and pack ids and metadata
+(``engine/packed.py``).  It is pure CPU, most of it Python holding the GIL — 0.1-0.2 s per SDK
+chunk of 10,000 × 384 — so the daemon runs it in worker processes (one per core,
+``service/decoders.py``); without them it runs in a thread, the same function either way.
+
+Run as ``python -m fabstir_node.workers.decode``, a worker serves frames (``frames.py``) on its
+stdin and stdout until stdin closes:
+
+* ``{"op": "known", "token": T}`` + the previous version's record digests (``n x 16`` bytes): the
+  lookup the next jobs naming ``T`` recognise unchanged records with (``formats/records.py``);
+  no reply.
+* ``{"op": "forget"}``: drop that lookup (the load that needed it is over); no reply.
+* ``{"op": "decode", "job": {...}, "known": T | null}`` + the chunk's bytes [+ the key]: one
+  reply, the :class:`DecodedChunk` or the error (``{"error": {"code", "message", "detail"}}``).
+
+A worker keeps no other state between jobs.  Its stderr is the daemon's; a frame out of step, a
+closed pipe or any bug ends the process, and the daemon replaces it.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+
+from ..engine.packed import PackedBlobs, PackedStrings
+from ..engine.rows import normalise_block
+from ..errors import ErrorCode, FabstirError
+from ..formats.blob import open_blob
+from ..formats.chunk import DEFAULT_MAX_METADATA_BYTES, decode_chunk
+from ..formats.records import digest_lookup
+from . import frames
+
+__all__ = ["ChunkJob", "DecodedChunk", "decode_job", "main", "read_result", "result_frame"]
+
+
+@attrs.frozen
+class ChunkJob:
+    """What decoding one chunk needs besides its bytes and key."""
+
+    chunk_id: int
+    expected_count: int
+    #: The manifest's dimensions (None: the chunk's first vector decides).
+    dimensions: int | None
+    #: The matrix dtype name rows are normalised into ("f16", "f32", "bf16").
+    dtype: str
+    #: Whether the rows' 8-bit codes are made too (large matrices, ``engine/quantized.py``).
+    coarse: bool = False
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+
+
+@attrs.frozen(eq=False)
+class DecodedChunk:
+    """A chunk ready to be put into the matrix (``MatrixBuilder.put``) and the id/metadata lists.
+
+    With ``reused`` (a new version's load): rows with ``reused[i] >= 0`` are the previous version's
+    row ``reused[i]``; here their row is zero and their metadata ``b""``, for the caller to take.
+    """
+
+    dimensions: int
+    rows: np.ndarray
+    degenerate: int
+    codes: np.ndarray | None
+    scales: np.ndarray | None
+    ids: PackedStrings
+    metadata: PackedBlobs
+    #: Each record's digest, joined (CBOR chunks read by the fast path), else None.
+    digests: bytes | None
+    reused: np.ndarray | None
+    #: CPU seconds the decoding took (of the worker process, or the thread).
+    cpu_s: float
+
+
+def decode_job(
+    job: ChunkJob, raw: bytes | bytearray | memoryview, key: bytes | None,
+    known: Mapping[bytes, int] | None = None,
+) -> DecodedChunk:
+    """Decrypt, decode, normalise and pack one chunk; raises :class:`FabstirError` for bad input."""
+    cpu = time.thread_time()
+    chunk = decode_chunk(
+        open_blob(raw, key), chunk_id=job.chunk_id, expected_count=job.expected_count,
+        dimensions=job.dimensions, max_metadata_bytes=job.max_metadata_bytes, known=known,
+    )
+    fresh = None if chunk.reused is None or not (chunk.reused >= 0).any() else chunk.reused < 0
+    block = normalise_block(chunk.vectors, job.dtype, fresh=fresh, coarse=job.coarse)
+    return DecodedChunk(
+        dimensions=chunk.dimensions, rows=block.rows, degenerate=block.degenerate, codes=block.codes,
+        scales=block.scales, ids=PackedStrings(chunk.ids), metadata=PackedBlobs(chunk.metadata),
+        digests=chunk.digests, reused=None if fresh is None else chunk.reused,
+        cpu_s=time.thread_time() - cpu,
+    )
+
+
+# --- the result as a frame ---------------------------------------------------------------------
+
+
+def _packed_parts(blobs: PackedBlobs) -> tuple[np.ndarray, np.ndarray]:
+    joined = blobs.joined()
+    return np.frombuffer(joined, np.uint8), np.ascontiguousarray(blobs.offsets, np.int64)
+
+
+def result_frame(result: DecodedChunk) -> list[Any]:
+    """The frame that carries ``result`` back to the daemon."""
+    ids_buffer, ids_offsets = _packed_parts(result.ids.blobs)
+    meta_buffer, meta_offsets = _packed_parts(result.metadata)
+    arrays: dict[str, np.ndarray | None] = {
+        "rows": result.rows, "codes": result.codes, "scales": result.scales, "reused": result.reused,
+        "digests": None if result.digests is None else np.frombuffer(result.digests, np.uint8),
+        "ids": ids_buffer, "ids_offsets": ids_offsets, "metadata": meta_buffer, "metadata_offsets": meta_offsets,
+    }
+    present = {name: np.ascontiguousarray(a) for name, a in arrays.items() if a is not None}
+    header = {
+        "dimensions": result.dimensions, "degenerate": result.degenerate, "cpu_s": result.cpu_s,
+        "arrays": {name: frames.describe(a) for name, a in present.items()},
+    }
+    return frames.encode(header, list(present.values()))
+
+
+def read_result(header: dict[str, Any], buffers: list[memoryview]) -> DecodedChunk:
+    """The :class:`DecodedChunk` of a reply frame (raises the worker's :class:`FabstirError`)."""
+    error = header.get("error")
+    if error is not None:
+        if error.get("code") is None:
+            raise RuntimeError(f"decode worker failed: {error.get('detail')}")
+        raise FabstirError(ErrorCode(error["code"]), str(error["message"]), detail=error.get("detail"))
+    specs = header["arrays"]
+    if len(specs) != len(buffers):
+        raise frames.FrameError("a result whose arrays do not match its buffers")
+    arrays = {name: frames.array(spec, buffer) for (name, spec), buffer in zip(specs.items(), buffers)}
+    digests = arrays.get("digests")
+    return DecodedChunk(
+        dimensions=int(header["dimensions"]), rows=arrays["rows"], degenerate=int(header["degenerate"]),
+        codes=arrays.get("codes"), scales=arrays.get("scales"),
+        ids=PackedStrings.from_blobs(PackedBlobs.from_parts(arrays["ids"].tobytes(), arrays["ids_offsets"])),
+        metadata=PackedBlobs.from_parts(arrays["metadata"].tobytes(), arrays["metadata_offsets"]),
+        digests=None if digests is None else digests.tobytes(), reused=arrays.get("reused"),
+        cpu_s=float(header["cpu_s"]),
+    )
+
+
+def error_frame(exc: BaseException) -> list[Any]:
+    """The reply for a job that failed: its code and message, or (a bug) the traceback as detail."""
+    if isinstance(exc, FabstirError):
+        error = {"code": exc.code.value, "message": exc.message, "detail": exc.detail}
+    else:
+        error = {"code": None, "message": None, "detail": "".join(traceback.format_exception(exc))[-4000:]}
+    return frames.encode({"error": error})
+
+
+# --- the worker process ------------------------------------------------------------------------
+
+#: After this long without a frame a worker hands its freed memory back to the system.
+IDLE_SECONDS = 1.0
+
+
+def _read_exactly(fd: int, size: int) -> bytearray | None:
+    """``size`` bytes from ``fd`` (None at end of input before the first byte)."""
+    buffer = bytearray(size)
+    view, got = memoryview(buffer), 0
+    while got < size:
+        n = os.readv(fd, [view[got:]])
+        if n == 0:
+            if got == 0:
+                return None
+            raise frames.FrameError("input ended inside a frame")
+        got += n
+    return buffer
+
+
+def _read_frame(fd: int) -> tuple[dict[str, Any], list[bytearray]] | None:
+    """The next frame; each buffer read into a bytearray of its own (the chunk parsers take those)."""
+    prefix = _read_exactly(fd, frames.PREFIX_SIZE)
+    if prefix is None:
+        return None
+    parts = [_read_exactly(fd, frames.header_length(prefix))]
+    header, sizes = frames.parse_header(parts[0] or b"")
+    parts += [_read_exactly(fd, size) if size else bytearray() for size in sizes]
+    if any(part is None for part in parts):
+        raise frames.FrameError("input ended inside a frame")
+    return header, parts[1:]  # type: ignore[return-value]
+
+
+def _write_frame(fd: int, pieces: list[Any]) -> None:
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def serve(fd_in: int, fd_out: int) -> None:
+    """Answer frames until the input ends."""
+    from ..memory import release_free_memory, tune_allocator
+
+    tune_allocator()
+    lookup: tuple[str, dict[bytes, int]] | None = None
+    trimmed = True
+    while True:
+        if not trimmed and not select.select([fd_in], [], [], IDLE_SECONDS)[0]:
+            release_free_memory()
+            trimmed = True
+        frame = _read_frame(fd_in)
+        if frame is None:
+            return
+        header, buffers = frame
+        trimmed = False
+        op = header.get("op")
+        if op == "known":
+            lookup = (str(header["token"]), digest_lookup(frames.array(header["digests"], memoryview(buffers[0]))))
+        elif op == "forget":
+            lookup = None
+        elif op == "decode":
+            token = header.get("known")
+            if token is not None and (lookup is None or lookup[0] != token):
+                raise frames.FrameError("a job names record digests this worker was not given")
+            try:
+                job = ChunkJob(**header["job"])  # from the daemon: trusted
+                key = bytes(buffers[1]) if len(buffers) > 1 else None
+                result = decode_job(job, buffers[0], key, None if token is None else lookup[1])  # type: ignore[index]
+                reply = result_frame(result)
+            except Exception as exc:  # noqa: BLE001 - every failure is a reply; the worker lives on
+                reply = error_frame(exc)
+            del buffers, frame
+            _write_frame(fd_out, reply)
+        else:
+            raise frames.FrameError(f"unknown op {op!r}")
+
+
+def main() -> None:
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    sys.stdout = sys.stderr  # nothing printed by accident can break the frames
+    try:
+        serve(stdin, stdout)
+    except (BrokenPipeError, KeyboardInterrupt):
+        pass
+
+
+if __name__ == "__main__":
+    main()

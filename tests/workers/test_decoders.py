@@ -1,0 +1,143 @@
+"""Decode worker processes (service/decoders.py, workers/decode.py): real processes, real pipes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import trio
+
+from fabstir_node.errors import ErrorCode, FabstirError
+from fabstir_node.formats.blob import encrypt_blob
+from fabstir_node.formats.synthetic import synthetic_records
+from fabstir_node.formats.writer import build_database
+from fabstir_node.service.decoders import DecoderPool, Known
+from fabstir_node.workers.decode import ChunkJob, decode_job
+
+OWNER = "0xAbCdEf0000000000000000000000000000000001"
+DIM = 16
+
+
+def chunk_files(n=900, seed=1, fmt="cbor", chunk_size=300):
+    files = build_database(synthetic_records(n, DIM, seed=seed), owner=OWNER, name="kb", chunk_size=chunk_size,
+                           format=fmt)
+    return [body for path, body in sorted(files.items()) if "/chunk-" in path]
+
+
+def job(chunk_id, count=300, **extra):
+    return ChunkJob(chunk_id=chunk_id, expected_count=count, dimensions=DIM, dtype="f16", **extra)
+
+
+def same(a, b):
+    assert a.dimensions == b.dimensions and a.degenerate == b.degenerate
+    assert np.array_equal(a.rows, b.rows)
+    assert list(a.ids) == list(b.ids) and list(a.metadata) == list(b.metadata)
+    assert a.digests == b.digests
+    for x, y in ((a.codes, b.codes), (a.scales, b.scales), (a.reused, b.reused)):
+        assert (x is None) == (y is None) and (x is None or np.array_equal(x, y))
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not open(f"/proc/{pid}/stat").read().split(")")[-1].split()[0] == "Z"
+
+
+@pytest.fixture
+async def pool(nursery):
+    decoders = DecoderPool(2)
+    await nursery.start(decoders.run)
+    yield decoders
+    nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("fmt", ["cbor", "json"])
+async def test_a_worker_decodes_exactly_what_a_thread_decodes(pool, fmt):
+    bodies = chunk_files(fmt=fmt)
+    key = bytes(range(32))
+    sealed = encrypt_blob(bodies[1], key)
+    results = {}
+
+    async def one(i, body, k):
+        results[i] = await pool.decode(job(i, coarse=True), bytearray(body), k)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(one, 0, bodies[0], None)
+        nursery.start_soon(one, 1, sealed, key)
+        nursery.start_soon(one, 2, bodies[2], None)
+    for i, body in enumerate([bodies[0], sealed, bodies[2]]):
+        same(results[i], decode_job(job(i, coarse=True), body, key if i == 1 else None))
+    assert results[0].codes is not None and pool.workers == 2  # three jobs, never more workers than asked
+
+
+async def test_bad_input_is_the_jobs_error_and_the_worker_lives_on(pool):
+    body = chunk_files()[0]
+    with pytest.raises(FabstirError) as wrong_id:
+        await pool.decode(job(5), body, None)
+    assert wrong_id.value.code is ErrorCode.INVALID_DATABASE and "chunkId" in wrong_id.value.message
+    with pytest.raises(FabstirError) as damaged:
+        await pool.decode(job(0), body[: len(body) // 2], None)  # truncated
+    assert damaged.value.code is ErrorCode.INVALID_DATABASE
+    with pytest.raises(FabstirError) as wrong_key:
+        await pool.decode(job(0), encrypt_blob(body, bytes(32)), bytes(range(32)))
+    assert wrong_key.value.code is ErrorCode.DECRYPTION_FAILED
+    pids = pool.pids()
+    same(await pool.decode(job(0), body, None), decode_job(job(0), body, None))
+    assert pool.pids() == pids and all(alive(p) for p in pids)
+
+
+async def test_a_cancelled_job_kills_its_worker_and_the_next_job_gets_a_new_one(pool):
+    body = bytearray(chunk_files(n=30_000, chunk_size=30_000)[0])  # long enough to be cut short
+    with trio.move_on_after(0.05):
+        await pool.decode(job(0, count=30_000), body, None)
+    assert pool.workers == 0
+    small = chunk_files()[0]
+    same(await pool.decode(job(0), small, None), decode_job(job(0), small, None))
+
+
+async def test_a_worker_that_dies_fails_its_job_and_is_replaced(pool):
+    small = chunk_files()[0]
+    await pool.decode(job(0), small, None)
+    for pid in pool.pids():
+        os.kill(pid, 9)
+    with pytest.raises(RuntimeError, match="decode worker failed"):
+        await pool.decode(job(0), small, None)
+    same(await pool.decode(job(0), small, None), decode_job(job(0), small, None))
+
+
+async def test_record_digests_are_sent_once_per_worker_and_dropped_after_the_load(pool):
+    bodies = chunk_files()
+    first = [decode_job(job(i), b, None) for i, b in enumerate(bodies)]
+    digests = np.frombuffer(b"".join(c.digests for c in first), np.uint8).reshape(-1, 16)
+    known = Known("previous-key", digests)
+    pool.share(known.token)
+    lookup = {bytes(d): i for i, d in enumerate(digests)}
+    for i, body in enumerate(bodies):
+        got = await pool.decode(job(i), body, None, known)
+        same(got, decode_job(job(i), body, None, lookup))
+        assert (got.reused >= 0).all()  # the same bytes: every record recognised, none decoded
+    await pool.unshare(known.token)
+    assert all(w.known is None for w in pool._idle)
+
+
+async def test_stopping_the_pool_kills_and_reaps_every_worker():
+    decoders = DecoderPool(2)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(decoders.run)
+        decoders.warm()
+        with trio.fail_after(10):
+            while decoders.workers < 2 or decoders._starting:
+                await trio.sleep(0.01)
+        pids = decoders.pids()
+        nursery.cancel_scope.cancel()
+    assert not decoders.running and decoders.workers == 0
+    assert not any(alive(p) for p in pids)
+
+
+async def test_a_pool_that_is_not_running_sends_nothing_anywhere():
+    decoders = DecoderPool(2)
+    decoders.warm()
+    assert not decoders.running and decoders.workers == 0
