@@ -129,6 +129,22 @@ class Daemon:
                 await self._new_line.wait()
         return None
 
+    async def next_line(self) -> None:
+        await self._new_line.wait()
+
+    def workers_rss_mb(self) -> float:
+        """VmRSS of the daemon's child processes (decode workers; a graph builder while it runs)."""
+        total = 0
+        for entry in Path("/proc").iterdir():
+            try:
+                status = (entry / "status").read_text()
+            except OSError:
+                continue
+            fields = dict(row.partition(":")[::2] for row in status.splitlines())
+            if fields.get("PPid", "").strip() == str(self.process.pid) and "VmRSS" in fields:
+                total += int(fields["VmRSS"].split()[0])
+        return round(total / 1024, 1)
+
     def reset_peak(self) -> None:
         """Restart the daemon's VmHWM from its current RSS (Linux: write 5 to clear_refs)."""
         try:
@@ -154,6 +170,10 @@ async def running_daemon(nursery: trio.Nursery, env: dict[str, str]) -> AsyncIte
     try:
         with trio.fail_after(60):
             await daemon.started.wait()
+            # a running daemon has its decode workers (started a second after it listens): measure that
+            while not any(line.get("event") == "decode_worker_started" and line.get("workers") == line.get("size")
+                          for _, line in daemon.lines) and env.get("FABSTIR_DECODE_WORKERS") != "0":
+                await daemon.next_line()
         yield daemon
     finally:
         process.send_signal(signal.SIGTERM)
@@ -251,6 +271,7 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
     after = daemon.rss_mb()
     result["rss_mb"] = {name: round(after[name] - rss_before[name], 1) for name in after}
     result["rss_mb"]["VmHWM"] = round(after["VmHWM"] - rss_before["VmRSS"], 1)  # the peak over the RSS before
+    result["rss_mb"]["workers"] = daemon.workers_rss_mb()  # not growth: the decode processes' whole RSS
     return result
 
 
@@ -502,6 +523,7 @@ def table(results: dict[str, Any]) -> str:
     row("  of which anonymous / file-backed (MB)",
         lambda s: f"{s['rss_mb'].get('RssAnon')} / {s['rss_mb'].get('RssFile')}", "")
     row("peak RSS growth while loading (VmHWM, MB)", lambda s: s["rss_mb"].get("VmHWM"), "")
+    row("decode worker processes, RSS after the load (MB)", lambda s: s["rss_mb"].get("workers"), "")
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import attrs
+import numkong
 import numpy as np
 
 from .quantized import quantize_rows
@@ -50,12 +51,22 @@ def as_float32(rows: np.ndarray) -> np.ndarray:
     rows = np.asarray(rows)
     if rows.dtype == np.uint16:
         return (rows.astype(np.uint32) << 16).view(np.float32)
+    if rows.dtype == np.float16 and rows.size:
+        return np.asarray(numkong.astype(rows, "float32"))  # exact, and SIMD: numpy's cast is scalar (~4x slower)
     return rows.astype(np.float32, copy=False)
 
 
 def _as_stored(values: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     """Float ``values`` ready to assign into rows of ``dtype`` (bf16: rounded bit patterns)."""
     return to_bfloat16(np.asarray(values, np.float32)) if dtype == np.uint16 else values
+
+
+def _fast_half(block: np.ndarray, target: np.ndarray, norms: np.ndarray, tiny: np.ndarray) -> bool:
+    """Whether float32 rows can be scaled in float32 into float16 ``target`` (every norm moderate)."""
+    return bool(
+        target.dtype == np.float16 and block.dtype == np.float32 and target.flags.c_contiguous
+        and not tiny.any() and len(norms) and np.nanmax(np.where(np.isfinite(norms), norms, 0.0)) < 1e30
+    )
 
 
 def normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
@@ -81,6 +92,11 @@ def normalise_rows(src: np.ndarray, out: np.ndarray) -> int:
             if target.dtype == np.uint16:  # bf16: via float32, then rounded to the bit pattern
                 product = np.multiply(block, scale[:, None], dtype=np.float32, casting="unsafe")
                 target[...] = _as_stored(product, target.dtype)
+            elif _fast_half(block, target, norms, tiny):
+                # a float32 product, then numkong's SIMD cast (numpy's float16 cast is scalar, ~20x slower):
+                # within one float16 rounding of the float64 product (1 ulp apart in ~0.01 % of values)
+                product = np.multiply(block, scale.astype(np.float32)[:, None])
+                numkong.astype(product, "float16", out=target)
             else:
                 np.multiply(block, scale[:, None], out=target, casting="unsafe")  # float64 product, rounded once
         if bad.any():

@@ -160,7 +160,7 @@ async def run_daemon(
             if settings.s5_embedded_portal_dir is not None:
                 node.storage = storage = await _start_embedded_portal(nursery, settings, http_client)
             await nursery.start(node.cache.run)
-            await nursery.start(node.decoders.run)
+            await nursery.start(lambda task_status: node.decoders.run(warm_after=1.0, task_status=task_status))
             try:
                 port = await nursery.start(ws.run, settings.host, settings.port)
             except OSError as exc:

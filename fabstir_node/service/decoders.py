@@ -8,9 +8,9 @@ instead (``python -m fabstir_node.workers.decode``), one per core by default
 (``FABSTIR_DECODE_WORKERS``).
 
 * **Ownership.** :meth:`DecoderPool.run` runs in the daemon's nursery; the processes are its: they
-  start at the first load (:meth:`warm`, while the manifest downloads, in the pool's own nursery)
-  and stay for the next one, and when the pool stops every one of them is killed and reaped.  A
-  pool that is not running (a :class:`~.node.Node` built without a daemon, or 0 workers) reports
+  start a second after the daemon listens, or at the first load if that comes sooner (:meth:`warm`,
+  in the pool's own nursery; each takes ~0.3 s of CPU to import), and stay for the next one; when
+  the pool stops every one of them is killed and reaped.  A pool that is not running (a :class:`~.node.Node` built without a daemon, or 0 workers) reports
   ``running`` False and the loader decodes in threads, with the same function.
 * **One job per worker**, at most ``size`` at once (a ``CapacityLimiter``).  A job's chunk bytes go
   down the worker's stdin and its rows come back on its stdout as frames (``workers/frames.py``):
@@ -137,12 +137,21 @@ class DecoderPool:
         """The worker processes' ids (the benchmark adds their memory to the daemon's)."""
         return [w.process.pid for w in self._workers]
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Own the workers until cancelled; then kill and reap every one."""
+    async def run(
+        self, *, warm_after: float | None = None, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Own the workers until cancelled; then kill and reap every one.
+
+        ``warm_after``: start the workers that many seconds from now if no load did before (a daemon
+        starts listening first; its first load then finds them ready).
+        """
         try:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
                 task_status.started()
+                if warm_after is not None:
+                    await trio.sleep(warm_after)
+                    self.warm()
                 await trio.sleep_forever()
         finally:
             self._nursery = None
@@ -171,6 +180,7 @@ class DecoderPool:
             self._notify()
         self._idle.append(worker)
         self._notify()
+        log.info("decode_worker_started", pid=worker.process.pid, workers=len(self._workers), size=self.size)
 
     async def _start(self) -> _Worker:
         process = await trio.lowlevel.open_process(
