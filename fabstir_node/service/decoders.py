@@ -10,8 +10,9 @@ instead (``python -m fabstir_node.workers.decode``), one per core by default
 * **Ownership.** :meth:`DecoderPool.run` runs in the daemon's nursery; the processes are its: they
   start a second after the daemon listens, or at the first load if that comes sooner (:meth:`warm`,
   in the pool's own nursery; each takes ~0.3 s of CPU to import), and stay for the next one; when
-  the pool stops every one of them is killed and reaped.  A pool that is not running (a :class:`~.node.Node` built without a daemon, or 0 workers) reports
-  ``running`` False and the loader decodes in threads, with the same function.
+  the pool stops every one of them is killed and reaped.  A pool that is not running (a
+  :class:`~.node.Node` built without a daemon, or 0 workers) reports ``running`` False and the
+  loader decodes in threads, with the same function.
 * **One job per worker**, at most ``size`` at once (a ``CapacityLimiter``).  A job's chunk bytes go
   down the worker's stdin and its rows come back on its stdout as frames (``workers/frames.py``):
   about 50 MB of pipe traffic per SDK chunk, a few ms of copying against 100-200 ms of decoding.
