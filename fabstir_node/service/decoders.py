@@ -19,7 +19,9 @@ instead (``python -m fabstir_node.workers.decode``), one per core by default
 * **Failures.** Bad input is the worker's reply (a :class:`FabstirError`, the same the thread path
   raises); the worker goes back to the pool.  A job cancelled mid-way (the session left, the load
   timed out) or a worker that died or answered out of step is killed and reaped, and the next job
-  gets a new one.
+  gets a new one; a worker's crash fails its load (``INTERNAL_ERROR``), never the daemon.  A worker
+  that cannot be started (a process limit, say) is logged (``decode_workers_unavailable``) and jobs
+  are decoded in threads for a minute.
 * **Record digests** of a previous version (a new version's load, ``lineage.py``) are sent to each
   worker once per load (:meth:`share`), and dropped again when the last load that needed them ends
   (:meth:`unshare`): a 1M-vector lookup is ~150 MB in each worker.
@@ -40,11 +42,11 @@ import trio
 
 from ..logging import get_logger
 from ..workers import frames
-from ..workers.decode import ChunkJob, DecodedChunk, read_result
+from ..workers.decode import LOOKUPS, ChunkJob, DecodedChunk, read_result
 
 log = get_logger(__name__)
 
-__all__ = ["DecoderPool", "Known", "pool_size"]
+__all__ = ["DecoderPool", "Known", "WorkersUnavailable", "pool_size"]
 
 #: Each pipe's buffer (Linux's default unprivileged maximum): fewer wake-ups per chunk.
 _PIPE_BYTES = 1 << 20
@@ -54,6 +56,14 @@ _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 def pool_size(setting: int | None) -> int:
     """Workers for a ``decode_workers`` setting (None: one per core)."""
     return max(1, os.cpu_count() or 1) if setting is None else setting
+
+
+#: After a worker failed to start, jobs are decoded in threads for this long before trying again.
+RETRY_START_SECONDS = 60.0
+
+
+class WorkersUnavailable(Exception):
+    """No worker process could be started: decode this job in a thread."""
 
 
 @attrs.frozen(eq=False)
@@ -72,8 +82,8 @@ class _Worker:
         assert process.stdin is not None and process.stdout is not None
         self.stdin: Any = process.stdin
         self.stdout: Any = process.stdout
-        #: The token of the record digests this worker holds.
-        self.known: str | None = None
+        #: Tokens of the record digests this worker holds, oldest first (it keeps ``LOOKUPS``).
+        self.known: list[str] = []
         ends: tuple[Any, ...] = (self.stdin, self.stdout)
         for end in ends:
             try:
@@ -124,11 +134,13 @@ class DecoderPool:
         self._changed = trio.Event()
         self._nursery: trio.Nursery | None = None
         self._shared: Counter[str] = Counter()
+        #: After a worker failed to start (e.g. the process limit): decode in threads until then.
+        self._unavailable_until = float("-inf")
 
     @property
     def running(self) -> bool:
         """Whether jobs go to worker processes (else the caller decodes in a thread)."""
-        return self._nursery is not None and self.size > 0
+        return self._nursery is not None and self.size > 0 and trio.current_time() >= self._unavailable_until
 
     @property
     def workers(self) -> int:
@@ -173,8 +185,7 @@ class DecoderPool:
     async def _start_spare(self) -> None:
         try:
             worker = await self._start()
-        except OSError:
-            log.exception("decode_worker_start_failed")
+        except WorkersUnavailable:
             return
         finally:
             self._starting -= 1
@@ -184,9 +195,14 @@ class DecoderPool:
         log.info("decode_worker_started", pid=worker.process.pid, workers=len(self._workers), size=self.size)
 
     async def _start(self) -> _Worker:
-        process = await trio.lowlevel.open_process(
-            [sys.executable, "-m", "fabstir_node.workers.decode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        try:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "fabstir_node.workers.decode"], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            )
+        except OSError as exc:
+            self._unavailable_until = trio.current_time() + RETRY_START_SECONDS
+            log.warning("decode_workers_unavailable", error=str(exc), retry_seconds=RETRY_START_SECONDS)
+            raise WorkersUnavailable(str(exc)) from exc
         worker = _Worker(process)
         self._workers.add(worker)
         return worker
@@ -208,9 +224,10 @@ class DecoderPool:
             await self._changed.wait()  # a spare is starting, or a job is ending (a load's deadline bounds this)
 
     async def _give_back(self, worker: _Worker) -> None:
-        if worker.known is not None and not self._shared[worker.known]:
-            await worker.send(frames.encode({"op": "forget"}))
-            worker.known = None
+        with trio.CancelScope(shield=True):  # a few bytes into an empty pipe: a cancel must not cut a frame
+            for token in [t for t in worker.known if not self._shared[t]]:
+                worker.known.remove(token)
+                await worker.send(frames.encode({"op": "forget", "token": token}))
         self._idle.append(worker)
         self._notify()
 
@@ -229,7 +246,7 @@ class DecoderPool:
         if self._shared[token] > 0:
             return
         del self._shared[token]
-        for worker in [w for w in self._idle if w.known == token]:
+        for worker in [w for w in self._idle if token in w.known]:
             self._idle.remove(worker)
             try:
                 await self._give_back(worker)
@@ -244,12 +261,11 @@ class DecoderPool:
             worker = await self._take()
             healthy = False
             try:
-                if known is not None and worker.known != known.token:
+                if known is not None and known.token not in worker.known:
                     digests = np.ascontiguousarray(known.digests, np.uint8)
                     header = {"op": "known", "token": known.token, "digests": frames.describe(digests)}
-                    worker.known = None
                     await worker.send(frames.encode(header, [digests]))
-                    worker.known = known.token
+                    worker.known = [*worker.known, known.token][-LOOKUPS:]
                 request = {"op": "decode", "job": attrs.asdict(job), "known": None if known is None else known.token}
                 await worker.send(frames.encode(request, [raw] if key is None else [raw, key]))
                 reply, buffers = await worker.receive()

@@ -43,7 +43,7 @@ from ..workers.decode import ChunkJob, DecodedChunk, decode_job
 from .access import decide, denial
 from .cache import Flight, cache_key
 from .content_key import version_digest
-from .decoders import Known
+from .decoders import Known, WorkersUnavailable
 from .hooks import Send
 from .lineage import PreviousRows, lineage_id
 from .sessions import DatabaseState, LoadStatus, Session
@@ -443,7 +443,10 @@ async def fetch_chunks(
                        dtype=dtype, coarse=coarse, max_metadata_bytes=settings.max_metadata_bytes)
         if pool.running:
             shared = None if previous is None else Known(previous.token, previous.matrix.record_digests)
-            return await pool.decode(job, raw, key, shared)
+            try:
+                return await pool.decode(job, raw, key, shared)
+            except WorkersUnavailable:
+                pass  # logged by the pool: this chunk in a thread
         known = None if previous is None else previous.known
         return await trio.to_thread.run_sync(decode_job, job, raw, key, known, limiter=node.load_limiter)
 

@@ -10,10 +10,11 @@ chunk of 10,000 × 384 — so the daemon runs it in worker processes (one per co
 Run as ``python -m fabstir_node.workers.decode``, a worker serves frames (``frames.py``) on its
 stdin and stdout until stdin closes:
 
-* ``{"op": "known", "token": T}`` + the previous version's record digests (``n x 16`` bytes): the
-  lookup the next jobs naming ``T`` recognise unchanged records with (``formats/records.py``);
-  no reply.
-* ``{"op": "forget"}``: drop that lookup (the load that needed it is over); no reply.
+* ``{"op": "known", "token": T}`` + a previous version's record digests (``n x 16`` bytes): the
+  lookup the next jobs naming ``T`` recognise unchanged records with (``formats/records.py``); a
+  worker keeps the :data:`LOOKUPS` most recent (two new versions loading at once do not make it
+  rebuild one per chunk); no reply.
+* ``{"op": "forget", "token": T}``: drop that lookup (the loads that needed it are over); no reply.
 * ``{"op": "decode", "job": {...}, "known": T | null}`` + the chunk's bytes [+ the key]: one
   reply, the :class:`DecodedChunk` or the error (``{"error": {"code", "message", "detail"}}``).
 
@@ -139,11 +140,13 @@ def read_result(header: dict[str, Any], buffers: list[memoryview]) -> DecodedChu
         raise frames.FrameError("a result whose arrays do not match its buffers")
     arrays = {name: frames.array(spec, buffer) for (name, spec), buffer in zip(specs.items(), buffers)}
     digests = arrays.get("digests")
+    # ids and metadata outlive the frame (until the load joins them): copies, never views that would
+    # pin the whole reply buffer (rows included) of every chunk until then
     return DecodedChunk(
         dimensions=int(header["dimensions"]), rows=arrays["rows"], degenerate=int(header["degenerate"]),
         codes=arrays.get("codes"), scales=arrays.get("scales"),
-        ids=PackedStrings.from_blobs(PackedBlobs.from_parts(arrays["ids"].tobytes(), arrays["ids_offsets"])),
-        metadata=PackedBlobs.from_parts(arrays["metadata"].tobytes(), arrays["metadata_offsets"]),
+        ids=PackedStrings.from_blobs(PackedBlobs.from_parts(arrays["ids"].tobytes(), arrays["ids_offsets"].copy())),
+        metadata=PackedBlobs.from_parts(arrays["metadata"].tobytes(), arrays["metadata_offsets"].copy()),
         digests=None if digests is None else digests.tobytes(), reused=arrays.get("reused"),
         cpu_s=float(header["cpu_s"]),
     )
@@ -162,6 +165,8 @@ def error_frame(exc: BaseException) -> list[Any]:
 
 #: After this long without a frame a worker hands its freed memory back to the system.
 IDLE_SECONDS = 1.0
+#: Record digest lookups a worker keeps (``known`` frames), the oldest dropped first.
+LOOKUPS = 2
 
 
 def _read_exactly(fd: int, size: int) -> bytearray | None:
@@ -203,7 +208,7 @@ def serve(fd_in: int, fd_out: int) -> None:
     from ..memory import release_free_memory, tune_allocator
 
     tune_allocator()
-    lookup: tuple[str, dict[bytes, int]] | None = None
+    lookups: dict[str, dict[bytes, int]] = {}  # oldest first
     trimmed = True
     while True:
         if not trimmed and not select.select([fd_in], [], [], IDLE_SECONDS)[0]:
@@ -216,17 +221,21 @@ def serve(fd_in: int, fd_out: int) -> None:
         trimmed = False
         op = header.get("op")
         if op == "known":
-            lookup = (str(header["token"]), digest_lookup(frames.array(header["digests"], memoryview(buffers[0]))))
+            token = str(header["token"])
+            lookups.pop(token, None)
+            while len(lookups) >= LOOKUPS:
+                del lookups[next(iter(lookups))]
+            lookups[token] = digest_lookup(frames.array(header["digests"], memoryview(buffers[0])))
         elif op == "forget":
-            lookup = None
+            lookups.pop(str(header["token"]), None)
         elif op == "decode":
-            token = header.get("known")
-            if token is not None and (lookup is None or lookup[0] != token):
+            needed = header.get("known")
+            if needed is not None and needed not in lookups:
                 raise frames.FrameError("a job names record digests this worker was not given")
             try:
                 job = ChunkJob(**header["job"])  # from the daemon: trusted
                 key = bytes(buffers[1]) if len(buffers) > 1 else None
-                result = decode_job(job, buffers[0], key, None if token is None else lookup[1])  # type: ignore[index]
+                result = decode_job(job, buffers[0], key, None if needed is None else lookups[needed])
                 reply = result_frame(result)
             except Exception as exc:  # noqa: BLE001 - every failure is a reply; the worker lives on
                 reply = error_frame(exc)

@@ -12,7 +12,7 @@ from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import encrypt_blob
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
-from fabstir_node.service.decoders import DecoderPool, Known
+from fabstir_node.service.decoders import DecoderPool, Known, WorkersUnavailable
 from fabstir_node.workers.decode import ChunkJob, decode_job
 
 OWNER = "0xAbCdEf0000000000000000000000000000000001"
@@ -120,7 +120,7 @@ async def test_record_digests_are_sent_once_per_worker_and_dropped_after_the_loa
         same(got, decode_job(job(i), body, None, lookup))
         assert (got.reused >= 0).all()  # the same bytes: every record recognised, none decoded
     await pool.unshare(known.token)
-    assert all(w.known is None for w in pool._idle)
+    assert all(not w.known for w in pool._idle)
 
 
 async def test_stopping_the_pool_kills_and_reaps_every_worker():
@@ -141,3 +141,34 @@ async def test_a_pool_that_is_not_running_sends_nothing_anywhere():
     decoders = DecoderPool(2)
     decoders.warm()
     assert not decoders.running and decoders.workers == 0
+
+
+async def test_when_no_worker_can_start_jobs_are_refused_to_the_thread_path(nursery, monkeypatch):
+    decoders = DecoderPool(2)
+    await nursery.start(decoders.run)
+
+    async def cannot(*args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", cannot)
+    with pytest.raises(WorkersUnavailable):
+        await decoders.decode(job(0), chunk_files()[0], None)
+    assert not decoders.running  # the loader decodes in threads for a while (tests/integration: a whole load)
+
+
+async def test_two_previous_versions_at_once_each_get_their_own_lookup(pool):
+    bodies = chunk_files()
+    other = chunk_files(seed=2)
+    digests = {}
+    for name, files in (("a", bodies), ("b", other)):
+        decoded = [decode_job(job(i), b, None) for i, b in enumerate(files)]
+        digests[name] = np.frombuffer(b"".join(c.digests for c in decoded), np.uint8).reshape(-1, 16)
+        pool.share(name)
+    for _ in range(2):  # alternating: each worker keeps both lookups
+        for name, files in (("a", bodies), ("b", other), ("a", other)):
+            got = await pool.decode(job(0), files[0], None, Known(name, digests[name]))
+            mine = files is (bodies if name == "a" else other)
+            assert (got.reused >= 0).all() if mine else got.reused is None  # recognised only by its own version
+    for name in digests:
+        await pool.unshare(name)
+    assert all(not w.known for w in pool._idle)

@@ -48,3 +48,19 @@ def test_an_array_must_match_its_bytes_and_never_holds_objects():
         frames.array({"dtype": "|O", "shape": [1]}, memoryview(bytes(8)))
     with pytest.raises(frames.FrameError):
         frames.array(None, memoryview(b""))
+
+
+def test_a_decoded_chunk_keeps_no_view_of_the_reply_it_came_in():
+    """Ids and metadata live until the load joins them: they must not pin each chunk's whole reply."""
+    from fabstir_node.formats.synthetic import synthetic_records
+    from fabstir_node.formats.writer import build_database
+    from fabstir_node.workers.decode import ChunkJob, decode_job, read_result, result_frame
+
+    files = build_database(synthetic_records(50, 8, seed=1), owner="0x" + "ab" * 20, name="kb")
+    body = next(b for p, b in files.items() if "/chunk-" in p)
+    result = decode_job(ChunkJob(0, 50, 8, "f16"), body, None)
+    header, buffers = parse(result_frame(result))
+    got = read_result(header, buffers)
+    for packed in (got.ids.blobs, got.metadata):
+        assert packed.offsets.base is None and isinstance(packed.buffer, bytes)
+    assert list(got.ids) == list(result.ids) and list(got.metadata) == list(result.metadata)
