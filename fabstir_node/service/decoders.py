@@ -29,6 +29,7 @@ instead (``python -m fabstir_node.workers.decode``), one per core by default
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import subprocess
@@ -41,6 +42,7 @@ import numpy as np
 import trio
 
 from ..logging import get_logger
+from ..storage.direct import Direct
 from ..workers import frames
 from ..workers.decode import LOOKUPS, ChunkJob, DecodedChunk, read_result
 
@@ -254,9 +256,27 @@ class DecoderPool:
                 await self._discard(worker)
 
     async def decode(
-        self, job: ChunkJob, raw: bytes | bytearray | memoryview, key: bytes | None, known: Known | None = None
+        self, job: ChunkJob, raw: bytes | bytearray | memoryview | Direct, key: bytes | None,
+        known: Known | None = None, *, timeout: float = 30.0,
     ) -> DecodedChunk:
-        """Run ``job`` on a worker; raises the job's :class:`FabstirError` for bad input."""
+        """Run ``job`` on a worker; raises the job's :class:`FabstirError` for bad input.
+
+        ``raw`` may be a :class:`~fabstir_node.storage.direct.Direct`: the worker reads the chunk
+        itself (``timeout`` per socket operation) and a failed read raises ``DirectFailed``.
+        """
+        if isinstance(raw, Direct):
+            async with contextlib.AsyncExitStack() as stack:
+                if raw.limiter is not None:  # the store's connection limit covers the worker's GET
+                    await stack.enter_async_context(raw.limiter)
+                result = await self._run(job, {"direct": raw.spec(), "timeout": timeout}, [], key, known)
+            if raw.record is not None and result.fetched is not None:
+                raw.record(result.fetched[0])
+            return result
+        return await self._run(job, {}, [raw], key, known)
+
+    async def _run(
+        self, job: ChunkJob, extra: dict[str, Any], buffers: list[Any], key: bytes | None, known: Known | None
+    ) -> DecodedChunk:
         async with self._limiter:
             worker = await self._take()
             healthy = False
@@ -266,8 +286,9 @@ class DecoderPool:
                     header = {"op": "known", "token": known.token, "digests": frames.describe(digests)}
                     await worker.send(frames.encode(header, [digests]))
                     worker.known = [*worker.known, known.token][-LOOKUPS:]
-                request = {"op": "decode", "job": attrs.asdict(job), "known": None if known is None else known.token}
-                await worker.send(frames.encode(request, [raw] if key is None else [raw, key]))
+                request = {"op": "decode", "job": attrs.asdict(job), "known": None if known is None else known.token,
+                           **extra}
+                await worker.send(frames.encode(request, buffers if key is None else [*buffers, key]))
                 reply, buffers = await worker.receive()
                 healthy = True
                 return read_result(reply, buffers)

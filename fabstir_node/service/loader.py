@@ -37,6 +37,7 @@ from ..logging import get_logger
 from ..memory import release_free_memory
 from ..protocol.messages import VectorDatabaseRef, loading_progress
 from ..storage.base import Storage
+from ..storage.direct import Direct, DirectFailed
 from ..storage.disk_cache import RowFile
 from ..storage.row_writer import RowFileWriter, loading_dir
 from ..workers.decode import ChunkJob, DecodedChunk, decode_job
@@ -407,21 +408,16 @@ async def fetch_chunks(
     async def one_in_slot(index: int) -> None:
         nonlocal done
         ref = manifest.chunks[index]
-        path = chunk_path(manifest_path, ref.chunk_id)
-        raw = await _download(
-            node, storage, path, stats, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED
-        )
         started = time.monotonic()
         decoded = None
         async with dims_lock:
             if holder["matrix"] is None:  # dimensions missing from the manifest: the first chunk fixes them
-                decoded = await decode(index, raw)
+                decoded = await obtain(index)
                 holder["dims"] = decoded.dimensions
                 _check_memory(node, held_bytes(manifest.vector_count, decoded.dimensions, dtype))
                 holder["matrix"] = await _new_builder(node, manifest.vector_count, decoded.dimensions, dtype)
         if decoded is None:
-            decoded = await decode(index, raw)
-        raw = b""  # the stored bytes are no longer needed
+            decoded = await obtain(index)
         stats.decode_cpu_s += decoded.cpu_s
         chunk_ids, chunk_meta = await trio.to_thread.run_sync(put, index, decoded, limiter=node.load_limiter)
         stats.decode_s += time.monotonic() - started
@@ -436,17 +432,53 @@ async def fetch_chunks(
             chunk_id=ref.chunk_id, total=len(counts), percent=round(100.0 * done / len(counts), 1),
         )
 
-    async def decode(index: int, raw: bytes | bytearray) -> DecodedChunk:
-        """Decrypt, decode and normalise one chunk: in a decode worker process, else in a thread."""
+    async def obtain(index: int) -> DecodedChunk:
+        """Chunk ``index`` decoded: read by a decode worker itself where the storage says where
+        (``storage/direct.py``), else downloaded here and handed over."""
+        ref = manifest.chunks[index]
+        path = chunk_path(manifest_path, ref.chunk_id)
+        direct = None
+        if pool.running and hasattr(storage, "direct"):
+            try:
+                direct = await storage.direct(path)
+            except StorageError:
+                direct = None  # the ordinary read below words the error
+        if direct is not None:
+            try:
+                decoded = await decode(index, direct)
+                if decoded.fetched is not None:
+                    size, seconds = decoded.fetched
+                    stats.download_s += seconds
+                    stats.bytes += size
+                    if node.metrics is not None:
+                        node.metrics.download(seconds, None)
+                return decoded
+            except (DirectFailed, WorkersUnavailable) as exc:
+                log.info("direct_read_failed", chunk_id=ref.chunk_id, reason=str(exc)[:200])
+                if isinstance(exc, DirectFailed) and direct.failed is not None:
+                    direct.failed(str(exc)[:200])
+            finally:
+                if direct.close is not None:
+                    direct.close()
+        raw = await _download(node, storage, path, stats, f"chunk {ref.chunk_id}", ErrorCode.CHUNK_DOWNLOAD_FAILED)
+        return await decode(index, raw)
+
+    async def decode(index: int, raw: bytes | bytearray | Direct) -> DecodedChunk:
+        """Decrypt, decode and normalise one chunk: in a decode worker process, else in a thread
+        (``raw`` a :class:`Direct`: the worker reads it; ``WorkersUnavailable`` if there is none)."""
         ref = manifest.chunks[index]
         job = ChunkJob(chunk_id=ref.chunk_id, expected_count=ref.vector_count, dimensions=holder["dims"],
                        dtype=dtype, coarse=coarse, max_metadata_bytes=settings.max_metadata_bytes)
         if pool.running:
             shared = None if previous is None else Known(previous.token, previous.matrix.record_digests)
             try:
-                return await pool.decode(job, raw, key, shared)
+                return await pool.decode(job, raw, key, shared, timeout=settings.s5_download_timeout_seconds)
             except WorkersUnavailable:
-                pass  # logged by the pool: this chunk in a thread
+                if isinstance(raw, Direct):
+                    raise
+                # logged by the pool: this chunk in a thread
+        elif isinstance(raw, Direct):
+            raise WorkersUnavailable("the decode workers are not running")
         known = None if previous is None else previous.known
         return await trio.to_thread.run_sync(decode_job, job, raw, key, known, limiter=node.load_limiter)
 

@@ -37,7 +37,8 @@ import trio
 
 from ..errors import StorageError, StorageNotFound, StorageUnavailable
 from .base import DEFAULT_MAX_BODY_BYTES, HealthStatus, StorageStats, checked_path, effective_limit
-from .bulk import Refused, bulk_get
+from .bulk import Refused, bulk_get, target_of
+from .direct import Direct
 from .transfer import (
     RetryPolicy,
     Transient,
@@ -96,6 +97,21 @@ class BridgeStore:
         limit = effective_limit(self.max_body_bytes, max_bytes)
         url = self.object_url(path)
         return await self._operation(path, lambda: self._get_once(path, url, limit))
+
+    async def direct(self, path: str, *, max_bytes: int | None = None) -> Direct | None:
+        """Where a decode worker GETs ``path`` itself (``direct.py``): a plain ``http://`` bridge only.
+
+        The worker's connection counts against this store's bulk connections: hold ``limiter``.
+        """
+        path = checked_path(path)
+        where = target_of(self.object_url(path))
+        if where is None:
+            return None
+        host, port, target = where
+        self.stats.requests += 1
+        return Direct("http", effective_limit(self.max_body_bytes, max_bytes), host=host, port=port,
+                      target=target, limiter=self._bulk, record=lambda n: self.stats.record_bytes(self.name, n),
+                      failed=lambda reason: self.stats.record_retry(self.name, path, 1, reason))
 
     async def put(self, path: str, data: bytes) -> None:
         path = checked_path(path)

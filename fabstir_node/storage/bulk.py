@@ -23,21 +23,19 @@ holds the deadline); a declared size over the cap raises ``StorageTooLarge``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import attrs
 import h11
 import trio
 
 from ..errors import StorageTooLarge
-from .transfer import USER_AGENT, Transient
+from .plain_http import MAX_HEAD, declared_size, request_bytes, target_of
+from .transfer import Transient
 
 __all__ = ["Refused", "bulk_get"]
 
 #: Bytes asked of the socket per receive.
 RECEIVE = 4 * 1024 * 1024
-#: The response head may be at most this long.
-MAX_HEAD = 64 * 1024
 #: What a failed exchange raises (then retried by the caller's policy as Transient).
 _NETWORK_ERRORS = (OSError, trio.BrokenResourceError, h11.RemoteProtocolError)
 #: Bytes of a refusal's body kept for its message.
@@ -52,30 +50,11 @@ class Refused:
     body: bytes
 
 
-def _target(url: str) -> tuple[str, int, str] | None:
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.username or parts.password:
-        return None
-    try:
-        port = parts.port or 80
-    except ValueError:
-        return None
-    target = parts.path or "/"
-    if parts.query:
-        target += "?" + parts.query
-    return parts.hostname, port, target
-
-
-def _header(response: h11.Response, name: bytes) -> bytes | None:
-    values = [value for key, value in response.headers if key == name]
-    return values[0] if len(values) == 1 else (b"" if values else None)
-
-
 async def bulk_get(
     url: str, path: str, limit: int | None, on_bytes: Callable[[int], None] | None = None
 ) -> bytearray | Refused | None:
     """The body of ``GET url`` (a ``bytearray``), its refusal, or None: the caller's httpx path answers."""
-    where = _target(url)
+    where = target_of(url)
     if where is None:
         return None
     host, port, target = where
@@ -92,14 +71,8 @@ async def _exchange(
     on_bytes: Callable[[int], None] | None,
 ) -> bytearray | Refused | None:
     connection = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
-    name = f"[{host}]" if ":" in host else host  # urlsplit gives an IPv6 address without its brackets
-    authority = name if port == 80 else f"{name}:{port}"
-    request = h11.Request(method="GET", target=target, headers=[
-        ("Host", authority), ("User-Agent", USER_AGENT), ("Accept", "*/*"),
-        ("Accept-Encoding", "identity"), ("Connection", "close"),
-    ])
     try:
-        await stream.send_all(connection.send(request) + connection.send(h11.EndOfMessage()))
+        await stream.send_all(request_bytes(connection, host, port, target))
         response = await _head(stream, connection)
     except _NETWORK_ERRORS as exc:
         raise Transient(f"{type(exc).__name__}: {exc}") from None
@@ -110,15 +83,11 @@ async def _exchange(
             return Refused(response.status_code, await _prefix(stream, connection))
         except _NETWORK_ERRORS:
             return Refused(response.status_code, b"")
-    length = _header(response, b"content-length")
-    coding = _header(response, b"content-encoding")
-    if coding is not None and coding.strip().lower() not in (b"", b"identity"):
+    size = declared_size(response)
+    if size is None:
         return None
-    if length is None or _header(response, b"transfer-encoding") is not None:
+    if size < 0:
         return await _pieces(stream, connection, path, limit, on_bytes)
-    if not length.isdigit():
-        return None
-    size = int(length)
     if limit is not None and size > limit:
         raise StorageTooLarge(path, f"object is {size} bytes, cap is {limit}")
     body = bytearray(size)

@@ -32,6 +32,10 @@ import trio
 
 from ..errors import StorageError, StorageNotFound, StorageTooLarge, StorageUnavailable
 from .base import DEFAULT_MAX_BODY_BYTES, HealthStatus, StorageStats, checked_path, effective_limit
+from .direct import Direct
+
+#: A decode worker can open this process's descriptors by ``/proc/<pid>/fd/<n>`` (Linux).
+_PROC_FD = os.path.isdir("/proc/self/fd")
 
 __all__ = ["LocalStore"]
 
@@ -132,7 +136,8 @@ class LocalStore:
             raise StorageNotFound(path, "path leads outside the storage root")
         return real
 
-    def _read(self, path: str, limit: int | None) -> bytes:
+    def _open(self, path: str, limit: int | None) -> tuple[int, os.stat_result]:
+        """A descriptor of the regular file at ``path`` inside the root, within ``limit``; its stat."""
         root = self._real_root(path)
         real = self._resolve_inside(root, root.joinpath(*path.split("/")), path)
         try:
@@ -148,6 +153,25 @@ class LocalStore:
         if limit is not None and info.st_size > limit:
             os.close(fd)
             raise StorageTooLarge(path, f"object is {info.st_size} bytes, cap is {limit}")
+        return fd, info
+
+    async def direct(self, path: str, *, max_bytes: int | None = None) -> Direct | None:
+        """The file at ``path``, opened and checked here, for a decode worker to read (``direct.py``).
+
+        The worker opens ``/proc/<pid>/fd/<n>``: this descriptor's file, whatever the path points
+        to by then.  None where there is no ``/proc`` (then ``get`` reads it).  The caller calls
+        ``close`` when the worker is done.
+        """
+        if not _PROC_FD:
+            return None
+        path = checked_path(path)
+        limit = effective_limit(self.max_bytes, max_bytes)
+        fd, info = await self._run(self._open, path, limit)
+        self.stats.record_bytes(self.name, info.st_size)
+        return Direct("file", limit, file=f"/proc/{os.getpid()}/fd/{fd}", close=lambda: os.close(fd))
+
+    def _read(self, path: str, limit: int | None) -> bytes:
+        fd, info = self._open(path, limit)
         with open(fd, "rb", buffering=0) as file:
             wanted = None if limit is None else limit + 1
             # read into a buffer of the file's size (one copy), then on for anything written since

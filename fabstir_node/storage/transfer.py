@@ -27,8 +27,8 @@ import attrs
 import httpx
 import trio
 
-from .. import __version__
 from ..errors import StorageTooLarge, StorageUnavailable
+from .plain_http import USER_AGENT
 
 __all__ = [
     "RetryPolicy",
@@ -49,8 +49,6 @@ RETRY_STATUSES = frozenset({408, 429})
 ERROR_BODY_BYTES = 4096
 
 
-#: What the node calls itself in its HTTP requests (httpx and the bulk downloads, ``bulk.py``).
-USER_AGENT = f"fabstir-node/{__version__}"
 #: Bytes httpcore asks the socket for per read (its default is 64 KiB).  Measured on 362 MB of chunks
 #: through a loopback bridge (2 vCPU, 2026-12-06): the client's user CPU 0.40 -> 0.17 s and the wall
 #: time 1.1 -> 0.9 s at 1 MiB; the CPU is the event loop's, which the decoding threads wait for.

@@ -17,6 +17,9 @@ stdin and stdout until stdin closes:
 * ``{"op": "forget", "token": T}``: drop that lookup (the loads that needed it are over); no reply.
 * ``{"op": "decode", "job": {...}, "known": T | null}`` + the chunk's bytes [+ the key]: one
   reply, the :class:`DecodedChunk` or the error (``{"error": {"code", "message", "detail"}}``).
+  With ``"direct": {...}`` (and only the key as a buffer) the worker reads the chunk itself, in one
+  attempt (``storage/direct.py``); if that fails the reply is ``{"direct_failed": reason}`` and the
+  daemon reads the chunk the ordinary way.
 
 A worker keeps no other state between jobs.  Its stderr is the daemon's; a frame out of step, a
 closed pipe or any bug ends the process, and the daemon replaces it.
@@ -41,6 +44,7 @@ from ..errors import ErrorCode, FabstirError
 from ..formats.blob import open_blob
 from ..formats.chunk import DEFAULT_MAX_METADATA_BYTES, decode_chunk
 from ..formats.records import digest_lookup
+from ..storage.direct import DirectFailed, fetch
 from . import frames
 
 __all__ = ["ChunkJob", "DecodedChunk", "decode_job", "main", "read_result", "result_frame"]
@@ -81,6 +85,8 @@ class DecodedChunk:
     reused: np.ndarray | None
     #: CPU seconds the decoding took (of the worker process, or the thread).
     cpu_s: float
+    #: Bytes and seconds of the worker's own read of the chunk (``storage/direct.py``), if it read it.
+    fetched: tuple[int, float] | None = None
 
 
 def decode_job(
@@ -111,8 +117,9 @@ def _packed_parts(blobs: PackedBlobs) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(joined, np.uint8), np.ascontiguousarray(blobs.offsets, np.int64)
 
 
-def result_frame(result: DecodedChunk) -> list[Any]:
-    """The frame that carries ``result`` back to the daemon."""
+def result_frame(result: DecodedChunk, fetched: tuple[int, float] | None = None) -> list[Any]:
+    """The frame that carries ``result`` back to the daemon (``fetched``: bytes and seconds of the
+    worker's own read of the chunk)."""
     ids_buffer, ids_offsets = _packed_parts(result.ids.blobs)
     meta_buffer, meta_offsets = _packed_parts(result.metadata)
     arrays: dict[str, np.ndarray | None] = {
@@ -124,12 +131,15 @@ def result_frame(result: DecodedChunk) -> list[Any]:
     header = {
         "dimensions": result.dimensions, "degenerate": result.degenerate, "cpu_s": result.cpu_s,
         "arrays": {name: frames.describe(a) for name, a in present.items()},
+        "fetched": fetched,
     }
     return frames.encode(header, list(present.values()))
 
 
 def read_result(header: dict[str, Any], buffers: list[memoryview]) -> DecodedChunk:
     """The :class:`DecodedChunk` of a reply frame (raises the worker's :class:`FabstirError`)."""
+    if "direct_failed" in header:
+        raise DirectFailed(str(header["direct_failed"]))
     error = header.get("error")
     if error is not None:
         if error.get("code") is None:
@@ -148,7 +158,7 @@ def read_result(header: dict[str, Any], buffers: list[memoryview]) -> DecodedChu
         ids=PackedStrings.from_blobs(PackedBlobs.from_parts(arrays["ids"].tobytes(), arrays["ids_offsets"].copy())),
         metadata=PackedBlobs.from_parts(arrays["metadata"].tobytes(), arrays["metadata_offsets"].copy()),
         digests=None if digests is None else digests.tobytes(), reused=arrays.get("reused"),
-        cpu_s=float(header["cpu_s"]),
+        cpu_s=float(header["cpu_s"]), fetched=None if header.get("fetched") is None else tuple(header["fetched"]),
     )
 
 
@@ -234,9 +244,19 @@ def serve(fd_in: int, fd_out: int) -> None:
                 raise frames.FrameError("a job names record digests this worker was not given")
             try:
                 job = ChunkJob(**header["job"])  # from the daemon: trusted
-                key = bytes(buffers[1]) if len(buffers) > 1 else None
-                result = decode_job(job, buffers[0], key, None if needed is None else lookups[needed])
-                reply = result_frame(result)
+                direct = header.get("direct")
+                if direct is not None:  # the worker reads the chunk itself (storage/direct.py)
+                    started = time.monotonic()
+                    raw: bytes | bytearray = fetch(direct, float(header.get("timeout", 30.0)))
+                    fetched = (len(raw), time.monotonic() - started)
+                    key = bytes(buffers[0]) if buffers else None
+                else:
+                    raw, fetched = buffers[0], None
+                    key = bytes(buffers[1]) if len(buffers) > 1 else None
+                result = decode_job(job, raw, key, None if needed is None else lookups[needed])
+                reply = result_frame(result, fetched)
+            except DirectFailed as exc:
+                reply = frames.encode({"direct_failed": str(exc)[:500]})
             except Exception as exc:  # noqa: BLE001 - every failure is a reply; the worker lives on
                 reply = error_frame(exc)
             del buffers, frame
