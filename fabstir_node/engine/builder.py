@@ -109,9 +109,10 @@ class MatrixBuilder:
     ) -> None:
         """Copy a normalised block into rows ``start .. start + n``.
 
-        With ``reused``: the rows with ``reused[i] >= 0`` are ``stored`` rows of a previous version
-        (in order, unit length in this builder's dtype, copied as they are; ``block`` holds zeros
-        there).  Threads may put disjoint row ranges at the same time.
+        With ``reused``: the rows with ``reused[i] >= 0`` are rows of a previous version, noted as the
+        mapping (:attr:`reused`); with ``stored`` they are copied from it here (in order, unit length
+        in this builder's dtype; ``block`` holds zeros there), without it ``block`` already holds them.
+        Threads may put disjoint row ranges at the same time.
         """
         rows = block.rows
         n = len(rows)
@@ -122,11 +123,11 @@ class MatrixBuilder:
         codes, scales, degenerate = block.codes, block.scales, block.degenerate
         if self._coarse is not None and (codes is None or scales is None):
             codes, scales = quantize_rows(as_float32(rows))
-        if reused is not None:
+        if reused is not None and len(reused) != n:
+            raise ValueError("block does not fit the matrix")
+        if reused is not None and stored is not None:
             known = np.asarray(reused) >= 0
-            if len(reused) != n:
-                raise ValueError("block does not fit the matrix")
-            if stored is None or stored.shape != (int(known.sum()), self._shape[1]) or stored.dtype != self._dtype:
+            if stored.shape != (int(known.sum()), self._shape[1]) or stored.dtype != self._dtype:
                 raise ValueError("the stored rows do not fit the matrix")
             rows = rows.copy() if not rows.flags.writeable else rows
             rows[known] = stored
@@ -136,6 +137,7 @@ class MatrixBuilder:
                 known_codes, known_scales = quantize_rows(as_float32(stored))
                 codes, scales = codes.copy(), scales.copy()
                 codes[known], scales[known] = known_codes, known_scales
+        if reused is not None:
             with self._reused_lock:  # threads fill chunks at once: one of them makes the array
                 if self.reused is None:
                     self.reused = np.full(self._shape[0], -1, np.int64)

@@ -11,13 +11,14 @@ nodes of unchanged rows are kept, the others are removed and added.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import repeat
 from typing import Any
 
+import attrs
 import numpy as np
 
-__all__ = ["matching_rows"]
+__all__ = ["PreviousVersion", "matching_rows"]
 
 #: Rows compared at once (bounds the temporary arrays of the comparison).
 _BLOCK = 8192
@@ -79,3 +80,37 @@ def matching_rows(old: Any, new: Any) -> np.ndarray:
         same[rows] = _same_blobs(old_buf, old_off, mapping[rows], new_buf, new_off, rows)
     mapping[~same] = -1
     return mapping
+
+
+@attrs.frozen(eq=False)
+class PreviousVersion:
+    """What a new version's load takes from the version before, by record digest (``formats/records.py``).
+
+    ``rows_of`` maps a record digest to its row; ``vectors`` are that version's stored rows (n x d, its
+    dtype, usually memory-mapped), ``offsets`` (n + 1 int64) cut ``metadata`` (any buffer whose slices
+    are bytes: an mmap, ``disk_cache.FileBuffer``) into each row's stored metadata.
+    """
+
+    rows_of: Mapping[bytes, int]
+    vectors: np.ndarray
+    offsets: np.ndarray
+    metadata: Any
+
+    def take(self, reused: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
+        """The stored rows of ``reused >= 0`` (in order) and, per position, the metadata of those rows."""
+        positions = np.flatnonzero(reused >= 0)
+        old = reused[positions]
+        order = np.argsort(old, kind="stable")  # read the previous file in order
+        stored = np.empty((len(old), self.vectors.shape[1]), self.vectors.dtype)
+        stored[order] = self.vectors[old[order]]
+        blobs: list[bytes | None] = [None] * len(reused)
+        if len(old):
+            # the rows of one chunk are near each other in the previous version: one read of their span
+            low, high = int(old.min()), int(old.max())
+            base = int(self.offsets[low])
+            span = bytes(self.metadata[base : int(self.offsets[high + 1])])
+            starts = (self.offsets[old] - base).tolist()
+            ends = (self.offsets[old + 1] - base).tolist()
+            for position, start, end in zip(positions.tolist(), starts, ends):
+                blobs[position] = span[start:end]
+        return stored, blobs

@@ -70,10 +70,12 @@ class WorkersUnavailable(Exception):
 
 @attrs.frozen(eq=False)
 class Known:
-    """A previous version's record digests (``n x 16`` uint8), named by ``token`` (its cache key)."""
+    """A previous version's record digests (``n x 16`` uint8), named by ``token`` (its cache key), and
+    its disk-cache ``directory`` (the worker copies recognised records' rows and metadata from it)."""
 
     token: str
     digests: np.ndarray
+    directory: str = ""
 
 
 class _Worker:
@@ -283,7 +285,8 @@ class DecoderPool:
             try:
                 if known is not None and known.token not in worker.known:
                     digests = np.ascontiguousarray(known.digests, np.uint8)
-                    header = {"op": "known", "token": known.token, "digests": frames.describe(digests)}
+                    header = {"op": "known", "token": known.token, "digests": frames.describe(digests),
+                              "directory": known.directory}
                     await worker.send(frames.encode(header, [digests]))
                     worker.known = [*worker.known, known.token][-LOOKUPS:]
                 request = {"op": "decode", "job": attrs.asdict(job), "known": None if known is None else known.token,

@@ -60,7 +60,7 @@ import orjson
 import trio
 
 from ..engine.overlay import OverlayIndex
-from ..engine.reuse import matching_rows
+from ..engine.reuse import PreviousVersion, matching_rows
 from ..engine.rows import as_float32
 from ..formats.records import digest_lookup
 from ..logging import get_logger
@@ -168,7 +168,7 @@ class Lineage:
             old = persist.open_matrix(directory, key=previous, with_index=False, verify=False)
             if old.record_digests is None or old.dimensions != dimensions:
                 return None
-            return PreviousRows(old, previous)
+            return PreviousRows(old, previous, directory)
 
         try:
             return await trio.to_thread.run_sync(open_previous)
@@ -346,35 +346,19 @@ class Lineage:
 class PreviousRows:
     """What a load of a new version reuses of the previous one: rows, metadata, by record digest."""
 
-    def __init__(self, matrix: Any, token: str = "") -> None:
+    def __init__(self, matrix: Any, token: str = "", directory: Path | None = None) -> None:
         self.matrix = matrix
         #: Names the previous version (its cache key) to the decode workers (``decoders.Known``).
         self.token = token
+        #: Its disk-cache directory, where a decode worker opens the same files.
+        self.directory = directory
 
     @functools.cached_property
-    def known(self) -> dict[bytes, int]:
-        """Record digest -> previous row (``formats/records.py``), for decoding in this process."""
-        return digest_lookup(self.matrix.record_digests)
-
-    def take(self, reused: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
-        """The stored rows of ``reused >= 0`` (in order) and, per position, the metadata of those rows."""
-        positions = np.flatnonzero(reused >= 0)
-        old = reused[positions]
-        order = np.argsort(old, kind="stable")  # read the previous file in order
-        stored = np.empty((len(old), self.matrix.dimensions), self.matrix.vectors.dtype)
-        stored[order] = self.matrix.vectors[old[order]]
-        blobs: list[bytes | None] = [None] * len(reused)
-        if len(old):
-            # the rows of one chunk are near each other in the previous version: one read of their span
-            offsets = self.matrix.metadata.offsets
-            low, high = int(old.min()), int(old.max())
-            base = int(offsets[low])
-            span = bytes(self.matrix.metadata.buffer[base : int(offsets[high + 1])])
-            starts = (offsets[old] - base).tolist()
-            ends = (offsets[old + 1] - base).tolist()
-            for position, start, end in zip(positions.tolist(), starts, ends):
-                blobs[position] = span[start:end]
-        return stored, blobs
+    def version(self) -> PreviousVersion:
+        """The previous version for decoding in this process (its digest lookup built on first use)."""
+        metadata = self.matrix.metadata
+        return PreviousVersion(digest_lookup(self.matrix.record_digests), self.matrix.vectors,
+                               metadata.offsets, metadata.buffer)
 
 
 class Updater:

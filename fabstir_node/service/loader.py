@@ -470,7 +470,8 @@ async def fetch_chunks(
         job = ChunkJob(chunk_id=ref.chunk_id, expected_count=ref.vector_count, dimensions=holder["dims"],
                        dtype=dtype, coarse=coarse, max_metadata_bytes=settings.max_metadata_bytes)
         if pool.running:
-            shared = None if previous is None else Known(previous.token, previous.matrix.record_digests)
+            shared = None if previous is None else Known(
+                previous.token, previous.matrix.record_digests, str(previous.directory or ""))
             try:
                 return await pool.decode(job, raw, key, shared, timeout=settings.s5_download_timeout_seconds)
             except WorkersUnavailable:
@@ -479,21 +480,19 @@ async def fetch_chunks(
                 # logged by the pool: this chunk in a thread
         elif isinstance(raw, Direct):
             raise WorkersUnavailable("the decode workers are not running")
-        known = None if previous is None else previous.known
-        return await trio.to_thread.run_sync(decode_job, job, raw, key, known, limiter=node.load_limiter)
+        def in_thread() -> DecodedChunk:  # the previous version's lookup is built here, off the event loop
+            return decode_job(job, raw, key, None if previous is None else previous.version)
+
+        return await trio.to_thread.run_sync(in_thread, limiter=node.load_limiter)
 
     def put(index: int, decoded: DecodedChunk) -> tuple[PackedStrings, PackedBlobs]:
         """Copy a decoded chunk's rows into the matrix (a thread's work); its ids and metadata."""
         digests[index] = decoded.digests
         block = NormalisedBlock(decoded.rows, decoded.degenerate, decoded.codes, decoded.scales)
-        meta = decoded.metadata
-        if decoded.reused is not None and previous is not None:
-            stored, blobs = previous.take(decoded.reused)  # the recognised records' rows and metadata
-            holder["matrix"].put(offsets[index], block, reused=decoded.reused, stored=stored)
-            meta = PackedBlobs([m if b is None else b for b, m in zip(blobs, meta)])
-        else:
-            holder["matrix"].put(offsets[index], block)
-        return decoded.ids, meta
+        # recognised records arrive whole (their rows and metadata copied where they were decoded);
+        # ``reused`` is the mapping the graph update follows
+        holder["matrix"].put(offsets[index], block, reused=decoded.reused)
+        return decoded.ids, decoded.metadata
 
     def join() -> tuple[PackedStrings, PackedBlobs]:
         all_ids = PackedStrings.concat(ids)  # type: ignore[arg-type]

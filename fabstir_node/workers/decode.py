@@ -10,8 +10,10 @@ chunk of 10,000 × 384 — so the daemon runs it in worker processes (one per co
 Run as ``python -m fabstir_node.workers.decode``, a worker serves frames (``frames.py``) on its
 stdin and stdout until stdin closes:
 
-* ``{"op": "known", "token": T}`` + a previous version's record digests (``n x 16`` bytes): the
-  lookup the next jobs naming ``T`` recognise unchanged records with (``formats/records.py``); a
+* ``{"op": "known", "token": T, "directory": D}`` + a previous version's record digests (``n x 16``
+  bytes): the lookup the next jobs naming ``T`` recognise unchanged records with
+  (``formats/records.py``), and the version's disk-cache directory ``D``, whose rows and metadata
+  they copy (:func:`open_previous`); a
   worker keeps the :data:`LOOKUPS` most recent (two new versions loading at once do not make it
   rebuild one per chunk); no reply.
 * ``{"op": "forget", "token": T}``: drop that lookup (the loads that needed it are over); no reply.
@@ -27,19 +29,22 @@ closed pipe or any bug ends the process, and the daemon replaces it.
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import sys
 import time
 import traceback
-from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 import numpy as np
 
 from ..engine.packed import PackedBlobs, PackedStrings
-from ..engine.rows import normalise_block
+from ..engine.quantized import quantize_rows
+from ..engine.reuse import PreviousVersion
+from ..engine.rows import as_float32, normalise_block
 from ..errors import ErrorCode, FabstirError
 from ..formats.blob import open_blob
 from ..formats.chunk import DEFAULT_MAX_METADATA_BYTES, decode_chunk
@@ -91,22 +96,52 @@ class DecodedChunk:
 
 def decode_job(
     job: ChunkJob, raw: bytes | bytearray | memoryview, key: bytes | None,
-    known: Mapping[bytes, int] | None = None,
+    previous: PreviousVersion | None = None,
 ) -> DecodedChunk:
-    """Decrypt, decode, normalise and pack one chunk; raises :class:`FabstirError` for bad input."""
+    """Decrypt, decode, normalise and pack one chunk; raises :class:`FabstirError` for bad input.
+
+    With ``previous`` (a new version's load), records whose bytes that version holds are not decoded:
+    their stored rows and metadata are copied from it (``reused`` says which), so the result is whole.
+    """
     cpu = time.thread_time()
     chunk = decode_chunk(
         open_blob(raw, key), chunk_id=job.chunk_id, expected_count=job.expected_count,
-        dimensions=job.dimensions, max_metadata_bytes=job.max_metadata_bytes, known=known,
+        dimensions=job.dimensions, max_metadata_bytes=job.max_metadata_bytes,
+        known=None if previous is None else previous.rows_of,
     )
-    fresh = None if chunk.reused is None or not (chunk.reused >= 0).any() else chunk.reused < 0
-    block = normalise_block(chunk.vectors, job.dtype, fresh=fresh, coarse=job.coarse)
+    recognised = chunk.reused is not None and bool((chunk.reused >= 0).any())
+    fresh = chunk.reused < 0 if recognised and chunk.reused is not None else None
+    block = normalise_block(chunk.vectors, job.dtype, fresh=fresh)
+    rows, degenerate, metadata = block.rows, block.degenerate, chunk.metadata
+    if fresh is not None and previous is not None and chunk.reused is not None:
+        stored, blobs = previous.take(chunk.reused)
+        rows[~fresh] = stored
+        degenerate += int((stored == 0).all(axis=1).sum())  # a zero row stays a zero row
+        metadata = [m if b is None else b for b, m in zip(blobs, metadata)]
+    codes, scales = quantize_rows(as_float32(rows)) if job.coarse else (None, None)
     return DecodedChunk(
-        dimensions=chunk.dimensions, rows=block.rows, degenerate=block.degenerate, codes=block.codes,
-        scales=block.scales, ids=PackedStrings(chunk.ids), metadata=PackedBlobs(chunk.metadata),
-        digests=chunk.digests, reused=None if fresh is None else chunk.reused,
-        cpu_s=time.thread_time() - cpu,
+        dimensions=chunk.dimensions, rows=rows, degenerate=degenerate, codes=codes, scales=scales,
+        ids=PackedStrings(chunk.ids), metadata=PackedBlobs(metadata), digests=chunk.digests,
+        reused=chunk.reused if fresh is not None else None, cpu_s=time.thread_time() - cpu,
     )
+
+
+def open_previous(digests: np.ndarray, directory: str) -> PreviousVersion | None:
+    """A previous version from its disk-cache directory (the daemon checked it); None if unreadable
+    (then its records are decoded like any other: slower, never wrong)."""
+    folder = Path(directory)
+    try:
+        vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
+        offsets = np.load(folder / "metadata.idx.npy", allow_pickle=False)
+        with open(folder / "metadata.bin", "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            metadata: Any = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    except (OSError, ValueError):
+        return None
+    if vectors.ndim != 2 or len(vectors) != len(digests) or offsets.shape != (len(digests) + 1,) \
+            or int(offsets[-1]) != size:
+        return None
+    return PreviousVersion(digest_lookup(digests), vectors, offsets, metadata)
 
 
 # --- the result as a frame ---------------------------------------------------------------------
@@ -218,7 +253,7 @@ def serve(fd_in: int, fd_out: int) -> None:
     from ..memory import release_free_memory, tune_allocator
 
     tune_allocator()
-    lookups: dict[str, dict[bytes, int]] = {}  # oldest first
+    lookups: dict[str, PreviousVersion | None] = {}  # oldest first
     trimmed = True
     while True:
         if not trimmed and not select.select([fd_in], [], [], IDLE_SECONDS)[0]:
@@ -235,7 +270,8 @@ def serve(fd_in: int, fd_out: int) -> None:
             lookups.pop(token, None)
             while len(lookups) >= LOOKUPS:
                 del lookups[next(iter(lookups))]
-            lookups[token] = digest_lookup(frames.array(header["digests"], memoryview(buffers[0])))
+            lookups[token] = open_previous(frames.array(header["digests"], memoryview(buffers[0])),
+                                           str(header["directory"]))
         elif op == "forget":
             lookups.pop(str(header["token"]), None)
         elif op == "decode":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import structlog
+import structlog.testing
 import trio
 
 from fabstir_node.engine.hnsw import HnswIndex
@@ -211,17 +213,7 @@ async def test_an_update_that_fails_falls_back_to_a_full_build_and_leaves_no_fil
         assert leftovers == []
 
 
-async def test_records_are_reused_even_before_the_previous_graph_exists(start_node, tmp_path, monkeypatch):
-    from fabstir_node.service import lineage
-
-    taken = []
-    original = lineage.PreviousRows.take
-
-    def counting(self, reused):  # a spy: the real method runs
-        taken.append(int((reused >= 0).sum()))
-        return original(self, reused)
-
-    monkeypatch.setattr(lineage.PreviousRows, "take", counting)
+async def test_records_are_reused_even_before_the_previous_graph_exists(start_node, tmp_path):
     records = unit_records(1500, 7)
     path = publish(tmp_path, records, 1)
     no_graph = {**settings(tmp_path), "hnsw_min_vectors": 100_000}  # never a graph: exact search only
@@ -235,8 +227,10 @@ async def test_records_are_reused_even_before_the_previous_graph_exists(start_no
         v2, deleted, changed, added = next_version(records, 2)
         publish(tmp_path, v2, 2)
         async with running.client() as client:
-            assert (await load(client, path, "s2"))["event"] == "loading_complete"
-            assert sum(taken) == 1500 - 15 - 15  # every unchanged record copied, not decoded
+            with structlog.testing.capture_logs() as logs:
+                assert (await load(client, path, "s2"))["event"] == "loading_complete"
+            finished = [e for e in logs if e["event"] == "load_finished"]
+            assert finished[-1]["reused_records"] == 1500 - 15 - 15  # every unchanged record copied, not decoded
             for ident in deleted:
                 q = records[1][records[0].index(ident)]
                 assert ident not in {r["id"] for r in (await client.search(q.tolist(), 10))["results"]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cbor2
 import numpy as np
+import pytest
 
 from fabstir_node.config import Settings
 from fabstir_node.engine.matrix import VectorMatrix
@@ -91,11 +92,14 @@ def test_metadata_that_looks_like_a_record_head_is_still_read_correctly():
     assert fast.metadata[7] == plain.metadata[7]
 
 
-async def test_a_load_copies_recognised_rows_from_the_previous_version(tmp_path):
+@pytest.mark.parametrize("where", ["threads", "workers"])
+async def test_a_load_copies_recognised_rows_from_the_previous_version(tmp_path, nursery, where):
     records = synthetic_records(900, DIM, seed=5)
     store = tmp_path / "store"
     write_files(store, build_database(records, owner=OWNER, name="kb", chunk_size=200))
     node = Node(Settings(store_dir=store, vector_dtype="f16"), storage=LocalStore(store))
+    if where == "workers":  # decode worker processes read the chunks and the previous version's files
+        await nursery.start(node.decoders.run)
     path = manifest_path(OWNER, "kb")
 
     async def emit(event, message, **fields):
@@ -115,7 +119,7 @@ async def test_a_load_copies_recognised_rows_from_the_previous_version(tmp_path)
 
     v2_records = version_two(records)
     write_files(store, build_database(v2_records, owner=OWNER, name="kb", chunk_size=200, now_ms=7))
-    reused, builder = await load(PreviousRows(saved))
+    reused, builder = await load(PreviousRows(saved, "k1", tmp_path / "v1"))
     clean, _ = await load()
     mapping = builder.reused
     assert int((mapping >= 0).sum()) == 900 - 15

@@ -8,11 +8,14 @@ import numpy as np
 import pytest
 import trio
 
+from fabstir_node.engine.builder import MatrixBuilder
+from fabstir_node.engine.rows import NormalisedBlock
 from fabstir_node.errors import ErrorCode, FabstirError
 from fabstir_node.formats.blob import encrypt_blob
 from fabstir_node.formats.synthetic import synthetic_records
 from fabstir_node.formats.writer import build_database
 from fabstir_node.service.decoders import DecoderPool, Known, WorkersUnavailable
+from fabstir_node.storage import disk_cache as persist
 from fabstir_node.workers.decode import ChunkJob, decode_job
 
 OWNER = "0xAbCdEf0000000000000000000000000000000001"
@@ -108,19 +111,44 @@ async def test_a_worker_that_dies_fails_its_job_and_is_replaced(pool):
     same(await pool.decode(job(0), small, None), decode_job(job(0), small, None))
 
 
-async def test_record_digests_are_sent_once_per_worker_and_dropped_after_the_load(pool):
-    bodies = chunk_files()
+def saved_version(bodies, directory):
+    """The decoded chunks saved as a disk-cache version (rows, metadata, record digests); its Known."""
     first = [decode_job(job(i), b, None) for i, b in enumerate(bodies)]
+    builder = MatrixBuilder(sum(len(c.rows) for c in first), DIM, "f16")
+    at = 0
+    for c in first:
+        builder.put(at, NormalisedBlock(c.rows, c.degenerate))
+        at += len(c.rows)
     digests = np.frombuffer(b"".join(c.digests for c in first), np.uint8).reshape(-1, 16)
-    known = Known("previous-key", digests)
+    ids = [i for c in first for i in c.ids]
+    matrix = builder.finish(ids, [m for c in first for m in c.metadata], digests)
+    persist.save(directory, matrix, key=directory.name)
+    return digests
+
+
+async def test_record_digests_are_sent_once_per_worker_and_dropped_after_the_load(pool, tmp_path):
+    bodies = chunk_files()
+    digests = saved_version(bodies, tmp_path / "v1")
+    known = Known("v1", digests, str(tmp_path / "v1"))
     pool.share(known.token)
-    lookup = {bytes(d): i for i, d in enumerate(digests)}
     for i, body in enumerate(bodies):
         got = await pool.decode(job(i), body, None, known)
-        same(got, decode_job(job(i), body, None, lookup))
+        plain = decode_job(job(i), body, None)
         assert (got.reused >= 0).all()  # the same bytes: every record recognised, none decoded
+        assert np.array_equal(got.rows, plain.rows) and list(got.metadata) == list(plain.metadata)
+        assert list(got.ids) == list(plain.ids) and got.digests == plain.digests
     await pool.unshare(known.token)
     assert all(not w.known for w in pool._idle)
+
+
+async def test_an_unreadable_previous_version_only_costs_the_recognition(pool, tmp_path):
+    bodies = chunk_files()
+    digests = saved_version(bodies, tmp_path / "v1")
+    known = Known("gone", digests, str(tmp_path / "missing"))
+    pool.share(known.token)
+    got = await pool.decode(job(0), bodies[0], None, known)
+    same(got, decode_job(job(0), bodies[0], None))  # decoded in full, nothing taken on trust
+    await pool.unshare(known.token)
 
 
 async def test_stopping_the_pool_kills_and_reaps_every_worker():
@@ -156,19 +184,20 @@ async def test_when_no_worker_can_start_jobs_are_refused_to_the_thread_path(nurs
     assert not decoders.running  # the loader decodes in threads for a while (tests/integration: a whole load)
 
 
-async def test_two_previous_versions_at_once_each_get_their_own_lookup(pool):
+async def test_two_previous_versions_at_once_each_get_their_own_lookup(pool, tmp_path):
     bodies = chunk_files()
     other = chunk_files(seed=2)
-    digests = {}
+    known = {}
     for name, files in (("a", bodies), ("b", other)):
-        decoded = [decode_job(job(i), b, None) for i, b in enumerate(files)]
-        digests[name] = np.frombuffer(b"".join(c.digests for c in decoded), np.uint8).reshape(-1, 16)
+        known[name] = Known(name, saved_version(files, tmp_path / name), str(tmp_path / name))
         pool.share(name)
     for _ in range(2):  # alternating: each worker keeps both lookups
         for name, files in (("a", bodies), ("b", other), ("a", other)):
-            got = await pool.decode(job(0), files[0], None, Known(name, digests[name]))
+            got = await pool.decode(job(0), files[0], None, known[name])
             mine = files is (bodies if name == "a" else other)
             assert (got.reused >= 0).all() if mine else got.reused is None  # recognised only by its own version
-    for name in digests:
+            same_rows = decode_job(job(0), files[0], None)
+            assert np.array_equal(got.rows, same_rows.rows)
+    for name in known:
         await pool.unshare(name)
     assert all(not w.known for w in pool._idle)
