@@ -7,7 +7,8 @@ backend, the manifest path, the manifest's content and the vector dtype):
 
 =====================  ==================================================
 ``vectors.npy``        the unit rows, float16, float32 or bf16 bits (``n × d``)
-``ids.json``           the ids, one JSON array
+``ids.bin``            every row's id, UTF-8, joined
+``ids.idx.npy``        ``n + 1`` int64 offsets into ``ids.bin``
 ``metadata.bin``       every row's orjson metadata, joined
 ``metadata.idx.npy``   ``n + 1`` int64 offsets into ``metadata.bin``
 ``records.npy``        each row's record digest (``n × 16`` uint8), when the rows came from CBOR
@@ -75,8 +76,9 @@ __all__ = [
 ]
 
 #: Bumped whenever the layout changes; other versions are discarded and rebuilt.
-FORMAT = 1
-_MATRIX_FILES = ("vectors.npy", "ids.json", "metadata.bin", "metadata.idx.npy")
+#: 2: ids packed like metadata (``ids.bin`` + offsets; no Python object per id to write or read).
+FORMAT = 2
+_MATRIX_FILES = ("vectors.npy", "ids.bin", "ids.idx.npy", "metadata.bin", "metadata.idx.npy")
 #: Written when the matrix has them, checked when the manifest lists it.
 _RECORDS = "records.npy"
 _MANIFEST = "manifest.json"
@@ -168,13 +170,15 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
         adopted = _adopt_row_file(matrix.vectors, tmp / "vectors.npy")
         if adopted is None:
             np.save(tmp / "vectors.npy", np.ascontiguousarray(matrix.vectors), allow_pickle=False)
-        (tmp / "ids.json").write_bytes(orjson.dumps(list(matrix.ids)))
+        ids = matrix.ids
+        packed_ids = ids.blobs if isinstance(ids, PackedStrings) else PackedStrings(list(ids)).blobs
         meta = matrix.metadata
         if not isinstance(meta, PackedBlobs):
             meta = PackedBlobs(list(meta))
-        with open(tmp / "metadata.bin", "wb") as f:
-            f.write(meta.joined())
-        np.save(tmp / "metadata.idx.npy", np.asarray(meta.offsets, np.int64), allow_pickle=False)
+        for stem, blobs in (("ids", packed_ids), ("metadata", meta)):
+            with open(tmp / f"{stem}.bin", "wb") as f:
+                f.write(blobs.joined())
+            np.save(tmp / f"{stem}.idx.npy", np.asarray(blobs.offsets, np.int64), allow_pickle=False)
         names: tuple[str, ...] = _MATRIX_FILES
         if matrix.record_digests is not None:
             np.save(tmp / _RECORDS, np.ascontiguousarray(matrix.record_digests, np.uint8), allow_pickle=False)
@@ -242,6 +246,14 @@ def read_manifest(directory: Path, *, key: str) -> dict[str, Any]:
     return manifest
 
 
+def _fits(offsets: np.ndarray, count: int, size: int) -> bool:
+    """Whether ``offsets`` cut a file of ``size`` bytes into ``count`` items, in order."""
+    return bool(
+        offsets.shape == (count + 1,) and offsets.dtype == np.int64 and offsets[0] == 0
+        and offsets[-1] == size and not np.any(np.diff(offsets) < 0)
+    )
+
+
 def open_matrix(
     directory: Path, *, key: str, with_index: bool = True, expansion_search: int = 64, verify: bool = True,
     verify_index: bool = True,
@@ -266,20 +278,14 @@ def open_matrix(
     try:
         vectors = np.load(directory / "vectors.npy", mmap_mode="r", allow_pickle=False)
         offsets = np.load(directory / "metadata.idx.npy", allow_pickle=False)
-        ids = orjson.loads((directory / "ids.json").read_bytes())
-    except (OSError, ValueError, orjson.JSONDecodeError) as exc:
+        id_offsets = np.load(directory / "ids.idx.npy", allow_pickle=False)
+    except (OSError, ValueError) as exc:
         raise CorruptCache(f"unreadable matrix files ({exc.__class__.__name__})") from None
     if vectors.shape != (count, dims) or vectors.dtype != want:
         raise CorruptCache("vectors do not have the recorded shape and dtype")
-    if not (isinstance(ids, list) and len(ids) == count and all(isinstance(i, str) for i in ids)):
-        raise CorruptCache("ids do not match the manifest")
-    meta_size = files["metadata.bin"]["size"]
-    if (
-        offsets.shape != (count + 1,)
-        or offsets.dtype != np.int64
-        or (count + 1 > 0 and (offsets[0] != 0 or offsets[-1] != meta_size))
-        or np.any(np.diff(offsets) < 0)
-    ):
+    if not _fits(id_offsets, count, files["ids.bin"]["size"]) or (count and np.any(np.diff(id_offsets) == 0)):
+        raise CorruptCache("ids do not match the manifest")  # an id is never empty
+    if not _fits(offsets, count, files["metadata.bin"]["size"]):
         raise CorruptCache("metadata offsets do not match the manifest")
     metadata = PackedBlobs.from_parts(FileBuffer(directory / "metadata.bin"), offsets)
     records = None
@@ -293,7 +299,7 @@ def open_matrix(
             raise CorruptCache("record digests do not match the manifest")
     matrix = VectorMatrix(
         vectors=vectors,
-        ids=PackedStrings(ids),
+        ids=PackedStrings.from_blobs(PackedBlobs.from_parts(FileBuffer(directory / "ids.bin"), id_offsets)),
         metadata=metadata,
         degenerate_rows=int(manifest.get("degenerate_rows", 0)),
         dropped_duplicates=int(manifest.get("dropped_duplicates", 0)),

@@ -114,7 +114,7 @@ DAMAGE = {
     "vectors flipped": lambda d: _flip(d / "vectors.npy"),
     "metadata flipped": lambda d: _flip(d / "metadata.bin"),
     "offsets flipped": lambda d: _flip(d / "metadata.idx.npy"),
-    "ids removed": lambda d: (d / "ids.json").unlink(),
+    "ids removed": lambda d: (d / "ids.bin").unlink(),
     "manifest garbage": lambda d: (d / "manifest.json").write_bytes(b"\x00not json"),
     "manifest missing": lambda d: (d / "manifest.json").unlink(),
     "other format": _rewrite_manifest("format", 999),
