@@ -201,3 +201,29 @@ async def test_two_previous_versions_at_once_each_get_their_own_lookup(pool, tmp
     for name in known:
         await pool.unshare(name)
     assert all(not w.known for w in pool._idle)
+
+
+async def test_the_workers_end_with_their_daemon_even_when_it_is_killed(tmp_path):
+    """A daemon killed with -9 leaves no decode worker behind (each ends at the end of its input)."""
+    import signal
+    import time
+
+    from fabstir_node.testing import spawn_daemon
+
+    daemon = spawn_daemon(tmp_path / "d.log", env={"FABSTIR_STORE_DIR": str(tmp_path / "store")})
+    try:
+        deadline = time.monotonic() + 30
+        events: list = []
+        while not events or len(events) < events[0]["size"]:  # one per core, a second after it listens
+            assert time.monotonic() < deadline, "the decode workers did not start"
+            events = [e for e in daemon.log_events() if e.get("event") == "decode_worker_started"]
+            await trio.sleep(0.05)
+        started = [e["pid"] for e in events]
+        assert all(alive(pid) for pid in started)
+        daemon.process.send_signal(signal.SIGKILL)
+        daemon.process.wait(timeout=10)
+        with trio.fail_after(10):
+            while any(alive(pid) for pid in started):
+                await trio.sleep(0.05)
+    finally:
+        daemon.stop()
