@@ -2,10 +2,12 @@
 
 The loader task runs in the session's nursery (so a disconnect cancels it and
 every download it started).  It fetches and verifies the manifest, then a
-child nursery downloads the chunks in parallel under a
-``CapacityLimiter(S5_MAX_PARALLEL_CHUNKS)``; each chunk is decrypted and
-decoded off the event loop, straight into its rows of one preallocated
-float32 matrix.  The whole load runs under ``fail_after`` (the loading
+child nursery fetches the chunks in parallel under a
+``CapacityLimiter(S5_MAX_PARALLEL_CHUNKS)``; each chunk is read, decrypted,
+decoded and normalised by a decode worker process (``decoders.py``; read by
+the worker itself where the storage says where, ``storage/direct.py``), or in
+a thread without workers, and copied into its rows of one preallocated
+matrix.  The whole load runs under ``fail_after`` (the loading
 timeout).  Progress events go to the client as they happen, with exactly one
 terminal event.
 
@@ -72,7 +74,7 @@ class LoadStats:
     #: Milliseconds from the load's start to each stage's end ("manifest", "chunks", "matrix", "ready").
     marks: dict[str, float] = attrs.field(factory=dict)
     started: float = attrs.field(factory=time.monotonic)
-    #: CPU seconds of the decoding threads (their own time, not waits for the GIL or a slot).
+    #: CPU seconds of decoding (the decode workers' or threads' own time, not waits for the GIL or a slot).
     decode_cpu_s: float = 0.0
     #: Records recognised as the previous version's and copied, not decoded (service/lineage.py).
     reused_records: int = 0
@@ -373,13 +375,13 @@ async def fetch_chunks(
     FABSTIR_MAX_CHUNKS and the memory limit; counting every chunk made a 1M-vector database (100
     chunks) trip the abuse limit.
 
-    Each chunk is decoded to float32 and normalised into its rows of the final matrix (of
-    ``VECTOR_DTYPE``) by the same worker thread, so there is never a float32 copy of the whole
-    database and the conversion overlaps the downloads.
+    Each chunk is decoded and normalised into rows of the final matrix's dtype (``VECTOR_DTYPE``)
+    where it is decoded (a decode worker, or a thread), so there is never a float32 copy of the whole
+    database and the decoding overlaps the downloads.
 
     ``previous`` (a new version of a database the node holds, ``service/lineage.py``): records whose
-    bytes it knows are not decoded; their rows and metadata are copied from it (``builder.reused``
-    says which).  Every record's digest ends up in ``builder.digests`` when every chunk had them.
+    bytes it knows are not decoded; their rows and metadata are copied from it where the chunk is
+    decoded (``builder.reused`` says which).  Every record's digest ends up in ``builder.digests`` when every chunk had them.
     """
     storage = node.require_storage() if storage is None else storage
     settings = node.settings
