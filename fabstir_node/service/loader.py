@@ -381,7 +381,8 @@ async def fetch_chunks(
 
     ``previous`` (a new version of a database the node holds, ``service/lineage.py``): records whose
     bytes it knows are not decoded; their rows and metadata are copied from it where the chunk is
-    decoded (``builder.reused`` says which).  Every record's digest ends up in ``builder.digests`` when every chunk had them.
+    decoded (``builder.reused`` says which).  Every record's digest ends up in ``builder.digests`` when
+    every chunk had them.
     """
     storage = node.require_storage() if storage is None else storage
     settings = node.settings
