@@ -20,8 +20,10 @@ DIM = 16
 
 
 def settings(tmp_path):
+    # the graph at the daemon's default quality (expansion_add 160): at 64 an unlucky build (threads make
+    # each one different) left the previous graph's answers through the overlay at recall 0.98 in CI
     return {"request_rate_per_second": 10_000.0, "request_rate_burst": 10_000.0, "cache_dir": tmp_path / "cache",
-            "hnsw_min_vectors": 500, "hnsw_expansion_add": 64, "vector_dtype": "f16"}
+            "hnsw_min_vectors": 500, "vector_dtype": "f16"}
 
 
 def unit(v):
