@@ -136,11 +136,7 @@ class Daemon:
         """VmRSS of the daemon's child processes (decode workers; a graph builder while it runs)."""
         total = 0
         for entry in Path("/proc").iterdir():
-            try:
-                status = (entry / "status").read_text()
-            except OSError:
-                continue
-            fields = dict(row.partition(":")[::2] for row in status.splitlines())
+            fields = _status(entry)
             if fields.get("PPid", "").strip() == str(self.process.pid) and "VmRSS" in fields:
                 total += int(fields["VmRSS"].split()[0])
         return round(total / 1024, 1)
@@ -153,12 +149,18 @@ class Daemon:
             pass
 
     def rss_mb(self) -> dict[str, float]:
-        fields = {}
-        for row in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            name, _, value = row.partition(":")
-            if name in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-                fields[name] = int(value.split()[0]) / 1024
-        return fields
+        status = _status(Path(f"/proc/{self.process.pid}"))
+        return {name: int(status[name].split()[0]) / 1024
+                for name in ("VmRSS", "RssAnon", "RssFile", "VmHWM") if name in status}
+
+
+def _status(proc: Path) -> dict[str, str]:
+    """The fields of ``/proc/<pid>/status`` (empty when the process is gone or it is no process)."""
+    try:
+        text = (proc / "status").read_text()
+    except OSError:
+        return {}
+    return {name: value for name, _, value in (row.partition(":") for row in text.splitlines())}
 
 
 @asynccontextmanager
@@ -724,7 +726,8 @@ def cli() -> None:
     parser.add_argument("--no-versions", dest="versions", action="store_false",
                         help="skip the new-version rows (1 %% changed, after the largest database)")
     parser.add_argument("--edits", type=_edits, default=(1.0, 1.0, 1.0), metavar="R,C,A",
-                        help="the new version: percent removed, changed, added (default 1,1,1; 1M: 0,0.1,0)")
+                        help="the new version: percent removed, changed, added (default 1,1,1; the README's 1M "
+                             "row uses 0,0.1,0)")
     parser.add_argument("--format", choices=["cbor", "json"], default="cbor",
                         help="chunk encoding: cbor (what the SDK writes) or json (what the S5 bridge returns)")
     parser.add_argument("--out", default="bench-results.json")

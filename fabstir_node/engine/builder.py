@@ -57,7 +57,7 @@ class MatrixBuilder:
         self._out = np.empty((rows, dimensions) if sink is None else (0, dimensions), self._dtype)
         self._degenerate: list[int] = []  # one count per fill; list.append is atomic
         self._finished = False
-        #: ``reused[row]``: the previous version's row a load copied into ``row`` (:meth:`fill_known`), else -1.
+        #: ``reused[row]``: the previous version's row a load copied into ``row`` (:meth:`put`), else -1.
         self.reused: np.ndarray | None = None
         self._reused_lock = threading.Lock()
         #: Each row's record digest (n x 16 uint8), set by a load whose every chunk had them.
@@ -84,11 +84,6 @@ class MatrixBuilder:
             self._sink.discard()
 
     @property
-    def dtype(self) -> np.dtype:
-        """The numpy dtype rows are stored in."""
-        return self._dtype
-
-    @property
     def coarse(self) -> bool:
         """Whether this matrix gets an 8-bit copy (blocks for :meth:`put` should carry their codes)."""
         return self._coarse is not None
@@ -97,22 +92,12 @@ class MatrixBuilder:
         """Normalise ``block`` (float32, n × d) into rows ``start .. start + n``."""
         self.put(start, normalise_block(block, self._dtype_name, coarse=self.coarse))
 
-    def fill_known(self, start: int, block: np.ndarray, reused: np.ndarray, stored: np.ndarray) -> None:
-        """:meth:`fill`, where the rows with ``reused[i] >= 0`` are ``stored`` rows of a previous version."""
-        fresh = np.asarray(reused) < 0
-        self.put(start, normalise_block(block, self._dtype_name, fresh=fresh, coarse=self.coarse),
-                 reused=reused, stored=stored)
-
-    def put(
-        self, start: int, block: NormalisedBlock, *, reused: np.ndarray | None = None,
-        stored: np.ndarray | None = None,
-    ) -> None:
+    def put(self, start: int, block: NormalisedBlock, *, reused: np.ndarray | None = None) -> None:
         """Copy a normalised block into rows ``start .. start + n``.
 
-        With ``reused``: the rows with ``reused[i] >= 0`` are rows of a previous version, noted as the
-        mapping (:attr:`reused`); with ``stored`` they are copied from it here (in order, unit length
-        in this builder's dtype; ``block`` holds zeros there), without it ``block`` already holds them.
-        Threads may put disjoint row ranges at the same time.
+        ``reused``: the rows with ``reused[i] >= 0`` are the previous version's row ``reused[i]``
+        (``block`` already holds them), noted as the mapping (:attr:`reused`).  Threads may put
+        disjoint row ranges at the same time.
         """
         rows = block.rows
         n = len(rows)
@@ -120,31 +105,18 @@ class MatrixBuilder:
             raise ValueError("block does not fit the matrix")
         if rows.dtype != self._dtype:
             raise ValueError("block is not of the matrix's dtype")
-        codes, scales, degenerate = block.codes, block.scales, block.degenerate
-        if self._coarse is not None and (codes is None or scales is None):
-            codes, scales = quantize_rows(as_float32(rows))
-        if reused is not None and len(reused) != n:
-            raise ValueError("block does not fit the matrix")
-        if reused is not None and stored is not None:
-            known = np.asarray(reused) >= 0
-            if stored.shape != (int(known.sum()), self._shape[1]) or stored.dtype != self._dtype:
-                raise ValueError("the stored rows do not fit the matrix")
-            rows = rows.copy() if not rows.flags.writeable else rows
-            rows[known] = stored
-            degenerate += int((stored == 0).all(axis=1).sum())  # a zero row stays a zero row
-            if self._coarse is not None and len(stored):
-                assert codes is not None and scales is not None
-                known_codes, known_scales = quantize_rows(as_float32(stored))
-                codes, scales = codes.copy(), scales.copy()
-                codes[known], scales[known] = known_codes, known_scales
         if reused is not None:
+            if len(reused) != n:
+                raise ValueError("block does not fit the matrix")
             with self._reused_lock:  # threads fill chunks at once: one of them makes the array
                 if self.reused is None:
                     self.reused = np.full(self._shape[0], -1, np.int64)
             self.reused[start : start + n] = reused
-        self._degenerate.append(degenerate)
+        self._degenerate.append(block.degenerate)
         if self._coarse is not None:
-            assert codes is not None and scales is not None
+            codes, scales = block.codes, block.scales
+            if codes is None or scales is None:
+                codes, scales = quantize_rows(as_float32(rows))
             self._coarse.put(start, codes, scales)
         if self._sink is not None:
             self._sink.write(start, rows)

@@ -96,6 +96,11 @@ class PreviousVersion:
     offsets: np.ndarray
     metadata: Any
 
+    @classmethod
+    def of(cls, matrix: Any, rows_of: Mapping[bytes, int]) -> PreviousVersion:
+        """The version a :class:`~.matrix.VectorMatrix` holds (rows, packed metadata), shared, not copied."""
+        return cls(rows_of, matrix.vectors, matrix.metadata.offsets, matrix.metadata.buffer)
+
     def take(self, reused: np.ndarray) -> tuple[np.ndarray, list[bytes | None]]:
         """The stored rows of ``reused >= 0`` (in order) and, per position, the metadata of those rows."""
         positions = np.flatnonzero(reused >= 0)

@@ -22,9 +22,10 @@ instead (``python -m fabstir_node.workers.decode``), one per core by default
   gets a new one; a worker's crash fails its load (``INTERNAL_ERROR``), never the daemon.  A worker
   that cannot be started (a process limit, say) is logged (``decode_workers_unavailable``) and jobs
   are decoded in threads for a minute.
-* **Record digests** of a previous version (a new version's load, ``lineage.py``) are sent to each
-  worker once per load (:meth:`share`), and dropped again when the last load that needed them ends
-  (:meth:`unshare`): a 1M-vector lookup is ~150 MB in each worker.
+* **A previous version** (a new version's load, ``lineage.py``) is named to each worker once per load
+  (its cache key and directory; the worker opens it and builds its record digest lookup), and
+  dropped again when the last load that needed it ends (:meth:`share`, :meth:`unshare`): a 1M-vector
+  lookup is ~150 MB in each worker.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ from collections import Counter
 from typing import Any
 
 import attrs
-import numpy as np
 import trio
 
 from ..logging import get_logger
@@ -68,14 +68,13 @@ class WorkersUnavailable(Exception):
     """No worker process could be started: decode this job in a thread."""
 
 
-@attrs.frozen(eq=False)
+@attrs.frozen
 class Known:
-    """A previous version's record digests (``n x 16`` uint8), named by ``token`` (its cache key), and
-    its disk-cache ``directory`` (the worker copies recognised records' rows and metadata from it)."""
+    """A previous version a load recognises records of: its cache key (``token``) and disk-cache
+    ``directory``, which a worker opens for the version's record digests, rows and metadata."""
 
     token: str
-    digests: np.ndarray
-    directory: str = ""
+    directory: str
 
 
 class _Worker:
@@ -267,9 +266,8 @@ class DecoderPool:
         itself (``timeout`` per socket operation) and a failed read raises ``DirectFailed``.
         """
         if isinstance(raw, Direct):
-            async with contextlib.AsyncExitStack() as stack:
-                if raw.limiter is not None:  # the store's connection limit covers the worker's GET
-                    await stack.enter_async_context(raw.limiter)
+            # the store's connection limit covers the worker's GET
+            async with raw.limiter if raw.limiter is not None else contextlib.nullcontext():
                 result = await self._run(job, {"direct": raw.spec(), "timeout": timeout}, [], key, known)
             if raw.record is not None and result.fetched is not None:
                 raw.record(result.fetched[0])
@@ -284,10 +282,7 @@ class DecoderPool:
             healthy = False
             try:
                 if known is not None and known.token not in worker.known:
-                    digests = np.ascontiguousarray(known.digests, np.uint8)
-                    header = {"op": "known", "token": known.token, "digests": frames.describe(digests),
-                              "directory": known.directory}
-                    await worker.send(frames.encode(header, [digests]))
+                    await worker.send(frames.encode({"op": "known", **attrs.asdict(known)}))
                     worker.known = [*worker.known, known.token][-LOOKUPS:]
                 request = {"op": "decode", "job": attrs.asdict(job), "known": None if known is None else known.token,
                            **extra}

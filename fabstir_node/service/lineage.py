@@ -356,9 +356,7 @@ class PreviousRows:
     @functools.cached_property
     def version(self) -> PreviousVersion:
         """The previous version for decoding in this process (its digest lookup built on first use)."""
-        metadata = self.matrix.metadata
-        return PreviousVersion(digest_lookup(self.matrix.record_digests), self.matrix.vectors,
-                               metadata.offsets, metadata.buffer)
+        return PreviousVersion.of(self.matrix, digest_lookup(self.matrix.record_digests))
 
 
 class Updater:

@@ -451,10 +451,7 @@ async def fetch_chunks(
                 decoded = await decode(index, direct)
                 if decoded.fetched is not None:
                     size, seconds = decoded.fetched
-                    stats.download_s += seconds
-                    stats.bytes += size
-                    if node.metrics is not None:
-                        node.metrics.download(seconds, None)
+                    _count_download(node, stats, seconds, size)
                 return decoded
             except (DirectFailed, WorkersUnavailable) as exc:
                 log.info("direct_read_failed", chunk_id=ref.chunk_id, reason=str(exc)[:200])
@@ -473,8 +470,7 @@ async def fetch_chunks(
         job = ChunkJob(chunk_id=ref.chunk_id, expected_count=ref.vector_count, dimensions=holder["dims"],
                        dtype=dtype, coarse=coarse, max_metadata_bytes=settings.max_metadata_bytes)
         if pool.running:
-            shared = None if previous is None else Known(
-                previous.token, previous.matrix.record_digests, str(previous.directory or ""))
+            shared = None if previous is None else Known(previous.token, str(previous.directory or ""))
             try:
                 return await pool.decode(job, raw, key, shared, timeout=settings.s5_download_timeout_seconds)
             except WorkersUnavailable:
@@ -483,6 +479,7 @@ async def fetch_chunks(
                 # logged by the pool: this chunk in a thread
         elif isinstance(raw, Direct):
             raise WorkersUnavailable("the decode workers are not running")
+
         def in_thread() -> DecodedChunk:  # the previous version's lookup is built here, off the event loop
             return decode_job(job, raw, key, None if previous is None else previous.version)
 
@@ -570,13 +567,20 @@ async def _download(
     except StorageError as exc:
         error = exc
     seconds = time.monotonic() - started
-    if node.metrics is not None:
-        node.metrics.download(seconds, error)
     if error is not None:
+        if node.metrics is not None:
+            node.metrics.download(seconds, error)
         raise _storage_error(error, what, code) from None
-    stats.download_s += seconds
-    stats.bytes += len(raw)
+    _count_download(node, stats, seconds, len(raw))
     return raw
+
+
+def _count_download(node: Node, stats: LoadStats, seconds: float, size: int) -> None:
+    """A completed download in the load's stats and the metrics (here or by a decode worker)."""
+    if node.metrics is not None:
+        node.metrics.download(seconds, None)
+    stats.download_s += seconds
+    stats.bytes += size
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

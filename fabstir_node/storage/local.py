@@ -166,9 +166,9 @@ class LocalStore:
             return None
         path = checked_path(path)
         limit = effective_limit(self.max_bytes, max_bytes)
-        fd, info = await self._run(self._open, path, limit)
-        self.stats.record_bytes(self.name, info.st_size)
-        return Direct("file", limit, file=f"/proc/{os.getpid()}/fd/{fd}", close=lambda: os.close(fd))
+        fd, _ = await self._run(self._open, path, limit)
+        return Direct("file", limit, file=f"/proc/{os.getpid()}/fd/{fd}", close=lambda: os.close(fd),
+                      record=lambda n: self.stats.record_bytes(self.name, n))
 
     def _read(self, path: str, limit: int | None) -> bytes:
         fd, info = self._open(path, limit)

@@ -10,10 +10,9 @@ chunk of 10,000 × 384 — so the daemon runs it in worker processes (one per co
 Run as ``python -m fabstir_node.workers.decode``, a worker serves frames (``frames.py``) on its
 stdin and stdout until stdin closes:
 
-* ``{"op": "known", "token": T, "directory": D}`` + a previous version's record digests (``n x 16``
-  bytes): the lookup the next jobs naming ``T`` recognise unchanged records with
-  (``formats/records.py``), and the version's disk-cache directory ``D``, whose rows and metadata
-  they copy (:func:`open_previous`); a
+* ``{"op": "known", "token": T, "directory": D}``: the previous version saved under cache key ``T``
+  in directory ``D`` (:func:`open_previous`), whose record digests the next jobs naming ``T``
+  recognise unchanged records with (``formats/records.py``) and whose rows and metadata they copy; a
   worker keeps the :data:`LOOKUPS` most recent (two new versions loading at once do not make it
   rebuild one per chunk); no reply.
 * ``{"op": "forget", "token": T}``: drop that lookup (the loads that needed it are over); no reply.
@@ -29,7 +28,6 @@ closed pipe or any bug ends the process, and the daemon replaces it.
 
 from __future__ import annotations
 
-import mmap
 import os
 import select
 import sys
@@ -49,6 +47,7 @@ from ..errors import ErrorCode, FabstirError
 from ..formats.blob import open_blob
 from ..formats.chunk import DEFAULT_MAX_METADATA_BYTES, decode_chunk
 from ..formats.records import digest_lookup
+from ..storage import disk_cache as persist
 from ..storage.direct import DirectFailed, fetch
 from . import frames
 
@@ -75,7 +74,7 @@ class DecodedChunk:
     """A chunk ready to be put into the matrix (``MatrixBuilder.put``) and the id/metadata lists.
 
     With ``reused`` (a new version's load): rows with ``reused[i] >= 0`` are the previous version's
-    row ``reused[i]``; here their row is zero and their metadata ``b""``, for the caller to take.
+    row ``reused[i]``, copied with their metadata from it (the mapping the graph update follows).
     """
 
     dimensions: int
@@ -126,22 +125,16 @@ def decode_job(
     )
 
 
-def open_previous(digests: np.ndarray, directory: str) -> PreviousVersion | None:
-    """A previous version from its disk-cache directory (the daemon checked it); None if unreadable
-    (then its records are decoded like any other: slower, never wrong)."""
-    folder = Path(directory)
+def open_previous(token: str, directory: str) -> PreviousVersion | None:
+    """The previous version in disk-cache ``directory`` (saved under key ``token``), opened as the daemon
+    opens it; None if it cannot be (then its records are decoded like any other: slower, never wrong)."""
     try:
-        vectors = np.load(folder / "vectors.npy", mmap_mode="r", allow_pickle=False)
-        offsets = np.load(folder / "metadata.idx.npy", allow_pickle=False)
-        with open(folder / "metadata.bin", "rb") as file:
-            size = os.fstat(file.fileno()).st_size
-            metadata: Any = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
-    except (OSError, ValueError):
+        matrix = persist.open_matrix(Path(directory), key=token, with_index=False, verify=False)
+    except (persist.CorruptCache, OSError):
         return None
-    if vectors.ndim != 2 or len(vectors) != len(digests) or offsets.shape != (len(digests) + 1,) \
-            or int(offsets[-1]) != size:
+    if matrix.record_digests is None:
         return None
-    return PreviousVersion(digest_lookup(digests), vectors, offsets, metadata)
+    return PreviousVersion.of(matrix, digest_lookup(matrix.record_digests))
 
 
 # --- the result as a frame ---------------------------------------------------------------------
@@ -152,9 +145,8 @@ def _packed_parts(blobs: PackedBlobs) -> tuple[np.ndarray, np.ndarray]:
     return np.frombuffer(joined, np.uint8), np.ascontiguousarray(blobs.offsets, np.int64)
 
 
-def result_frame(result: DecodedChunk, fetched: tuple[int, float] | None = None) -> list[Any]:
-    """The frame that carries ``result`` back to the daemon (``fetched``: bytes and seconds of the
-    worker's own read of the chunk)."""
+def result_frame(result: DecodedChunk) -> list[Any]:
+    """The frame that carries ``result`` back to the daemon."""
     ids_buffer, ids_offsets = _packed_parts(result.ids.blobs)
     meta_buffer, meta_offsets = _packed_parts(result.metadata)
     arrays: dict[str, np.ndarray | None] = {
@@ -166,7 +158,7 @@ def result_frame(result: DecodedChunk, fetched: tuple[int, float] | None = None)
     header = {
         "dimensions": result.dimensions, "degenerate": result.degenerate, "cpu_s": result.cpu_s,
         "arrays": {name: frames.describe(a) for name, a in present.items()},
-        "fetched": fetched,
+        "fetched": result.fetched,
     }
     return frames.encode(header, list(present.values()))
 
@@ -270,8 +262,7 @@ def serve(fd_in: int, fd_out: int) -> None:
             lookups.pop(token, None)
             while len(lookups) >= LOOKUPS:
                 del lookups[next(iter(lookups))]
-            lookups[token] = open_previous(frames.array(header["digests"], memoryview(buffers[0])),
-                                           str(header["directory"]))
+            lookups[token] = open_previous(token, str(header["directory"]))
         elif op == "forget":
             lookups.pop(str(header["token"]), None)
         elif op == "decode":
@@ -290,7 +281,7 @@ def serve(fd_in: int, fd_out: int) -> None:
                     raw, fetched = buffers[0], None
                     key = bytes(buffers[1]) if len(buffers) > 1 else None
                 result = decode_job(job, raw, key, None if needed is None else lookups[needed])
-                reply = result_frame(result, fetched)
+                reply = result_frame(attrs.evolve(result, fetched=fetched))
             except DirectFailed as exc:
                 reply = frames.encode({"direct_failed": str(exc)[:500]})
             except Exception as exc:  # noqa: BLE001 - every failure is a reply; the worker lives on

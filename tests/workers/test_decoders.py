@@ -112,7 +112,8 @@ async def test_a_worker_that_dies_fails_its_job_and_is_replaced(pool):
 
 
 def saved_version(bodies, directory):
-    """The decoded chunks saved as a disk-cache version (rows, metadata, record digests); its Known."""
+    """The decoded chunks saved as a disk-cache version (rows, metadata, record digests) under key
+    ``directory.name``."""
     first = [decode_job(job(i), b, None) for i, b in enumerate(bodies)]
     builder = MatrixBuilder(sum(len(c.rows) for c in first), DIM, "f16")
     at = 0
@@ -123,13 +124,12 @@ def saved_version(bodies, directory):
     ids = [i for c in first for i in c.ids]
     matrix = builder.finish(ids, [m for c in first for m in c.metadata], digests)
     persist.save(directory, matrix, key=directory.name)
-    return digests
 
 
-async def test_record_digests_are_sent_once_per_worker_and_dropped_after_the_load(pool, tmp_path):
+async def test_a_previous_version_is_named_once_per_worker_and_dropped_after_the_load(pool, tmp_path):
     bodies = chunk_files()
-    digests = saved_version(bodies, tmp_path / "v1")
-    known = Known("v1", digests, str(tmp_path / "v1"))
+    saved_version(bodies, tmp_path / "v1")
+    known = Known("v1", str(tmp_path / "v1"))
     pool.share(known.token)
     for i, body in enumerate(bodies):
         got = await pool.decode(job(i), body, None, known)
@@ -143,8 +143,8 @@ async def test_record_digests_are_sent_once_per_worker_and_dropped_after_the_loa
 
 async def test_an_unreadable_previous_version_only_costs_the_recognition(pool, tmp_path):
     bodies = chunk_files()
-    digests = saved_version(bodies, tmp_path / "v1")
-    known = Known("gone", digests, str(tmp_path / "missing"))
+    saved_version(bodies, tmp_path / "v1")
+    known = Known("v1", str(tmp_path / "missing"))
     pool.share(known.token)
     got = await pool.decode(job(0), bodies[0], None, known)
     same(got, decode_job(job(0), bodies[0], None))  # decoded in full, nothing taken on trust
@@ -189,7 +189,8 @@ async def test_two_previous_versions_at_once_each_get_their_own_lookup(pool, tmp
     other = chunk_files(seed=2)
     known = {}
     for name, files in (("a", bodies), ("b", other)):
-        known[name] = Known(name, saved_version(files, tmp_path / name), str(tmp_path / name))
+        saved_version(files, tmp_path / name)
+        known[name] = Known(name, str(tmp_path / name))
         pool.share(name)
     for _ in range(2):  # alternating: each worker keeps both lookups
         for name, files in (("a", bodies), ("b", other), ("a", other)):
