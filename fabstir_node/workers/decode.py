@@ -242,9 +242,9 @@ def _write_frame(fd: int, pieces: list[Any]) -> None:
 
 def serve(fd_in: int, fd_out: int) -> None:
     """Answer frames until the input ends."""
-    from ..memory import release_free_memory, tune_allocator
+    from ..memory import release_free_memory, tune_worker_allocator
 
-    tune_allocator()
+    tune_worker_allocator()
     lookups: dict[str, PreviousVersion | None] = {}  # oldest first
     trimmed = True
     while True:
