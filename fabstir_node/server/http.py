@@ -21,7 +21,9 @@ Guarantees:
 * Cancelling the task that runs :func:`serve_http` closes every connection.
 
 Request bodies are read into memory (bounded by ``max_request_body``); response
-bodies are ``bytes`` or an async iterable of ``bytes``.  A streamed body without
+bodies are ``bytes``, an async iterable of ``bytes``, or a :class:`FileBody` (an
+open file sent with ``sendfile``: no copy through Python, which is how the stand-in
+bridge serves a load's chunks without taking the CPU the daemon under test needs).  A streamed body without
 a ``content-length`` header is sent chunked.  A streamed body that ends before
 its declared ``content-length`` makes the server close the connection, which is
 how a client sees a truncated response.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import os
 from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from typing import cast
 from urllib.parse import parse_qsl, unquote_to_bytes
@@ -42,7 +45,7 @@ import trio
 
 from ..logging import get_logger
 
-__all__ = ["AbortConnection", "Handler", "HttpRequest", "HttpResponse", "serve_http"]
+__all__ = ["AbortConnection", "FileBody", "Handler", "HttpRequest", "HttpResponse", "serve_http"]
 
 log = get_logger(__name__)
 
@@ -69,13 +72,26 @@ class HttpRequest:
         return next((value for key, value in self.headers if key == name), None)
 
 
+@attrs.define(eq=False)
+class FileBody:
+    """``size`` bytes of the open file ``fd`` from its start, sent with ``sendfile``; the server closes
+    ``fd`` once the response is over (sent or not) and calls ``sent`` with the bytes it sent."""
+
+    fd: int
+    size: int
+    sent: Callable[[int], None] | None = None
+
+    def __len__(self) -> int:  # h11 counts it against the content-length
+        return self.size
+
+
 @attrs.frozen
 class HttpResponse:
-    """A response: a status, headers, and ``bytes`` or an async iterable of ``bytes``."""
+    """A response: a status, headers, and ``bytes``, an async iterable of ``bytes`` or a :class:`FileBody`."""
 
     status: int
     headers: list[tuple[str, str]] = attrs.field(factory=list)
-    body: bytes | AsyncIterable[bytes] = attrs.field(default=b"", repr=False)
+    body: bytes | AsyncIterable[bytes] | FileBody = attrs.field(default=b"", repr=False)
 
     @classmethod
     def json(cls, status: int, obj: object, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
@@ -251,10 +267,25 @@ async def _send_response(
     names = {k for k, _ in headers}
     if "date" not in names:
         headers.append(("date", email.utils.formatdate(usegmt=True)))
-    if isinstance(response.body, bytes | bytearray) and "content-length" not in names:
+    if isinstance(response.body, bytes | bytearray | FileBody) and "content-length" not in names:
         headers.append(("content-length", str(len(response.body))))
-    await _send(stream, conn, h11.Response(status_code=response.status, headers=headers))
-    if method == "HEAD":
+    if isinstance(response.body, FileBody):
+        body = response.body
+        try:
+            await _send(stream, conn, h11.Response(status_code=response.status, headers=headers))
+            if method != "HEAD" and body.size:
+                # h11 hands the body object back untouched (its length counted): we send it
+                passed = conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+                for piece in passed or ():
+                    if isinstance(piece, FileBody):
+                        await _sendfile(stream, piece)
+                    else:
+                        await stream.send_all(piece)
+        finally:
+            os.close(body.fd)
+    else:
+        await _send(stream, conn, h11.Response(status_code=response.status, headers=headers))
+    if method == "HEAD" or isinstance(response.body, FileBody):
         pass
     elif isinstance(response.body, bytes | bytearray):
         if response.body:
@@ -273,6 +304,28 @@ async def _send_response(
         await _send(stream, conn, h11.EndOfMessage())
     except h11.LocalProtocolError:
         pass  # the body fell short of its content-length: our state is ERROR, the caller closes
+
+
+async def _sendfile(stream: trio.SocketStream, body: FileBody) -> None:
+    """All of ``body`` through the socket with ``sendfile`` (the kernel copies; the loop waits while
+    the socket is full).  A file that ended early closes the connection, as a short stream does."""
+    sock = stream.socket
+    sent = 0
+    try:
+        while sent < body.size:
+            await trio.lowlevel.wait_writable(sock)
+            try:
+                count = os.sendfile(sock.fileno(), body.fd, sent, body.size - sent)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise trio.BrokenResourceError(str(exc)) from exc
+            if count == 0:
+                raise trio.BrokenResourceError("the file ended before its declared size")
+            sent += count
+    finally:
+        if body.sent is not None:
+            body.sent(sent)
 
 
 async def _send_simple(stream: trio.SocketStream, conn: h11.Connection, status: int, text: str) -> None:

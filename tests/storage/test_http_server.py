@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import httpx
 import pytest
 import trio
 
-from fabstir_node.server.http import AbortConnection, HttpRequest, HttpResponse, serve_http
+from fabstir_node.server.http import AbortConnection, FileBody, HttpRequest, HttpResponse, serve_http
+
+#: The file the "/file" routes send (1.5 MB: more than one socket buffer).
+FILE_BYTES = bytes(range(256)) * 6000
 
 
 class Recorder:
@@ -16,6 +22,7 @@ class Recorder:
         self.requests: list[HttpRequest] = []
         self.started = trio.Event()
         self.cancelled = trio.Event()
+        self.files: list[tuple[int, list[int]]] = []  # each file body's descriptor and what it reported sent
 
     async def __call__(self, request: HttpRequest) -> HttpResponse:
         self.requests.append(request)
@@ -33,6 +40,15 @@ class Recorder:
                 await trio.sleep_forever()
             finally:
                 self.cancelled.set()
+        if request.path in ("/file", "/file-short"):
+            with tempfile.TemporaryFile() as file:
+                file.write(FILE_BYTES)
+                file.flush()
+                fd = os.dup(file.fileno())
+            sent: list[int] = []
+            self.files.append((fd, sent))
+            size = len(FILE_BYTES) + (1000 if request.path == "/file-short" else 0)
+            return HttpResponse(200, [], FileBody(fd, size, sent=sent.append))
         if request.path == "/echo":
             return HttpResponse(200, [("x-method", request.method)], request.body)
         return HttpResponse.json(200, {"path": request.path, "query": request.query})
@@ -103,6 +119,47 @@ async def test_streamed_body_is_chunked(server):
     response = await client.get("/stream")
     assert response.headers["transfer-encoding"] == "chunked"
     assert response.content == b"alpha-beta-gamma"
+
+
+def _closed(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return True
+    return False
+
+
+async def test_file_body_is_sent_whole_and_closed(server):
+    recorder, _, client = server
+    response = await client.get("/file")
+    assert response.headers["content-length"] == str(len(FILE_BYTES))
+    assert response.content == FILE_BYTES
+    head = await client.head("/file")
+    assert (head.status_code, head.content, head.headers["content-length"]) == (200, b"", str(len(FILE_BYTES)))
+    (first, sent), (second, head_sent) = recorder.files
+    assert sent == [len(FILE_BYTES)] and head_sent == []
+    assert _closed(first) and _closed(second)
+    assert (await client.get("/")).status_code == 200  # the connection is still good
+
+
+async def test_file_shorter_than_declared_closes_connection(server):
+    recorder, _, client = server
+    with pytest.raises(httpx.RemoteProtocolError):
+        await client.get("/file-short")
+    [(fd, sent)] = recorder.files
+    assert sent == [len(FILE_BYTES)] and _closed(fd)
+    assert (await client.get("/")).status_code == 200
+
+
+async def test_client_leaving_mid_file_closes_it(server):
+    recorder, port, _ = server
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    await stream.send_all(b"GET /file HTTP/1.1\r\nhost: x\r\n\r\n")
+    with trio.fail_after(2):
+        await stream.receive_some(1000)
+        await stream.aclose()
+        while not recorder.files or not _closed(recorder.files[0][0]):
+            await trio.sleep(0.01)
 
 
 async def test_short_streamed_body_closes_connection(server):
