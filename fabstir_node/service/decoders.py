@@ -100,14 +100,25 @@ class _Worker:
                 await self.stdin.send_all(piece)
 
     async def _exactly(self, size: int) -> bytearray:
+        """The next ``size`` bytes of the worker's output, read straight into one buffer.
+
+        With ``readv`` on the pipe's (non-blocking) descriptor rather than the stream's
+        ``receive_some``, which returns each read as a new ``bytes`` to be copied again: at 1M
+        vectors that was 2 GB of fresh buffers and copies, ~2 s of the daemon's CPU."""
         buffer = bytearray(size)
+        view = memoryview(buffer)
+        fd = self.stdout.fileno()
         got = 0
         while got < size:
-            data = await self.stdout.receive_some(min(size - got, _PIPE_BYTES))
-            if not data:
+            await trio.lowlevel.wait_readable(fd)
+            try:
+                count = os.readv(fd, [view[got:]])
+            except BlockingIOError:
+                continue
+            if not count:
                 raise frames.FrameError("the decode worker ended its output")
-            buffer[got : got + len(data)] = data
-            got += len(data)
+            got += count
+        view.release()
         return buffer
 
     async def receive(self) -> tuple[dict[str, Any], list[memoryview]]:
