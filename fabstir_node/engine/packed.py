@@ -11,8 +11,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
+import xxhash
 
-__all__ = ["PackedBlobs", "PackedStrings"]
+__all__ = ["PackedBlobs", "PackedStrings", "has_repeats", "id_hashes"]
 
 
 class PackedBlobs(Sequence[bytes]):
@@ -129,3 +130,34 @@ class PackedStrings(Sequence[str]):
 
     def __repr__(self) -> str:
         return f"PackedStrings({len(self)} items)"
+
+
+def id_hashes(ids: Sequence[str]) -> np.ndarray:
+    """XXH3-64 of each id's UTF-8 bytes, as uint64 (equal ids: equal hashes)."""
+    digest = xxhash.xxh3_64_intdigest
+    return np.fromiter((digest(ident.encode()) for ident in ids), np.uint64, len(ids))
+
+
+def has_repeats(ids: PackedStrings, hashes: Sequence[np.ndarray | None] = ()) -> bool:
+    """Whether any id occurs twice.  ``hashes``: :func:`id_hashes` of consecutive parts of ``ids``
+    (made where they were decoded); then one sort of the hashes finds the candidates, and only ids
+    whose hash repeats are compared (a collision is not a repeat).  Without them: a set of the ids."""
+    if not hashes or any(part is None for part in hashes):
+        return len(set(ids.encoded())) != len(ids)
+    joined = np.concatenate([np.asarray(part, np.uint64) for part in hashes])
+    if len(joined) != len(ids):
+        raise ValueError("one hash per id")
+    ranked = np.sort(joined)
+    if not (ranked[1:] == ranked[:-1]).any():
+        return False
+    order = np.argsort(joined, kind="stable")
+    ranked = joined[order]
+    same = ranked[1:] == ranked[:-1]
+    candidates = np.union1d(order[1:][same], order[:-1][same])
+    seen: set[bytes] = set()
+    for row in candidates.tolist():
+        encoded = bytes(ids._blobs[row])
+        if encoded in seen:
+            return True
+        seen.add(encoded)
+    return False

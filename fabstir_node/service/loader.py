@@ -29,7 +29,7 @@ import trio
 
 from ..engine.builder import MatrixBuilder
 from ..engine.matrix import COARSE_MIN_ROWS, RECORD_DIGEST_SIZE
-from ..engine.packed import PackedBlobs, PackedStrings
+from ..engine.packed import PackedBlobs, PackedStrings, has_repeats
 from ..engine.rows import NormalisedBlock, numpy_dtype
 from ..errors import ErrorCode, FabstirError, StorageError, StorageNotFound, StorageTooLarge
 from ..formats.blob import decode_object, open_blob
@@ -391,6 +391,7 @@ async def fetch_chunks(
     ids: list[PackedStrings | None] = [None] * len(counts)
     metadata: list[PackedBlobs | None] = [None] * len(counts)
     digests: list[bytes | None] = [None] * len(counts)
+    hashes: list[np.ndarray | None] = [None] * len(counts)
     dims_lock = trio.Lock()
     dtype = settings.vector_dtype
     holder: dict[str, Any] = {"dims": manifest.dimensions, "matrix": None}
@@ -488,6 +489,7 @@ async def fetch_chunks(
     def put(index: int, decoded: DecodedChunk) -> tuple[PackedStrings, PackedBlobs]:
         """Copy a decoded chunk's rows into the matrix (a thread's work); its ids and metadata."""
         digests[index] = decoded.digests
+        hashes[index] = decoded.id_hashes
         block = NormalisedBlock(decoded.rows, decoded.degenerate, decoded.codes, decoded.scales)
         # recognised records arrive whole (their rows and metadata copied where they were decoded);
         # ``reused`` is the mapping the graph update follows
@@ -496,7 +498,7 @@ async def fetch_chunks(
 
     def join() -> tuple[PackedStrings, PackedBlobs]:
         all_ids = PackedStrings.concat(ids)  # type: ignore[arg-type]
-        if len(set(all_ids)) != len(all_ids):
+        if has_repeats(all_ids, hashes):
             raise FabstirError(ErrorCode.INVALID_DATABASE, "the database holds the same vector id more than once")
         return all_ids, PackedBlobs.concat(metadata)  # type: ignore[arg-type]
 

@@ -39,7 +39,7 @@ from typing import Any
 import attrs
 import numpy as np
 
-from ..engine.packed import PackedBlobs, PackedStrings
+from ..engine.packed import PackedBlobs, PackedStrings, id_hashes
 from ..engine.quantized import quantize_rows
 from ..engine.reuse import PreviousVersion
 from ..engine.rows import as_float32, normalise_block
@@ -91,6 +91,9 @@ class DecodedChunk:
     cpu_s: float
     #: Bytes and seconds of the worker's own read of the chunk (``storage/direct.py``), if it read it.
     fetched: tuple[int, float] | None = None
+    #: Each id's 64-bit hash (``engine/packed.id_hashes``): the load finds repeated ids among a
+    #: million with one sort, not a set of a million strings.
+    id_hashes: np.ndarray | None = None
 
 
 def decode_job(
@@ -122,6 +125,7 @@ def decode_job(
         dimensions=chunk.dimensions, rows=rows, degenerate=degenerate, codes=codes, scales=scales,
         ids=PackedStrings(chunk.ids), metadata=PackedBlobs(metadata), digests=chunk.digests,
         reused=chunk.reused if fresh is not None else None, cpu_s=time.thread_time() - cpu,
+        id_hashes=id_hashes(chunk.ids),
     )
 
 
@@ -153,6 +157,7 @@ def result_frame(result: DecodedChunk) -> list[Any]:
         "rows": result.rows, "codes": result.codes, "scales": result.scales, "reused": result.reused,
         "digests": None if result.digests is None else np.frombuffer(result.digests, np.uint8),
         "ids": ids_buffer, "ids_offsets": ids_offsets, "metadata": meta_buffer, "metadata_offsets": meta_offsets,
+        "id_hashes": result.id_hashes,
     }
     present = {name: np.ascontiguousarray(a) for name, a in arrays.items() if a is not None}
     header = {
@@ -186,6 +191,7 @@ def read_result(header: dict[str, Any], buffers: list[memoryview]) -> DecodedChu
         metadata=PackedBlobs.from_parts(arrays["metadata"].tobytes(), arrays["metadata_offsets"].copy()),
         digests=None if digests is None else digests.tobytes(), reused=arrays.get("reused"),
         cpu_s=float(header["cpu_s"]), fetched=None if header.get("fetched") is None else tuple(header["fetched"]),
+        id_hashes=None if arrays.get("id_hashes") is None else arrays["id_hashes"].copy(),
     )
 
 
