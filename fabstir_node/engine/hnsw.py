@@ -183,7 +183,14 @@ class HnswIndex:
 
     def scan(self, query: np.ndarray, count: int) -> np.ndarray:
         """Row numbers of the ``count`` best rows by a full scan of the graph's own vectors (no walk)."""
-        matches = self._index.search(query, min(count, len(self)), exact=True, threads=0)
+        try:
+            matches = self._index.search(query, min(count, len(self)), exact=True, threads=0)
+        finally:
+            # the scan touched every page of the graph file: leave them to the page cache, not the
+            # process (``storage/disk_cache.MappedFile``), as a declined answer's scan of the rows does
+            drop = getattr(self._mapping, "drop_pages", None)
+            if drop is not None:
+                drop()
         return np.asarray(matches.keys, np.int64)
 
     def search_subset(

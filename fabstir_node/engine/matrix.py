@@ -29,7 +29,9 @@ A matrix is immutable once built; searches are safe from several threads.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import mmap
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal, Protocol
@@ -52,10 +54,13 @@ _DTYPE_NAMES: dict[np.dtype[Any], DType] = {
 RECORD_DIGEST_SIZE = 16
 #: Exact f16 scans of at least this many rows use every core.
 _PARALLEL_SCAN_ROWS = 50_000
-#: A file-backed matrix whose graph answers scans its rows in blocks of this many, read with pread, and
-#: gathers up to this many filtered rows one by one (``VectorMatrix._exact``).  Small blocks: each is a
-#: new buffer, and a 50 MB one cost its page faults on every scan (100K x 384 f16 from the page cache,
-#: one thread: 65,536-row blocks 19.8 ms, 8,192-row blocks 12.7 ms; the answers a graph declines).
+#: A file-backed matrix whose graph answers scans its rows through their mapping, on every core, and
+#: then drops the mapping's pages from the process (``madvise(MADV_DONTNEED)``: they stay in the page
+#: cache, so the next scan maps them again without reading the disk) — an answer the graph declines
+#: leaves nothing resident.  Without the mapping (not an ``np.memmap``) it reads blocks of this many
+#: rows with pread instead (100K x 384 f16 from the page cache: pread blocks, one thread, 12.7 ms; the
+#: mapping on two cores and dropped, see ``_scan_mapped``); and it gathers up to
+#: ``_READ_GATHER_ROWS`` filtered rows one by one.
 _READ_BLOCK_ROWS = 8192
 _READ_GATHER_ROWS = 4096
 #: Per-field filter columns kept per matrix (oldest dropped first).
@@ -216,6 +221,19 @@ def _check_threshold(threshold: object) -> float | None:
     if not math.isfinite(value):
         raise FabstirError(ErrorCode.INVALID_MESSAGE, "threshold must be a finite number or null")
     return value
+
+
+def _scan_mapped(score: Callable[[np.ndarray], np.ndarray], vectors: np.ndarray) -> np.ndarray | None:
+    """``score(vectors)`` for a memory-mapped matrix, whose pages are then dropped from the process
+    (they stay in the page cache); None when ``vectors`` is not a mapping that can do that."""
+    mapping = getattr(vectors, "_mmap", None)  # np.memmap's mmap.mmap
+    if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+    try:
+        return score(vectors)
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # ValueError: closed meanwhile
+            mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -571,7 +589,8 @@ class VectorMatrix:
             else:
                 scores = self._scan_blocks(score, read_range)[rows]
         elif read_range is not None:
-            scores = self._scan_blocks(score, read_range)
+            mapped = _scan_mapped(score, vectors)
+            scores = self._scan_blocks(score, read_range) if mapped is None else mapped
             if rows is not None:
                 scores = scores[rows]
         else:

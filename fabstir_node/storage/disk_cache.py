@@ -40,6 +40,7 @@ answers, the rows its candidates are re-scored on are read the same way
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import secrets
@@ -419,6 +420,13 @@ class MappedFile:
         """Release the view and unmap (only once nothing reads through it any more)."""
         self.view.release()
         self._mapping.close()
+
+    def drop_pages(self) -> None:
+        """Unmap the file's pages from the process (``MADV_DONTNEED``; they stay in the page cache and
+        come back on the next touch): after a scan of the whole graph, so a declined answer leaves
+        nothing resident.  Safe while other threads read through the mapping."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or no madvise here
+            self._mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def discard(directory: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import orjson
 
@@ -24,3 +26,15 @@ def queries(vectors: np.ndarray, count: int = 40, *, seed: int = 7) -> np.ndarra
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     out = picks + 0.5 * noise
     return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def resident_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(head[1])
+    return total

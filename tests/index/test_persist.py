@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from _index_data import make_matrix, queries
+from _index_data import make_matrix, queries, resident_kb
 
 from fabstir_node.engine.filters import compile_filter
 from fabstir_node.engine.hnsw import HnswIndex
@@ -253,18 +253,6 @@ def test_row_file_reads_the_saved_rows(tmp_path):
             rows(np.array([bad]))
 
 
-def _resident_kb(path: Path) -> int:
-    """Resident kB of this process's mappings of ``path`` (Linux /proc/self/smaps)."""
-    total, inside = 0, False
-    for line in Path("/proc/self/smaps").read_text().splitlines():
-        head = line.split()
-        if head and "-" in head[0] and len(head) >= 5 and not head[0].endswith(":"):
-            inside = line.rstrip().endswith(str(path))
-        elif inside and line.startswith("Rss:"):
-            total += int(head[1])
-    return total
-
-
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
 def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
     matrix, vectors = make_matrix(3000, 64, dtype="f16")
@@ -280,17 +268,33 @@ def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
             assert hit.score == pytest.approx(float(stored[matrix.row_of(hit.id)] @ unit), abs=1e-6)
             assert hit.metadata == orjson.loads(matrix.metadata[matrix.row_of(hit.id)])
     # neither the vectors nor the metadata were paged into the process: only the graph was
-    assert _resident_kb(directory / "vectors.npy") == 0
-    assert _resident_kb(directory / "metadata.bin") == 0
-    assert _resident_kb(directory / "index.usearch") > 0
+    assert resident_kb(directory / "vectors.npy") == 0
+    assert resident_kb(directory / "metadata.bin") == 0
+    assert resident_kb(directory / "index.usearch") > 0
     # a selective filter is searched exactly, from rows read with pread too (the graph answers)
     selective = opened.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3}))
     expected = matrix.search(vectors[0], 5, flt=compile_filter({"chunkIndex": 3}))
     assert [h.id for h in selective.hits] == [h.id for h in expected.hits]
-    assert _resident_kb(directory / "vectors.npy") == 0
+    assert resident_kb(directory / "vectors.npy") == 0
     # and reading the mapping itself shows (the probe works)
     assert float(np.asarray(opened.vectors, np.float32).sum()) != 0.0
-    assert _resident_kb(directory / "vectors.npy") > 0
+    assert resident_kb(directory / "vectors.npy") > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_a_scan_of_the_graph_leaves_its_pages_to_the_page_cache(tmp_path):
+    matrix, vectors = make_matrix(3000, 64, dtype="f16")
+    directory = tmp_path / KEY
+    save_with_index(directory, matrix)
+    opened = persist.open_matrix(directory, key=KEY, expansion_search=64)
+    assert isinstance(opened.index, HnswIndex)
+    q = opened.query_vector(vectors[5])
+    walked = opened.index.search(q, 10)
+    assert walked is not None and resident_kb(directory / "index.usearch") > 0
+    scanned = opened.index.scan(q, 10)  # every vector of the graph read
+    assert resident_kb(directory / "index.usearch") == 0
+    assert len(scanned) == 10 and 5 in scanned.tolist() and 5 in walked[0].tolist()  # the query is row 5
+    assert opened.index.search(q, 10) is not None  # the walk maps what it needs again
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux only")

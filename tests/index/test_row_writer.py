@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import trio
+from _index_data import resident_kb
 
 from fabstir_node.engine import matrix as matrix_module
 from fabstir_node.engine.builder import MatrixBuilder
@@ -94,10 +97,9 @@ def test_the_8bit_copy_of_a_saved_matrix_is_read_by_blocks(tmp_path):
     assert np.array_equal(opened.read_rows(np.array([3, 999])), matrix.vectors[[3, 999]])
 
 
-def test_once_a_graph_answers_exact_path_scans_read_blocks_not_the_mapping(tmp_path, monkeypatch):
+def _declining_matrix(tmp_path, monkeypatch, spy_calls):
     monkeypatch.setattr(matrix_module, "_READ_BLOCK_ROWS", 300)
     rows, reference, opened = saved(tmp_path, 16, seed=5)
-    calls: list[tuple[int, int]] = []
 
     class Spy:
         def __init__(self, reader):
@@ -107,12 +109,30 @@ def test_once_a_graph_answers_exact_path_scans_read_blocks_not_the_mapping(tmp_p
             return self.reader(wanted)
 
         def range(self, start, stop):
-            calls.append((start, stop))
+            spy_calls.append((start, stop))
             return self.reader.range(start, stop)
 
     graph = build_index(opened.vectors, connectivity=8, expansion_add=32, threads=1)
     untrusting = HnswIndex(graph, opened.vectors, calibration=Calibration(32, min_kth_score=2.0))
-    searched = opened.with_index(untrusting).with_row_reader(Spy(opened.read_rows))
+    return rows, reference, opened.with_index(untrusting).with_row_reader(Spy(opened.read_rows))
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="reads /proc/self/smaps")
+def test_once_a_graph_answers_exact_path_scans_the_mapping_and_leaves_nothing_resident(tmp_path, monkeypatch):
+    calls: list[tuple[int, int]] = []
+    rows, reference, searched = _declining_matrix(tmp_path, monkeypatch, calls)
+    for q in rows[:5]:  # every answer declined: the exact path
+        assert [h.id for h in searched.search(q, 5).hits] == [h.id for h in reference.search(q, 5).hits]
+    assert calls == []  # through the mapping, not pread
+    assert resident_kb(tmp_path / "db" / "vectors.npy") == 0
+    searched.vectors[:].sum()  # the mapping itself is intact: touched, it is resident again
+    assert resident_kb(tmp_path / "db" / "vectors.npy") > 0
+
+
+def test_without_a_mapping_the_exact_path_reads_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(matrix_module, "_scan_mapped", lambda score, vectors: None)
+    calls: list[tuple[int, int]] = []
+    rows, reference, searched = _declining_matrix(tmp_path, monkeypatch, calls)
     for q in rows[:5]:
         assert [h.id for h in searched.search(q, 5).hits] == [h.id for h in reference.search(q, 5).hits]
     assert calls[:4] == [(0, 300), (300, 600), (600, 900), (900, 1000)]  # every answer declined: blocks
