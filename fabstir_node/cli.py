@@ -31,6 +31,7 @@ from .config import OPTIONS, ConfigError, Settings, markdown_table
 from .crypto.keys import HostKey
 from .logging import configure
 from .memory import tune_allocator
+from .priority import prefer_searches
 from .server.daemon import check_directories, load_host_key, run_daemon
 from .server.portal import serve_portal
 
@@ -184,6 +185,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.sample:
         ensure_sample_database(settings)
     tune_allocator()
+    prefer_searches()
     trio.run(functools.partial(run_daemon, settings, host_key=host_key))
     return 0
 

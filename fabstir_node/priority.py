@@ -21,11 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["can_leave_idle", "idle_process", "idle_thread", "lower_priority"]
+__all__ = ["GIL_SWITCH_SECONDS", "can_leave_idle", "idle_process", "idle_thread", "lower_priority", "prefer_searches"]
+
+#: How long a thread may keep the GIL while another waits for it (CPython's default: 5 ms).
+GIL_SWITCH_SECONDS = 0.0005
 
 _IDLE = getattr(os, "SCHED_IDLE", None)
 _CAP_SYS_NICE = 23
@@ -101,3 +105,16 @@ def lower_priority(nice: int, *, idle: bool) -> str:
     if idle and idle_process(0):
         return "idle"
     return f"nice {nice}" if nice > 0 else "normal"
+
+
+def prefer_searches() -> None:
+    """Hand the GIL to a waiting thread after :data:`GIL_SWITCH_SECONDS` instead of 5 ms.
+
+    A search crosses the GIL a few times (the event loop, its thread, numpy calls that release it);
+    while a background thread runs Python — saving a new version, following a graph update — each
+    crossing could wait the full interval, and an idle-priority holder makes that a priority
+    inversion.  Seen on a new version's first searches at 100K: a graph answer taking ~1 ms of its own
+    came back after 5-12 ms (49 of 500 over 4 ms; 17 with the shorter interval, bench of 2026-12-06).
+    The cost is more frequent hand-overs between busy Python threads, which the daemon rarely has.
+    """
+    sys.setswitchinterval(GIL_SWITCH_SECONDS)
