@@ -62,6 +62,8 @@ def pool_size(setting: int | None) -> int:
 
 #: After a worker failed to start, jobs are decoded in threads for this long before trying again.
 RETRY_START_SECONDS = 60.0
+#: How long a new worker may take to import its modules and say it is ready (~0.25 s here).
+READY_SECONDS = 30.0
 
 
 class WorkersUnavailable(Exception):
@@ -87,6 +89,8 @@ class _Worker:
         self.stdout: Any = process.stdout
         #: Tokens of the record digests this worker holds, oldest first (it keeps ``LOOKUPS``).
         self.known: list[str] = []
+        #: How long the process took to say it was ready (its imports).
+        self.ready_ms: float | None = None
         ends: tuple[Any, ...] = (self.stdin, self.stdout)
         for end in ends:
             try:
@@ -206,7 +210,8 @@ class DecoderPool:
             self._notify()
         self._idle.append(worker)
         self._notify()
-        log.info("decode_worker_started", pid=worker.process.pid, workers=len(self._workers), size=self.size)
+        log.info("decode_worker_started", pid=worker.process.pid, workers=len(self._workers), size=self.size,
+                 ready_ms=worker.ready_ms)
 
     async def _start(self) -> _Worker:
         try:
@@ -219,6 +224,24 @@ class DecoderPool:
             raise WorkersUnavailable(str(exc)) from exc
         worker = _Worker(process)
         self._workers.add(worker)
+        started = trio.current_time()
+        try:
+            # the worker says when its imports are done: until then a job would only wait in its pipe
+            with trio.fail_after(READY_SECONDS):
+                header, _ = await worker.receive()
+            if header.get("ready") is not True:
+                raise frames.FrameError("the decode worker's first frame is not its ready frame")
+        except (trio.TooSlowError, frames.FrameError, trio.BrokenResourceError, trio.ClosedResourceError,
+                OSError, ValueError) as exc:
+            await self._discard(worker)
+            self._unavailable_until = trio.current_time() + RETRY_START_SECONDS
+            log.warning("decode_workers_unavailable", error=f"{type(exc).__name__}: {exc}",
+                        retry_seconds=RETRY_START_SECONDS)
+            raise WorkersUnavailable(str(exc)) from exc
+        except BaseException:  # cancelled while it started: no half-started worker stays behind
+            await self._discard(worker)
+            raise
+        worker.ready_ms = round((trio.current_time() - started) * 1000, 1)
         return worker
 
     def _notify(self) -> None:

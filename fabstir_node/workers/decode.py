@@ -7,8 +7,8 @@ rows into the matrix dtype with their 8-bit copy (``engine/rows.py``) and pack i
 chunk of 10,000 × 384 — so the daemon runs it in worker processes (one per core,
 ``service/decoders.py``); without them it runs in a thread, the same function either way.
 
-Run as ``python -m fabstir_node.workers.decode``, a worker serves frames (``frames.py``) on its
-stdin and stdout until stdin closes:
+Run as ``python -m fabstir_node.workers.decode``, a worker first writes ``{"ready": true}`` (its imports
+are done), then serves frames (``frames.py``) on its stdin and stdout until stdin closes:
 
 * ``{"op": "known", "token": T, "directory": D}``: the previous version saved under cache key ``T``
   in directory ``D`` (:func:`open_previous`), whose record digests the next jobs naming ``T``
@@ -251,6 +251,7 @@ def serve(fd_in: int, fd_out: int) -> None:
     from ..memory import release_free_memory, tune_worker_allocator
 
     tune_worker_allocator()
+    _write_frame(fd_out, frames.encode({"ready": True}))  # imports done: the pool may send jobs
     lookups: dict[str, PreviousVersion | None] = {}  # oldest first
     trimmed = True
     while True:

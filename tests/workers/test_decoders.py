@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -182,6 +183,27 @@ async def test_when_no_worker_can_start_jobs_are_refused_to_the_thread_path(nurs
     with pytest.raises(WorkersUnavailable):
         await decoders.decode(job(0), chunk_files()[0], None)
     assert not decoders.running  # the loader decodes in threads for a while (tests/integration: a whole load)
+
+
+async def test_a_worker_that_never_says_ready_is_killed_and_jobs_go_to_threads(nursery, monkeypatch):
+    from fabstir_node.service import decoders as decoders_module
+
+    monkeypatch.setattr(decoders_module, "READY_SECONDS", 0.5)
+    real = trio.lowlevel.open_process
+    started = []
+
+    async def silent(command, **kwargs):  # a process that reads its input and never writes
+        process = await real([sys.executable, "-c", "import sys; sys.stdin.read()"], **kwargs)
+        started.append(process)
+        return process
+
+    monkeypatch.setattr(trio.lowlevel, "open_process", silent)
+    decoders = DecoderPool(1)
+    await nursery.start(decoders.run)
+    with pytest.raises(WorkersUnavailable):
+        await decoders.decode(job(0), chunk_files()[0], None)
+    assert not decoders.running and decoders.workers == 0
+    assert [p.returncode is not None for p in started] == [True]  # killed and reaped
 
 
 async def test_two_previous_versions_at_once_each_get_their_own_lookup(pool, tmp_path):
