@@ -51,6 +51,8 @@ __all__ = ["MAX_CANDIDATES", "SELECTIVE", "HnswIndex"]
 SELECTIVE = 0.1
 #: Graph candidates a filtered search may ask for before it falls back to exact search.
 MAX_CANDIDATES = 4096
+#: Batches of at least this many queries walk the graph on every core (``search_batch``).
+PARALLEL_BATCH = 4
 #: An untrusted answer is tried once more with this many times the effort (at most MAX_WIDE_EFFORT).
 WIDE_FACTOR = 4
 MAX_WIDE_EFFORT = 1024
@@ -164,7 +166,10 @@ class HnswIndex:
         n = len(self)
         if n == 0 or count < 1:
             return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
-        matches = self._index.search(np.ascontiguousarray(queries, np.float32), min(n, 2 * count), threads=1)
+        # a batch of several walks on every core: 16 clients on one 100K database, 8-16 % more searches/s
+        # in four alternating pairs of runs (749-957/s on one thread, 811-1,078/s on two; 2026-12-06)
+        threads = 0 if len(queries) >= PARALLEL_BATCH else 1
+        matches = self._index.search(np.ascontiguousarray(queries, np.float32), min(n, 2 * count), threads=threads)
         keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
         counts = np.asarray(matches.counts, np.int64).reshape(-1)
         candidates = [keys[i, : counts[i]] for i in range(len(queries))]
