@@ -58,9 +58,9 @@ _PARALLEL_SCAN_ROWS = 50_000
 #: then drops the mapping's pages from the process (``madvise(MADV_DONTNEED)``: they stay in the page
 #: cache, so the next scan maps them again without reading the disk) — an answer the graph declines
 #: leaves nothing resident.  Without the mapping (not an ``np.memmap``) it reads blocks of this many
-#: rows with pread instead (100K x 384 f16 from the page cache: pread blocks, one thread, 12.7 ms; the
-#: mapping on two cores and dropped, see ``_scan_mapped``); and it gathers up to
-#: ``_READ_GATHER_ROWS`` filtered rows one by one.
+#: rows with pread instead (100K x 384 f16 from the page cache, 40 queries of one run: pread blocks on
+#: one thread 25 ms, the mapping on two cores then dropped 10.3 ms; ``_scan_mapped``); and it gathers
+#: up to ``_READ_GATHER_ROWS`` filtered rows one by one.
 _READ_BLOCK_ROWS = 8192
 _READ_GATHER_ROWS = 4096
 #: Per-field filter columns kept per matrix (oldest dropped first).

@@ -22,9 +22,9 @@ Guarantees:
 
 Request bodies are read into memory (bounded by ``max_request_body``); response
 bodies are ``bytes``, an async iterable of ``bytes``, or a :class:`FileBody` (an
-open file sent with ``sendfile``: no copy through Python, which is how the stand-in
-bridge serves a load's chunks without taking the CPU the daemon under test needs).  A streamed body without
-a ``content-length`` header is sent chunked.  A streamed body that ends before
+open file sent with ``sendfile``: no copy through Python, which is how the
+stand-in bridge serves a load's chunks without taking the CPU the daemon under
+test needs).  A streamed body without a ``content-length`` header is sent chunked.  A streamed body that ends before
 its declared ``content-length`` makes the server close the connection, which is
 how a client sees a truncated response.
 """
