@@ -70,6 +70,7 @@ MAX_CACHED_COLUMNS = 32
 COARSE_MIN_ROWS = 200_000
 
 __all__ = [
+    "SEARCH_PATHS",
     "CandidateIndex",
     "DType",
     "Hit",
@@ -88,12 +89,20 @@ class Hit:
     metadata: dict[str, Any] = attrs.field(repr=False)
 
 
+#: How a search was answered (``SearchResult.path``): by the graph (its walk, or its candidates for a
+#: filter), on the exact-quality path because the graph did not trust its answer, or exactly because
+#: there is no graph (small databases, uploads, before the graph is ready, selective filters).
+SEARCH_PATHS = ("graph", "declined", "exact")
+
+
 @attrs.frozen
 class SearchResult:
-    """``hits`` best first; ``total`` = number of vectors searched over (``totalVectors``)."""
+    """``hits`` best first; ``total`` = number of vectors searched over (``totalVectors``); ``path``: how
+    it was answered (one of :data:`SEARCH_PATHS`)."""
 
     hits: list[Hit]
     total: int
+    path: str = attrs.field(default="exact", eq=False)  # the same answer, however it was found
 
 
 class CandidateIndex(Protocol):
@@ -463,20 +472,24 @@ class VectorMatrix:
             if len(rows) == n:
                 rows = None
         subset = None
+        path = "exact"
         if rows is not None and self.index is not None and hasattr(self.index, "search_subset"):
             subset = self.index.search_subset(q, k, rows, n)
         if subset is not None:
             found, scores = subset
+            path = "graph"
         elif rows is None and self.index is not None:
             answer = self.index.search(q, min(k, n))
             if answer is None:  # the graph does not trust its answer (hnsw.py): the exact-quality path
                 found, scores = self._exact(q, k, None)
+                path = "declined"
             else:
                 found = np.asarray(answer[0], np.int64)
                 scores = np.asarray(answer[1], np.float32)
+                path = "graph"
         else:
             found, scores = self._exact(q, k, rows)
-        return self._hits(found, scores, k, minimum)
+        return self._hits(found, scores, k, minimum, path)
 
     def search_many(
         self, requests: Sequence[tuple[object, int, float | None]]
@@ -521,10 +534,12 @@ class VectorMatrix:
                 try:
                     if answer is None:  # no graph, or the graph does not trust this answer
                         found, scores = self._exact(q, k, None)
+                        path = "exact" if index is None else "declined"
                     else:
                         found = np.asarray(answer[0], np.int64)
                         scores = np.asarray(answer[1], np.float32)
-                    out[i] = self._hits(found, scores, k, minimum)
+                        path = "graph"
+                    out[i] = self._hits(found, scores, k, minimum, path)
                 except Exception as error:  # noqa: BLE001
                     out[i] = error
         return out  # type: ignore[return-value]
@@ -611,7 +626,9 @@ class VectorMatrix:
             scores[start:stop] = score(read_range(start, stop))
         return scores
 
-    def _hits(self, found: np.ndarray, scores: np.ndarray, k: int, minimum: float | None) -> SearchResult:
+    def _hits(
+        self, found: np.ndarray, scores: np.ndarray, k: int, minimum: float | None, path: str = "exact"
+    ) -> SearchResult:
         scores = np.clip(scores, -1.0, 1.0)
         order = np.lexsort((found, -scores))[:k]
         found, scores = found[order], scores[order]
@@ -622,4 +639,4 @@ class VectorMatrix:
             Hit(self._ids[row], score, _decode_metadata(self._metadata[row]))
             for row, score in zip(found.tolist(), scores.tolist())
         ]
-        return SearchResult(hits, len(self))
+        return SearchResult(hits, len(self), path)

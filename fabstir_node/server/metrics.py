@@ -43,6 +43,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from .. import __version__
+from ..engine.matrix import SEARCH_PATHS
 from ..errors import ErrorCode, StorageNotFound, StorageTooLarge, StorageUnavailable
 from ..service.hooks import MetricsSink
 from ..service.node import Node
@@ -62,6 +63,7 @@ _CODES = frozenset(code.value for code in ErrorCode)
 _LOAD_OUTCOMES = _CODES | {"success", "cancelled"}
 _REQUEST_OUTCOMES = _CODES | {"ok"}
 _REFUSED_REASONS = frozenset({"per_ip_limit"})
+_SEARCH_PATHS = frozenset(SEARCH_PATHS)
 
 
 def _bounded(value: str, allowed: frozenset[str]) -> str:
@@ -115,6 +117,11 @@ class Metrics:
         self.search_duration = Histogram(
             "vector_search_duration_seconds", "Time of the search itself (index or uploads), without parsing.",
             buckets=SEARCH_BUCKETS, registry=r,
+        )
+        self.search_answers = Counter(
+            "vector_search_answers", "Searches answered, by path: graph (the HNSW graph's answer), declined "
+            "(the graph did not trust its answer: the exact-quality path), exact (no graph: small databases, "
+            "uploads, before the graph is ready, selective filters).", ["path"], registry=r,
         )
 
         # --- loading (names from the original plan, protocol §5)
@@ -191,8 +198,9 @@ class Metrics:
         self.messages.labels(str(kind), _bounded(outcome, _REQUEST_OUTCOMES)).inc()
         self.request_duration.labels(str(kind)).observe(seconds)
 
-    def observe_search(self, seconds: float) -> None:
+    def observe_search(self, seconds: float, path: str = "exact") -> None:
         self.search_duration.observe(seconds)
+        self.search_answers.labels(_bounded(path, _SEARCH_PATHS)).inc()
 
     # --- called by the loader -------------------------------------------------------
 
@@ -304,7 +312,7 @@ class NullMetrics:
     def on_connection(self, delta: int) -> None: ...
     def on_connection_refused(self, reason: str) -> None: ...
     def on_request(self, kind: str, outcome: str, seconds: float) -> None: ...
-    def observe_search(self, seconds: float) -> None: ...
+    def observe_search(self, seconds: float, path: str = "exact") -> None: ...
     def load_started(self) -> None: ...
     def load_finished(self, outcome: str, seconds: float, vectors: int = 0) -> None: ...
     def download(self, seconds: float, error: BaseException | None = None) -> None: ...

@@ -256,7 +256,7 @@ class ConnectionService:
         else:
             result = work()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.node.observe_search(elapsed_ms / 1000)
+        self.node.observe_search(elapsed_ms / 1000, getattr(result, "path", "exact"))
         return m.search_reply(
             results=[{"id": hit.id, "score": hit.score, "metadata": hit.metadata} for hit in result.hits],
             total_vectors=result.total, search_time_ms=elapsed_ms, echo=request.echo,

@@ -105,6 +105,6 @@ class Node:
         if self.metrics is not None:
             self.metrics.on_request(kind, outcome, seconds)
 
-    def observe_search(self, seconds: float) -> None:
+    def observe_search(self, seconds: float, path: str = "exact") -> None:
         if self.metrics is not None:
-            self.metrics.observe_search(seconds)
+            self.metrics.observe_search(seconds, path)

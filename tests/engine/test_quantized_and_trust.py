@@ -105,6 +105,23 @@ def test_an_untrusted_graph_answer_goes_to_the_exact_path():
     assert trusting.search(q, 3) is not None and trusting.expansion_search == 64
 
 
+def test_a_result_says_how_it_was_answered():
+    rows = diffuse(300, seed=5)
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
+    declining = matrix.with_index(HnswIndex(_FixedGraph(300, [1, 2, 3]), matrix.vectors,
+                                            calibration=cal.Calibration(64, min_kth_score=0.999)))
+    trusting = matrix.with_index(HnswIndex(_FixedGraph(300, [1, 2, 3]), matrix.vectors,
+                                           calibration=cal.Calibration(64, None)))
+    queries = [rows[42], rows[7], rows[100], rows[200]]
+    assert [matrix.search(q, 3).path for q in queries[:1]] == ["exact"]  # no graph
+    assert declining.search(queries[0], 3).path == "declined"
+    assert trusting.search(queries[0], 3).path == "graph"
+    for searched, path in ((matrix, "exact"), (declining, "declined"), (trusting, "graph")):
+        answers = searched.search_many([(q, 3, None) for q in queries])
+        assert [a.path for a in answers] == [path] * len(queries)
+        assert [a.hits for a in answers] == [searched.search(q, 3).hits for q in queries]
+
+
 def test_recall_counts_ties_with_the_kth_score_as_found():
     truth = [np.array([0, 1, 2])]
     found = [np.array([0, 1, 7])]  # row 7 duplicates row 2

@@ -70,6 +70,7 @@ async def test_a_session_moves_the_right_series(ops_node, tmp_path):
     assert after["fabstir_sessions"] == 0
 
     assert after["vector_search_duration_seconds_count"] == 1
+    assert after[("vector_search_answers_total", {"path": "exact"})] == 1  # 25 vectors: no graph
     assert after["vector_loading_started_total"] == 1
     assert after["vector_loading_success_total"] == 1
     assert after["vector_loading_failure_total"] == 0

@@ -106,6 +106,15 @@ def test_two_daemons_never_share_series():
     assert REGISTRY.get_sample_value("vector_search_duration_seconds_count") is None
 
 
+def test_searches_are_counted_by_how_they_were_answered():
+    metrics = Metrics(process=False)
+    for path in ("graph", "graph", "declined", "exact", "something new"):
+        metrics.observe_search(0.001, path)
+    s = _samples(metrics)
+    assert [s[("vector_search_answers_total", {"path": p})] for p in ("graph", "declined", "exact", "other")] == [
+        2, 1, 1, 1]
+
+
 def test_openmetrics_on_request():
     body, content_type = Metrics(process=False).exposition("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
