@@ -29,6 +29,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import trio
 
@@ -98,6 +100,7 @@ class Daemon:
         self.process = process
         self.lines: list[tuple[float, dict[str, Any]]] = []
         self.port: int | None = None
+        self.metrics_port: int | None = None
         self.started = trio.Event()
         self._new_line = trio.Event()
 
@@ -115,6 +118,7 @@ class Daemon:
                 self.lines.append((time.perf_counter(), line))
                 if line.get("event") == "server_started":
                     self.port = line["port"]
+                    self.metrics_port = line.get("metrics_port")
                     self.started.set()
             self._new_line.set()
             self._new_line = trio.Event()
@@ -131,6 +135,19 @@ class Daemon:
 
     async def next_line(self) -> None:
         await self._new_line.wait()
+
+    async def answered_by(self) -> dict[str, float]:
+        """The daemon's ``vector_search_answers_total`` by path (graph, declined, exact) so far."""
+        if self.metrics_port is None:
+            return {}
+        async with httpx.AsyncClient(timeout=10) as http:
+            text = (await http.get(f"http://127.0.0.1:{self.metrics_port}/metrics")).text
+        counts: dict[str, float] = {}
+        for row in text.splitlines():
+            if row.startswith('vector_search_answers_total{path="'):
+                label, _, value = row.partition("} ")
+                counts[label.split('"')[1]] = float(value)
+        return counts
 
     def workers_rss_mb(self) -> float:
         """VmRSS of the daemon's child processes (decode workers; a graph builder while it runs)."""
@@ -154,6 +171,17 @@ class Daemon:
                 for name in ("VmRSS", "RssAnon", "RssFile", "VmHWM") if name in status}
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def answers_between(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """How many searches each path answered between two :meth:`Daemon.answered_by` readings."""
+    return {path: int(after.get(path, 0) - before.get(path, 0)) for path in sorted(set(after) | set(before))}
+
+
 def _status(proc: Path) -> dict[str, str]:
     """The fields of ``/proc/<pid>/status`` (empty when the process is gone or it is no process)."""
     try:
@@ -165,7 +193,9 @@ def _status(proc: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def running_daemon(nursery: trio.Nursery, env: dict[str, str]) -> AsyncIterator[Daemon]:
-    command = [sys.executable, "-m", "fabstir_node", "serve", "--port", "0", "--metrics-port", "0"]
+    # metrics on, as a running daemon has them (their port is free when asked for: the bench's own race)
+    command = [sys.executable, "-m", "fabstir_node", "serve", "--port", "0", "--metrics-host", "127.0.0.1",
+               "--metrics-port", str(_free_port())]
     process = await trio.lowlevel.open_process(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     daemon = Daemon(process)
     nursery.start_soon(daemon.read)
@@ -257,11 +287,13 @@ async def cold(daemon: Daemon, path: str, vectors: np.ndarray, ids_of: list[str]
             result["hnsw_ready_s"] = round(ready - started, 3) if ready is not None else None
             result["search_before_hnsw"] = percentiles(exact_times)
         times, hits = [], 0
+        paths_before = await daemon.answered_by()
         for j, q in enumerate(qs):
             elapsed, found = await timed_search(client, q)
             times.append(elapsed)
             hits += len({ids_of[r] for r in truth[j]} & set(found))
         result["search"] = percentiles(times)
+        result["answered_by"] = answers_between(paths_before, await daemon.answered_by())
         result["search_path"] = "hnsw" if expect_hnsw else "exact"
         result["recall_at_10"] = round(hits / (10 * len(qs)), 4)
     async with NodeClient.connect(url, timeout=60) as client:
@@ -341,11 +373,13 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
         if finished is not None:
             result["load_breakdown_ms"] = {k: finished.get(k) for k in LOAD_BREAKDOWN}
         times, hits, server_ms = [], 0, []
+        paths_before = await daemon.answered_by()
         for j, q in enumerate(qs):
             elapsed, found = await timed_search(client, q, server_ms)
             times.append(elapsed)
             hits += len({new_ids[r] for r in truth[j]} & set(found))
         result["search"] = percentiles(times)
+        result["answered_by"] = answers_between(paths_before, await daemon.answered_by())
         result["server_search"] = percentiles([ms / 1000 for ms in server_ms])  # the target's measure
         result["recall_at_10"] = round(hits / (10 * len(qs)), 4)
         # the new version's own graph, made from the previous one in the background and swapped in
@@ -504,6 +538,11 @@ async def three_at_once(daemon: Daemon, root: Path) -> dict[str, Any]:
 # --- report ------------------------------------------------------------------------------
 
 
+def paths_text(counts: dict[str, float], separator: str) -> str:
+    """Searches answered by the graph, declined to the exact path, and exact, as whole numbers."""
+    return separator.join(str(int(counts.get(path, 0))) for path in ("graph", "declined", "exact"))
+
+
 def fmt(value: Any, unit: str = "") -> str:
     return "—" if value is None else f"{value}{unit}"
 
@@ -525,6 +564,8 @@ def table(results: dict[str, Any]) -> str:
         "< 100 / p99 ≤ 25")
     row("search p50 / p99 (ms, final path)",
         lambda s: f"{s['search']['p50_ms']} / {s['search']['p99_ms']} ({s['search_path']})", "< 100 / p99 ≤ 5 on HNSW")
+    row("  answered by graph / declined → exact / exact",
+        lambda s: s.get("answered_by") and paths_text(s["answered_by"], " / "), "")
     row("recall@10 vs float32 exact", lambda s: s.get("recall_at_10"), "— / ≥ 0.99")
     row("second session (cache hit, s)", lambda s: s.get("second_session_s"), "< 0.1 / ≤ 0.02")
     row("RSS growth VmRSS (MB)", lambda s: s["rss_mb"].get("VmRSS"), "< 100 per 100K / ≤ 80")
@@ -547,7 +588,8 @@ def table(results: dict[str, Any]) -> str:
                      f"search: {living['on_graph_from_first_search']}), search p50/p99 {living['search']['p50_ms']} / "
                      f"{living['search']['p99_ms']} ms (server time "
                      f"{(living.get('server_search') or {}).get('p50_ms')} / "
-                     f"{(living.get('server_search') or {}).get('p99_ms')} ms), recall@10 {living['recall_at_10']} "
+                     f"{(living.get('server_search') or {}).get('p99_ms')} ms; graph / declined → exact / exact: "
+                     f"{paths_text(living.get('answered_by') or {}, ' / ')}), recall@10 {living['recall_at_10']} "
                      "(targets 100K: ≤ 1.5 s, from the first search, ≥ 0.99); its own graph "
                      f"{fmt(living.get('own_graph_s'))} s, graph update CPU "
                      f"{fmt((living.get('update_process') or {}).get('update_cpu_s'))} s (target ≤ 1 s; "
