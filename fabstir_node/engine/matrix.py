@@ -77,6 +77,7 @@ __all__ = [
     "SearchResult",
     "SubsetIndex",
     "VectorMatrix",
+    "drop_pages",
     "unit_vector",
     "vector_from_json",
 ]
@@ -232,17 +233,24 @@ def _check_threshold(threshold: object) -> float | None:
     return value
 
 
+def drop_pages(mapping: mmap.mmap) -> None:
+    """Unmap ``mapping``'s pages from the process (``MADV_DONTNEED``; a file's pages stay in the page
+    cache and come back on the next touch).  Safe while other threads read through it; a no-op where
+    the mapping is closed or the platform has no ``madvise``."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mapping.madvise(mmap.MADV_DONTNEED)
+
+
 def _scan_mapped(score: Callable[[np.ndarray], np.ndarray], vectors: np.ndarray) -> np.ndarray | None:
     """``score(vectors)`` for a memory-mapped matrix, whose pages are then dropped from the process
-    (they stay in the page cache); None when ``vectors`` is not a mapping that can do that."""
+    (:func:`drop_pages`); None when ``vectors`` is not a mapping that can do that."""
     mapping = getattr(vectors, "_mmap", None)  # np.memmap's mmap.mmap
     if mapping is None or not hasattr(mapping, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
         return None
     try:
         return score(vectors)
     finally:
-        with contextlib.suppress(OSError, ValueError):  # ValueError: closed meanwhile
-            mapping.madvise(mmap.MADV_DONTNEED)
+        drop_pages(mapping)
 
 
 def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -156,7 +156,7 @@ def has_repeats(ids: PackedStrings, hashes: Sequence[np.ndarray | None] = ()) ->
     candidates = np.union1d(order[1:][same], order[:-1][same])
     seen: set[bytes] = set()
     for row in candidates.tolist():
-        encoded = bytes(ids._blobs[row])
+        encoded = ids.blobs[row]
         if encoded in seen:
             return True
         seen.add(encoded)

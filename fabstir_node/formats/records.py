@@ -40,7 +40,6 @@ def record_digest(span: bytes | memoryview) -> bytes:
     return xxhash.xxh3_128_digest(span)
 
 
-
 def digest_lookup(digests: np.ndarray) -> dict[bytes, int]:
     """Record digest -> row, from a version's ``n x 16`` digests (the last row wins a repeat)."""
     rows = np.ascontiguousarray(digests, np.uint8)

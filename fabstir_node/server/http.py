@@ -24,9 +24,10 @@ Request bodies are read into memory (bounded by ``max_request_body``); response
 bodies are ``bytes``, an async iterable of ``bytes``, or a :class:`FileBody` (an
 open file sent with ``sendfile``: no copy through Python, which is how the
 stand-in bridge serves a load's chunks without taking the CPU the daemon under
-test needs).  A streamed body without a ``content-length`` header is sent chunked.  A streamed body that ends before
-its declared ``content-length`` makes the server close the connection, which is
-how a client sees a truncated response.
+test needs).  A streamed body without a ``content-length`` header is sent
+chunked.  A streamed body (or a file) that ends before its declared
+``content-length`` makes the server close the connection, which is how a client
+sees a truncated response.
 """
 
 from __future__ import annotations
@@ -269,41 +270,45 @@ async def _send_response(
         headers.append(("date", email.utils.formatdate(usegmt=True)))
     if isinstance(response.body, bytes | bytearray | FileBody) and "content-length" not in names:
         headers.append(("content-length", str(len(response.body))))
-    if isinstance(response.body, FileBody):
-        body = response.body
-        try:
-            await _send(stream, conn, h11.Response(status_code=response.status, headers=headers))
-            if method != "HEAD" and body.size:
-                # h11 hands the body object back untouched (its length counted): we send it
-                passed = conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
-                for piece in passed or ():
-                    if isinstance(piece, FileBody):
-                        await _sendfile(stream, piece)
-                    else:
-                        await stream.send_all(piece)
-        finally:
-            os.close(body.fd)
-    else:
+    file = response.body if isinstance(response.body, FileBody) else None
+    try:
         await _send(stream, conn, h11.Response(status_code=response.status, headers=headers))
-    if method == "HEAD" or isinstance(response.body, FileBody):
-        pass
-    elif isinstance(response.body, bytes | bytearray):
-        if response.body:
-            await _send(stream, conn, h11.Data(data=response.body))
-    else:
-        iterator = aiter(response.body)
-        closing: contextlib.AbstractAsyncContextManager[object] = (  # an async generator: close it when done
-            contextlib.aclosing(cast("AsyncGenerator[bytes, None]", iterator))
-            if hasattr(iterator, "aclose") else contextlib.nullcontext()
-        )
-        async with closing:
-            async for chunk in iterator:
-                if chunk:
-                    await _send(stream, conn, h11.Data(data=chunk))
+        if method == "HEAD":
+            pass
+        elif isinstance(response.body, FileBody):
+            if response.body.size:
+                await _send_file(stream, conn, response.body)
+        elif isinstance(response.body, bytes | bytearray):
+            if response.body:
+                await _send(stream, conn, h11.Data(data=response.body))
+        else:
+            iterator = aiter(response.body)
+            closing: contextlib.AbstractAsyncContextManager[object] = (  # an async generator: close it when done
+                contextlib.aclosing(cast("AsyncGenerator[bytes, None]", iterator))
+                if hasattr(iterator, "aclose") else contextlib.nullcontext()
+            )
+            async with closing:
+                async for chunk in iterator:
+                    if chunk:
+                        await _send(stream, conn, h11.Data(data=chunk))
+    finally:
+        if file is not None:
+            os.close(file.fd)  # sent or not
     try:
         await _send(stream, conn, h11.EndOfMessage())
     except h11.LocalProtocolError:
         pass  # the body fell short of its content-length: our state is ERROR, the caller closes
+
+
+async def _send_file(stream: trio.SocketStream, conn: h11.Connection, body: FileBody) -> None:
+    """A file body: h11 hands the object back untouched (its length counted against the
+    content-length) and the kernel sends it."""
+    passed = conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+    for piece in passed or ():
+        if isinstance(piece, FileBody):
+            await _sendfile(stream, piece)
+        else:
+            await stream.send_all(piece)
 
 
 async def _sendfile(stream: trio.SocketStream, body: FileBody) -> None:

@@ -40,7 +40,6 @@ answers, the rows its candidates are re-scored on are read the same way
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 import secrets
@@ -53,7 +52,7 @@ import blake3
 import numpy as np
 import orjson
 
-from ..engine.matrix import RECORD_DIGEST_SIZE, VectorMatrix
+from ..engine.matrix import RECORD_DIGEST_SIZE, VectorMatrix, drop_pages
 from ..engine.packed import PackedBlobs, PackedStrings
 from ..engine.quantized import Int8Rows
 from ..engine.rows import as_float32, numpy_dtype
@@ -422,11 +421,9 @@ class MappedFile:
         self._mapping.close()
 
     def drop_pages(self) -> None:
-        """Unmap the file's pages from the process (``MADV_DONTNEED``; they stay in the page cache and
-        come back on the next touch): after a scan of the whole graph, so a declined answer leaves
-        nothing resident.  Safe while other threads read through the mapping."""
-        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or no madvise here
-            self._mapping.madvise(mmap.MADV_DONTNEED)
+        """Unmap the file's pages from the process (``engine/matrix.drop_pages``): after a scan of the
+        whole graph, so a declined answer leaves nothing resident."""
+        drop_pages(self._mapping)
 
 
 def discard(directory: Path) -> None:
