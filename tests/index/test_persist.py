@@ -253,13 +253,20 @@ def test_row_file_reads_the_saved_rows(tmp_path):
             rows(np.array([bad]))
 
 
-@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
-def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
+def _opened_with_graph(tmp_path: Path) -> tuple[VectorMatrix, np.ndarray, Path, VectorMatrix]:
+    """A 3,000 x 64 f16 matrix saved with its graph, and the same opened from the disk cache."""
     matrix, vectors = make_matrix(3000, 64, dtype="f16")
     directory = tmp_path / KEY
     save_with_index(directory, matrix)
     opened = persist.open_matrix(directory, key=KEY, expansion_search=64)
-    assert isinstance(opened.index, HnswIndex) and isinstance(opened.metadata.buffer, persist.FileBuffer)
+    assert isinstance(opened.index, HnswIndex)
+    return matrix, vectors, directory, opened
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
+    matrix, vectors, directory, opened = _opened_with_graph(tmp_path)
+    assert isinstance(opened.metadata.buffer, persist.FileBuffer)
     stored = np.asarray(matrix.vectors, np.float32)
     for q in queries(vectors, 40):
         got, unit = opened.search(q, 5), opened.query_vector(q)
@@ -283,10 +290,7 @@ def test_graph_searches_read_rows_and_metadata_without_mapping_them(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
 def test_a_scan_of_the_graph_leaves_its_pages_to_the_page_cache(tmp_path):
-    matrix, vectors = make_matrix(3000, 64, dtype="f16")
-    directory = tmp_path / KEY
-    save_with_index(directory, matrix)
-    opened = persist.open_matrix(directory, key=KEY, expansion_search=64)
+    _, vectors, directory, opened = _opened_with_graph(tmp_path)
     assert isinstance(opened.index, HnswIndex)
     q = opened.query_vector(vectors[5])
     walked = opened.index.search(q, 10)

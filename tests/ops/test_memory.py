@@ -9,19 +9,31 @@ import pytest
 
 from fabstir_node import memory
 
+#: What each script below starts with: the module, and the process's anonymous resident kB.
+_PRELUDE = """
+from fabstir_node import memory
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('RssAnon:'):
+            return int(line.split()[1])
+"""
+
+
+def _in_fresh_process(script: str) -> list[str]:
+    """What ``script`` (after :data:`_PRELUDE`) prints, in a process of its own (allocator settings
+    are per process), split into words."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PRELUDE + script], capture_output=True, text=True, timeout=60, check=True
+    )
+    return out.stdout.split()
+
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_a_freed_large_buffer_goes_back_to_the_system():
     # In a fresh process: after one large free glibc would raise its mmap threshold and keep later
     # multi-MiB buffers in the heap; pinned, a 16 MiB buffer is returned the moment it is freed.
-    script = """
-import sys
-from fabstir_node import memory
+    applied, growth_kb = _in_fresh_process("""
 applied = memory.tune_allocator()
-def rss():
-    for line in open('/proc/self/status'):
-        if line.startswith('RssAnon:'):
-            return int(line.split()[1])
 big = bytearray(64 << 20); del big          # glibc would now raise its threshold to 64 MiB
 before = rss()
 keep = []
@@ -30,9 +42,7 @@ for _ in range(20):
     keep.append(bytearray(100))              # a small live allocation after it
     del buf
 print(applied, rss() - before)
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    applied, growth_kb = out.stdout.split()
+""")
     assert applied == "True"
     assert int(growth_kb) < 8 * 1024
 
@@ -46,14 +56,8 @@ def test_release_free_memory_is_safe_to_call():
 def test_a_decode_worker_reuses_its_large_buffers_and_trims_when_idle():
     # The worker's setting: a 36 MiB buffer freed and allocated again is the same heap memory (no
     # new mapping, so no page faults), and the idle trim hands it back.
-    script = """
-import mmap, time
-from fabstir_node import memory
+    applied, faults, trimmed_kb = _in_fresh_process("""
 applied = memory.tune_worker_allocator()
-def rss():
-    for line in open('/proc/self/status'):
-        if line.startswith('RssAnon:'):
-            return int(line.split()[1])
 def faults():
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -65,9 +69,7 @@ reused = faults() - before
 held = rss()
 memory.release_free_memory()
 print(applied, reused, held - rss())
-"""
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
-    applied, faults, trimmed_kb = out.stdout.split()
+""")
     assert applied == "True"
     assert int(faults) < 1000  # a fresh 36 MiB mapping each time would fault ~9,000 pages per buffer
     assert int(trimmed_kb) > 30 * 1024
