@@ -2,8 +2,8 @@
 
 :class:`HnswIndex` wraps a usearch graph (built by ``storage/index_builder.py`` in another
 process, opened here with ``view()``) whose keys are the matrix's row
-numbers.  It is the matrix's :class:`~.matrix.SubsetIndex`, and decides how
-each search runs:
+numbers.  It is the matrix's :class:`~.matrix.SubsetIndex`; how each search runs (candidates re-scored on
+the stored rows, filtered and untrusted answers) is :class:`~.rescored.RescoredIndex`'s, in short:
 
 * **Unfiltered**: walk the graph with ``expansion_search`` for twice the
   wanted count, re-score those candidates on the stored rows (float32
@@ -36,34 +36,31 @@ them on its own lock).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from .calibration import Calibration
-from .rows import as_float32
+from .rescored import MAX_CANDIDATES, SELECTIVE, RescoredIndex
 
 __all__ = ["MAX_CANDIDATES", "SELECTIVE", "HnswIndex"]
 
-#: Filters passing fewer than this fraction of rows are searched exactly over the passing rows.
-SELECTIVE = 0.1
-#: Graph candidates a filtered search may ask for before it falls back to exact search.
-MAX_CANDIDATES = 4096
-#: Batches of at least this many queries walk the graph on every core (``search_batch``).
+#: Batches of at least this many queries walk the graph on every core (``candidates_batch``).
 PARALLEL_BATCH = 4
 #: An untrusted answer is tried once more with this many times the effort (at most MAX_WIDE_EFFORT).
 WIDE_FACTOR = 4
 MAX_WIDE_EFFORT = 1024
 
 
-class HnswIndex:
+class HnswIndex(RescoredIndex):
     """Approximate candidates from a usearch graph, re-scored on ``vectors`` (the matrix rows).
 
     ``read_rows(rows)`` returns those rows of ``vectors`` (any float dtype);
     by default it indexes ``vectors``.
     """
+
+    effort_name = "expansion_search"
 
     def __init__(
         self,
@@ -78,15 +75,10 @@ class HnswIndex:
     ) -> None:
         if len(index) != len(vectors):
             raise ValueError(f"the graph has {len(index)} rows, the matrix {len(vectors)}")
+        super().__init__(read_rows if read_rows is not None else vectors.__getitem__, calibration,
+                         expansion_search)
         self._index = index
-        self._read_rows = read_rows if read_rows is not None else vectors.__getitem__
-        self.calibration = calibration
-        #: Unfiltered answers whose weakest result scores below this are declined (None: all trusted).
-        self.min_kth_score = calibration.min_kth_score if calibration is not None else None
-        if calibration is not None:
-            expansion_search = calibration.expansion_search
-        self.expansion_search = expansion_search
-        index.expansion_search = expansion_search
+        index.expansion_search = self.expansion_search
         #: A second view of the same graph searched with :data:`WIDE_FACTOR` times the effort: an
         #: answer under the floor is tried there once before it goes to the exact path (a walk that went
         #: astray near the data usually finds its way with more effort; a far query's tail stays low).
@@ -95,7 +87,7 @@ class HnswIndex:
         #: The buffer both views read (usearch keeps no reference to it): closed after them, in __del__.
         self._mapping = mapping
         if wide is not None:
-            wide.expansion_search = min(MAX_WIDE_EFFORT, WIDE_FACTOR * expansion_search)
+            wide.expansion_search = min(MAX_WIDE_EFFORT, WIDE_FACTOR * self.expansion_search)
 
     def __del__(self) -> None:
         # the views go first: a mapping closed under a live view would leave it reading unmapped memory
@@ -116,75 +108,24 @@ class HnswIndex:
         """Bytes of the graph file (memory-mapped; resident only as far as searches touch it)."""
         return int(self._index.serialized_length)
 
-    def _candidates(self, query: np.ndarray, count: int, index: Any = None) -> np.ndarray:
-        matches = (self._index if index is None else index).search(query, count, threads=1)
+    @property
+    def has_wide(self) -> bool:
+        return self._wide is not None
+
+    def candidates(self, query: np.ndarray, count: int, *, wide: bool = False) -> np.ndarray:
+        index = self._wide if wide and self._wide is not None else self._index
+        matches = index.search(query, count, threads=1)
         return np.asarray(matches.keys, np.int64)
 
-    def _rescore(self, query: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        if len(rows) == 0:
-            return np.empty(0, np.float32)
-        stored = as_float32(self._read_rows(rows))
-        scores: np.ndarray = (stored @ query).astype(np.float32)
-        return scores
-
-    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector).
-
-        None when the answer is not trusted (its weakest result scores under ``min_kth_score``: the
-        tail of the answer lies where the data is sparse around the query, and a walk there is unreliable).
-        """
-        n = len(self)
-        if n == 0 or count < 1:
-            return np.empty(0, np.int64), np.empty(0, np.float32)
-        rows = self._candidates(query, min(n, 2 * count))
-        answer = self._answer(query, rows, count)
-        return answer if answer is not None else self._retry(query, count)
-
-    def _retry(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """An untrusted answer tried once more on the wide view; None if it has none or still fails."""
-        if self._wide is None:
-            return None
-        return self._answer(query, self._candidates(query, min(len(self), 2 * count), self._wide), count)
-
-    def _answer(self, query: np.ndarray, rows: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The best ``count`` of the candidate ``rows`` re-scored, or None when its k-th is under the floor."""
-        return self._ranked(rows, self._rescore(query, rows), count)
-
-    def _ranked(
-        self, rows: np.ndarray, scores: np.ndarray, count: int
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The best ``count`` of ``rows`` by their ``scores`` (ties by row), or None: k-th under the floor."""
-        order = np.lexsort((rows, -scores))[:count]
-        floor = self.min_kth_score
-        if floor is not None and (len(order) == 0 or float(scores[order[-1]]) < floor):
-            return None
-        return rows[order], scores[order]
-
-    def search_batch(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """:meth:`search` for each row of ``queries`` (B × d float32 unit vectors), answer for answer the
-        same, in one graph call and one read of all their candidate rows."""
-        n = len(self)
-        if n == 0 or count < 1:
-            return [(np.empty(0, np.int64), np.empty(0, np.float32)) for _ in range(len(queries))]
-        # a batch of several walks on every core: 16 clients on one 100K database, 8-16 % more searches/s
-        # in four alternating pairs of runs (749-957/s on one thread, 811-1,078/s on two; 2026-12-06)
+    def candidates_batch(self, queries: np.ndarray, count: int) -> list[np.ndarray]:
+        """One graph call for the whole batch; a batch of several walks on every core (16 clients on
+        one 100K database: 8-16 % more searches/s in four alternating pairs of runs, 749-957/s on one
+        thread, 811-1,078/s on two; 2026-12-06)."""
         threads = 0 if len(queries) >= PARALLEL_BATCH else 1
-        matches = self._index.search(np.ascontiguousarray(queries, np.float32), min(n, 2 * count), threads=threads)
+        matches = self._index.search(np.ascontiguousarray(queries, np.float32), count, threads=threads)
         keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
         counts = np.asarray(matches.counts, np.int64).reshape(-1)
-        candidates = [keys[i, : counts[i]] for i in range(len(queries))]
-        union = np.unique(np.concatenate(candidates)) if candidates else np.empty(0, np.int64)
-        stored = as_float32(self._read_rows(union)) if len(union) else None
-        out: list[tuple[np.ndarray, np.ndarray] | None] = []
-        for query, rows in zip(queries, candidates):
-            if len(rows) == 0:
-                scores = np.empty(0, np.float32)
-            else:
-                assert stored is not None
-                scores = (stored[np.searchsorted(union, rows)] @ query).astype(np.float32)
-            answer = self._ranked(rows, scores, count)
-            out.append(answer if answer is not None else self._retry(query, count))
-        return out
+        return [keys[i, : counts[i]] for i in range(len(queries))]
 
     def scan(self, query: np.ndarray, count: int) -> np.ndarray:
         """Row numbers of the ``count`` best rows by a full scan of the graph's own vectors (no walk)."""
@@ -197,23 +138,3 @@ class HnswIndex:
             if drop is not None:
                 drop()
         return np.asarray(matches.keys, np.int64)
-
-    def search_subset(
-        self, query: np.ndarray, k: int, rows: np.ndarray, n: int
-    ) -> tuple[np.ndarray, np.ndarray] | None:
-        """The best ``k`` of ``rows`` (the rows a filter passes), or None: search them exactly."""
-        if len(rows) == 0 or len(rows) < SELECTIVE * n:
-            return None
-        fraction = len(rows) / n
-        count = math.ceil(2 * k / fraction) + 16
-        if count > MAX_CANDIDATES or count >= n:
-            return None
-        found = self._candidates(query, count)
-        passing = np.zeros(n, bool)
-        passing[rows] = True
-        found = found[passing[found]]
-        if len(found) < k:
-            return None  # the filter removed too many candidates: exact fallback
-        scores = self._rescore(query, found)
-        order = np.lexsort((found, -scores))[:k]
-        return found[order], scores[order]

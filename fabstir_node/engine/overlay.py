@@ -77,13 +77,14 @@ class OverlayIndex:
     def nbytes(self) -> int:
         return int(self._graph.nbytes) + self._extra_vectors.nbytes + self._rows_of_label.nbytes
 
-    def _candidates(self, query: np.ndarray, count: int, view: Any) -> np.ndarray:
-        """New rows holding the top ``count``: the graph's (walked on ``view``, None: its own) and the
+    def _candidates(self, query: np.ndarray, count: int, wide: bool) -> np.ndarray:
+        """New rows holding the top ``count``: the previous index's (its wide search if ``wide``) and the
         best extra rows."""
         graph = self._graph
         # twice what the graph itself asks for: the walk's beam holds them anyway (its effort is at least
         # 64), and the previous graph's dead labels (removed, changed, earlier tombstones) crowd it
-        labels = graph._candidates(query, min(len(graph), 4 * count + EXTRA_PAD), view)
+        want = max(graph.candidate_count(count), min(len(graph), 4 * count + EXTRA_PAD))
+        labels = graph.candidates(query, want, wide=wide)
         rows = self._rows_of_label[labels[(labels >= 0) & (labels < len(self._rows_of_label))]]
         rows = rows[rows >= 0]
         if len(self._extra_rows):
@@ -102,12 +103,12 @@ class OverlayIndex:
         if self._count == 0 or count < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         graph = self._graph
-        for view in (None, graph._wide) if graph._wide is not None else (None,):
-            rows = self._candidates(query, count, view)
+        for wide in (False, True) if graph.has_wide else (False,):
+            rows = self._candidates(query, count, wide)
             if len(rows) == 0:
                 continue
             scores = (as_float32(self._read_rows(rows)) @ query).astype(np.float32)
-            answer: tuple[np.ndarray, np.ndarray] | None = graph._ranked(rows, scores, count)
+            answer: tuple[np.ndarray, np.ndarray] | None = graph.ranked(rows, scores, count)
             if answer is not None:
                 return answer
         return None

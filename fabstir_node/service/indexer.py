@@ -109,6 +109,7 @@ class Indexer:
         expansion_search: int = 64,
         build_threads: int = 0,
         build_slots: int = 1,
+        ivf_min_vectors: int = 500_000,
     ) -> None:
         self.cache_dir = cache_dir
         self.min_vectors = min_vectors
@@ -117,6 +118,8 @@ class Indexer:
         self.expansion_add = expansion_add
         self.expansion_search = expansion_search
         self.build_threads = build_threads
+        #: Databases this large get an inverted-file index (``engine/ivf.py``), not a graph.
+        self.ivf_min_vectors = ivf_min_vectors
         #: Keys whose graph is being built (one build per key at a time).
         self._building: set[str] = set()
         #: Builds take turns (``build_queue.py``); metrics read its length and progress.
@@ -133,6 +136,7 @@ class Indexer:
             connectivity=getattr(settings, "hnsw_connectivity", 16),
             expansion_add=getattr(settings, "hnsw_expansion_add", 160),
             expansion_search=getattr(settings, "hnsw_expansion_search", 64),
+            ivf_min_vectors=getattr(settings, "ivf_min_vectors", 500_000),
         )
 
     def directory(self, key: str) -> Path:
@@ -230,7 +234,7 @@ class Indexer:
             "--dtype", self.dtype, "--connectivity", str(self.connectivity),
             "--expansion-add", str(self.expansion_add),
             "--min-expansion-search", str(self.expansion_search),
-            "--threads", str(self.build_threads),
+            "--threads", str(self.build_threads), "--ivf-min-rows", str(self.ivf_min_vectors),
         ]
         deadline = BUILD_DEADLINE_BASE + BUILD_DEADLINE_PER_1000 * count / 1000
         started = time.monotonic()
@@ -269,7 +273,8 @@ class Indexer:
         log.info(
             "hnsw_built", cache_key=key[:16], vectors=count, seconds=round(seconds, 2),
             build_s=report.get("build_s"), calibrate_s=report.get("calibrate_s"),
-            expansion_search=calibration.get("expansion_search"), min_kth_score=calibration.get("min_kth_score"),
+            kind=report.get("kind", "hnsw"), expansion_search=calibration.get("expansion_search"),
+            min_kth_score=calibration.get("min_kth_score"),
             sample_recall=calibration.get("recall"), sample_fallback=calibration.get("fallback"),
         )
         return True

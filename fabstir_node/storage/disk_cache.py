@@ -14,8 +14,9 @@ backend, the manifest path, the manifest's content and the vector dtype):
 ``records.npy``        each row's record digest (``n × 16`` uint8), when the rows came from CBOR
                        chunks: the next version of the database is compared with it
 ``manifest.json``      format, key, shape, dtype, and each file's size and BLAKE3
-``index.usearch``      the HNSW graph (written later by ``index_builder.py``)
-``index.json``         the graph's parameters, size and BLAKE3
+``index.usearch``      the HNSW graph (written later by ``index_builder.py``), or
+``index.ivf``          the inverted-file index of a large matrix (``ivf_file.py``)
+``index.json``         the index's kind, parameters, size and BLAKE3
 =====================  ==================================================
 
 **Atomic**: :func:`save` writes a sibling temporary directory and renames it
@@ -45,6 +46,7 @@ import os
 import secrets
 import shutil
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +58,12 @@ from ..engine.matrix import RECORD_DIGEST_SIZE, VectorMatrix, drop_pages
 from ..engine.packed import PackedBlobs, PackedStrings
 from ..engine.quantized import Int8Rows
 from ..engine.rows import as_float32, numpy_dtype
+from . import ivf_file
 from .row_writer import LOADING_DIR
 
 __all__ = [
     "FORMAT",
+    "INDEX_FILES",
     "CorruptCache",
     "FileBuffer",
     "RowFile",
@@ -68,11 +72,14 @@ __all__ = [
     "discard",
     "has_index",
     "has_matrix",
+    "index_info",
     "load_index",
     "open_index",
+    "open_lists",
     "open_matrix",
     "save",
     "save_index",
+    "save_index_file",
 ]
 
 #: Bumped whenever the layout changes; other versions are discarded and rebuilt.
@@ -84,6 +91,15 @@ _RECORDS = "records.npy"
 _MANIFEST = "manifest.json"
 _INDEX = "index.usearch"
 _INDEX_INFO = "index.json"
+#: The file of each kind of index (``index.json``'s ``kind``; a graph when it has none).
+INDEX_FILES = {"hnsw": _INDEX, "ivf": "index.ivf"}
+
+
+def _index_file(info: dict[str, Any]) -> str:
+    kind = info.get("kind", "hnsw")
+    if kind not in INDEX_FILES:
+        raise CorruptCache(f"index.json names an unknown kind of index ({kind!r})")
+    return INDEX_FILES[kind]
 
 
 class CorruptCache(Exception):
@@ -445,36 +461,84 @@ def has_index(directory: Path) -> bool:
 
 def save_index(directory: Path, index: Any, *, key: str, parameters: dict[str, Any]) -> None:
     """Save a built usearch ``index`` beside its matrix: graph first, then ``index.json``."""
+    save_index_file(directory, key=key, count=len(index), parameters={**parameters, "kind": "hnsw"},
+                    write=lambda path: index.save(str(path)))
+
+
+def save_index_file(
+    directory: Path, *, key: str, count: int, parameters: dict[str, Any], write: Callable[[Path], Any]
+) -> dict[str, Any]:
+    """Write an index file with ``write(path)`` beside its matrix, flushed, then renamed into place, then
+    ``index.json`` (``parameters`` name its ``kind``; a dict ``write`` returns is added to them, e.g. the
+    calibration measured on the file just written).  Returns the parameters."""
     read_manifest(directory, key=key)  # the matrix it belongs to is still there
-    target = directory / _INDEX
-    tmp = directory / f".{_INDEX}.{secrets.token_hex(4)}"
+    target = directory / _index_file(parameters)
+    tmp = directory / f".{target.name}.{secrets.token_hex(4)}"
     try:
-        index.save(str(tmp))
+        extra = write(tmp)
+        if isinstance(extra, dict):
+            parameters = {**parameters, **extra}
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        info = {"format": FORMAT, "key": key, "count": len(index), **parameters, "file": describe(tmp)}
+        info = {"format": FORMAT, "key": key, "count": count, **parameters, "file": describe(tmp)}
+        _remove_other_indexes(directory, keep=target.name)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _write_json(directory / _INDEX_INFO, info)
+    return parameters
+
+
+def _remove_other_indexes(directory: Path, keep: str) -> None:
+    for name in INDEX_FILES.values():
+        if name != keep:
+            (directory / name).unlink(missing_ok=True)
 
 
 def adopt_index(directory: Path, graph: Path, *, key: str, count: int, parameters: dict[str, Any],
                 file: dict[str, Any]) -> None:
-    """Move a graph written and described elsewhere (``file``: its size and BLAKE3) beside its matrix.
+    """Move an index written and described elsewhere (``file``: its size and BLAKE3) beside its matrix.
 
-    For the lineage's update process, which writes the new version's graph while the daemon saves
+    For the lineage's update process, which writes the new version's index while the daemon saves
     the matrix.  The size is checked here; the digest is the writer's (checked again at every open
-    that verifies).  Graph first, then ``index.json``, as :func:`save_index`.
+    that verifies).  Index first, then ``index.json``, as :func:`save_index`.
     """
     manifest = read_manifest(directory, key=key)
     if manifest.get("count") != count:
         raise CorruptCache("the graph does not hold the matrix's rows")
     _check(graph, file, digest=False)
-    os.replace(graph, directory / _INDEX)
+    name = _index_file(parameters)
+    _remove_other_indexes(directory, keep=name)
+    os.replace(graph, directory / name)
     info = {"format": FORMAT, "key": key, "count": count, **parameters, "file": file}
     _write_json(directory / _INDEX_INFO, info)
+
+
+def index_info(directory: Path, *, key: str, count: int | None = None) -> dict[str, Any]:
+    """``index.json`` of ``directory``, checked against the key, the format and the row count."""
+    info = _read_json(directory / _INDEX_INFO)
+    if count is None:
+        count = read_manifest(directory, key=key)["count"]
+    if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != count:
+        raise CorruptCache("index.json does not match the matrix")
+    _index_file(info)
+    return info
+
+
+def open_lists(directory: Path, *, key: str, verify: bool = True) -> tuple[Any, Any, dict[str, Any]]:
+    """``(pages, lists, info)`` of a saved inverted-file index (``ivf_file.open_lists``), checked."""
+    manifest = read_manifest(directory, key=key)
+    info = index_info(directory, key=key, count=manifest["count"])
+    if info.get("kind") != "ivf":
+        raise CorruptCache("the saved index is not an inverted file")
+    path = directory / _index_file(info)
+    _check(path, info.get("file"), digest=verify)
+    try:
+        pages, lists = ivf_file.open_lists(path, manifest["count"], manifest["dimensions"])
+    except (OSError, ValueError) as exc:
+        raise CorruptCache(str(exc)) from None
+    return pages, lists, info
 
 
 def load_index(directory: Path, *, key: str) -> tuple[Any, dict[str, Any]]:
@@ -486,9 +550,9 @@ def load_index(directory: Path, *, key: str) -> tuple[Any, dict[str, Any]]:
     from usearch.index import Index
 
     manifest = read_manifest(directory, key=key)
-    info = _read_json(directory / _INDEX_INFO)
-    if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != manifest["count"]:
-        raise CorruptCache("index.json does not match the matrix")
+    info = index_info(directory, key=key, count=manifest["count"])
+    if info.get("kind", "hnsw") != "hnsw":
+        raise CorruptCache("the saved index is not a graph")
     _check(directory / _INDEX, info.get("file"))
     try:
         index = Index.restore(str(directory / _INDEX), view=False)
@@ -501,13 +565,15 @@ def load_index(directory: Path, *, key: str) -> tuple[Any, dict[str, Any]]:
 
 def discard_index(directory: Path) -> None:
     (directory / _INDEX_INFO).unlink(missing_ok=True)
-    (directory / _INDEX).unlink(missing_ok=True)
+    for name in INDEX_FILES.values():
+        (directory / name).unlink(missing_ok=True)
 
 
 def open_index(
     directory: Path, matrix: VectorMatrix, *, key: str, expansion_search: int = 64, verify: bool = True
 ) -> Any:
-    """The saved graph over ``matrix`` as an :class:`~fabstir_node.engine.hnsw.HnswIndex`, opened with ``view()``.
+    """The saved index over ``matrix``: an :class:`~fabstir_node.engine.hnsw.HnswIndex` (the graph opened
+    with ``view()``) or an :class:`~fabstir_node.engine.ivf.IvfIndex` (the inverted file mapped).
 
     Raises :class:`CorruptCache` when ``index.json`` or the graph fail validation.
     """
@@ -516,13 +582,18 @@ def open_index(
     from ..engine.calibration import Calibration
     from ..engine.hnsw import HnswIndex
 
-    info = _read_json(directory / _INDEX_INFO)
-    if info.get("format") != FORMAT or info.get("key") != key or info.get("count") != len(matrix):
-        raise CorruptCache("index.json does not match the matrix")
+    info = index_info(directory, key=key, count=len(matrix))
     try:  # a graph without its own recall measurement (an older version built it) is built again
         calibration = Calibration.from_json(info.get("calibration"))
     except ValueError as exc:
         raise CorruptCache(f"the graph has no valid calibration ({exc})") from None
+    vectors = matrix.vectors
+    reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
+    if info.get("kind") == "ivf":
+        from ..engine.ivf import IvfIndex
+
+        pages, lists, _ = open_lists(directory, key=key, verify=verify)
+        return IvfIndex(lists, vectors, read_rows=reader, calibration=calibration, pages=pages)
     path = directory / _INDEX
     _check(path, info.get("file"), digest=verify)
     try:
@@ -546,8 +617,6 @@ def open_index(
         index = wide = None
         mapping.close()
         raise CorruptCache("the graph does not hold every row of the matrix")
-    vectors = matrix.vectors
-    reader = RowFile(vectors) if isinstance(vectors, np.memmap) and vectors.filename else None
     return HnswIndex(
         index, vectors, expansion_search=expansion_search, read_rows=reader, calibration=calibration,
         wide=wide, mapping=mapping,

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -33,14 +34,20 @@ import numpy as np
 import orjson
 
 from ..engine import calibration as cal
+from ..engine import ivf
 from ..engine.rows import as_float32
 from ..priority import lower_priority
 from . import disk_cache as persist
+from . import ivf_file
 
 #: Vectors added per ``Index.add`` call (progress and a chance to be killed between slices).
 SLICE = 20_000
 #: Number types the graph may store; candidates are re-scored on the matrix rows whatever it holds.
 DTYPES = ("i8", "f16", "bf16")
+#: Matrices of this many rows or more get an inverted-file index (``engine/ivf.py``), not a graph: on
+#: the benchmark's clustered million a graph took 130-190 s on two cores and its walks found 0.62-0.94
+#: of a near query's top 10 (effort 64-512); the inverted file took ~20 s and found all of them.
+IVF_MIN_ROWS = 500_000
 
 
 def build_index(
@@ -92,23 +99,49 @@ def calibrate(
     index: Any, vectors: np.ndarray, *, seed: int = 0, min_effort: int = 1
 ) -> cal.Calibration:  # index: a usearch Index
     """Measure the graph on a held-out sample (``engine/calibration.py``) and choose its effort and floor."""
+
+    def candidates(effort: int, queries: np.ndarray) -> list[np.ndarray]:
+        index.expansion_search = effort
+        matches = index.search(queries, 2 * cal.K, threads=0)
+        keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
+        counts = np.asarray(matches.counts, np.int64).reshape(-1)
+        return [keys[i, : counts[i]] for i in range(len(queries))]
+
+    efforts = sorted({max(min_effort, e) for e in cal.EFFORTS})
+    return measure(candidates, efforts, vectors, seed=seed)
+
+
+def calibrate_lists(lists: ivf.IvfLists, vectors: np.ndarray, *, seed: int = 0) -> cal.Calibration:
+    """Measure the inverted file on a held-out sample; its effort is the number of lists probed."""
+    index = ivf.IvfIndex(lists, vectors)
+
+    def candidates(effort: int, queries: np.ndarray) -> list[np.ndarray]:
+        index.expansion_search = effort
+        return [index.candidates(q, index.candidate_count(cal.K)) for q in queries]
+
+    efforts = sorted({min(lists.lists, e) for e in ivf.NPROBES})
+    return measure(candidates, efforts, vectors, seed=seed)
+
+
+def measure(
+    candidates: Callable[[int, np.ndarray], list[np.ndarray]], efforts: list[int], vectors: np.ndarray,
+    *, seed: int = 0,
+) -> cal.Calibration:
+    """Run the sample through ``candidates(effort, queries)`` at each effort (lowest first) and through an
+    exact scan; stop at the first effort that keeps the targets (``calibration.choose``)."""
     queries, kinds = cal.sample_queries(cast(np.ndarray, _Widened(vectors)), seed=seed)
     truth = exact_top(vectors, queries, cal.K)
     kth_rows = np.array([rows[min(cal.K, len(rows)) - 1] if len(rows) else 0 for rows in truth], np.int64)
     kth = np.einsum("ij,ij->i", as_float32(vectors[kth_rows]), queries)  # each query's exact k-th score
     recall_by: dict[int, np.ndarray] = {}
     top_by: dict[int, np.ndarray] = {}
-    efforts = sorted({max(min_effort, e) for e in cal.EFFORTS})
     for effort in efforts:
-        index.expansion_search = effort
-        matches = index.search(queries, 2 * cal.K, threads=0)
-        keys = np.asarray(matches.keys, np.int64).reshape(len(queries), -1)
-        counts = np.asarray(matches.counts, np.int64).reshape(-1)
-        found, found_scores, tops = [], [], np.full(len(queries), -1.0)
-        union = np.unique(keys[keys >= 0])
+        found_rows = candidates(effort, queries)
+        union = np.unique(np.concatenate(found_rows)) if found_rows else np.empty(0, np.int64)
         stored = as_float32(vectors[union]) if len(union) else np.empty((0, vectors.shape[1]), np.float32)
+        found, found_scores, tops = [], [], np.full(len(queries), -1.0)
         for i, q in enumerate(queries):
-            rows = np.sort(keys[i, : counts[i]])
+            rows = np.unique(found_rows[i])
             scores = stored[np.searchsorted(union, rows)] @ q if len(rows) else np.empty(0, np.float32)
             order = np.lexsort((rows, -scores))
             found.append(rows[order])
@@ -121,6 +154,49 @@ def calibrate(
         if cal.acceptable(chosen) or recall_by[effort].min() >= 1.0:
             return chosen  # the lowest effort that keeps the targets (more cannot help past all exact)
     return cal.choose(recall_by, top_by, kinds)
+
+
+def _build_lists(directory: Path, key: str, vectors: np.ndarray, priority: str, started: float) -> int:
+    """The inverted-file index of a large matrix (``engine/ivf.py``), measured and saved; exit status 0."""
+    n = len(vectors)
+
+    def read_rows(rows: np.ndarray) -> np.ndarray:
+        return as_float32(vectors[rows])
+
+    def read_range(start: int, stop: int) -> np.ndarray:
+        return as_float32(vectors[start:stop])
+
+    def progress(done: int) -> None:  # assigning rows to lists is most of the work
+        print(orjson.dumps({"event": "progress", "added": done, "total": n}).decode(), flush=True)
+
+    centroids, order, bounds = ivf.build_lists(n, read_rows, read_range, progress=progress)
+    built = time.monotonic()
+    times: dict[str, float] = {}
+
+    def write(path: Path) -> dict[str, Any]:
+        ivf_file.write(path, centroids, order, bounds, ivf.encoded_blocks(order, read_rows))
+        times["encoded"] = time.monotonic()
+        print(orjson.dumps({"event": "progress", "stage": "calibrating"}).decode(), flush=True)
+        _, lists = ivf_file.open_lists(path, n, vectors.shape[1])
+        calibration = calibrate_lists(lists, vectors)
+        times["calibrated"] = time.monotonic()
+        return {"lists": len(centroids), "calibration": calibration.to_json()}
+
+    parameters = persist.save_index_file(directory, key=key, count=n, parameters={"kind": "ivf"}, write=write)
+    report = {
+        "event": "index_built",
+        "kind": "ivf",
+        "vectors": n,
+        "lists": len(centroids),
+        "build_s": round(times["encoded"] - started, 3),
+        "lists_s": round(built - started, 3),
+        "calibrate_s": round(times["calibrated"] - times["encoded"], 3),
+        "save_s": round(time.monotonic() - times["calibrated"], 3),
+        "calibration": parameters["calibration"],
+        "priority": priority,
+    }
+    print(orjson.dumps(report).decode(), flush=True)
+    return 0
 
 
 class _Widened:
@@ -145,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-expansion-search", type=int, default=64,
                         help="lowest search effort the recall measurement may choose")
     parser.add_argument("--threads", type=int, default=0, help="0 = every core")
+    parser.add_argument("--ivf-min-rows", type=int, default=IVF_MIN_ROWS,
+                        help="a matrix of this many rows or more gets an inverted-file index, not a graph")
     parser.add_argument("--nice", type=int, default=10, help="lower this process's priority by this much")
     parser.add_argument("--idle", action=argparse.BooleanOptionalAction, default=True,
                         help="run under SCHED_IDLE where the OS has it (else only --nice applies)")
@@ -156,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     except persist.CorruptCache as exc:
         print(orjson.dumps({"event": "build_failed", "reason": str(exc)}).decode(), flush=True)
         return 3
+    if len(matrix) >= args.ivf_min_rows:
+        return _build_lists(args.directory, args.key, matrix.vectors, priority, started)
     index = build_index(
         matrix.vectors, dtype=args.dtype, connectivity=args.connectivity,
         expansion_add=args.expansion_add, threads=args.threads, report=True,
@@ -168,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         args.directory,
         index,
         key=args.key,
-        parameters={"connectivity": args.connectivity, "expansion_add": args.expansion_add, "dtype": args.dtype,
-                    "calibration": calibration.to_json()},
+        parameters={"kind": "hnsw", "connectivity": args.connectivity, "expansion_add": args.expansion_add,
+                    "dtype": args.dtype, "calibration": calibration.to_json()},
     )
     report = {
         "event": "index_built",

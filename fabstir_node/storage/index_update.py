@@ -44,9 +44,11 @@ from typing import Any
 import numpy as np
 import orjson
 
+from ..engine.ivf import updated_lists
 from ..engine.rows import as_float32
 from ..priority import lower_priority
 from . import disk_cache as persist
+from . import ivf_file
 
 #: Renamed keys pass through this offset so old and new row numbers never collide.
 _PARKED = 1 << 40
@@ -124,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     priority = lower_priority(args.nice, idle=args.idle)
     started = time.monotonic()
     try:
+        kind = persist.index_info(args.base, key=args.base_key).get("kind", "hnsw")
+        if kind == "ivf":
+            return _update_lists(args, started, priority)
         index, info = persist.load_index(args.base, key=args.base_key)
     except (persist.CorruptCache, OSError) as exc:
         _say({"event": "update_failed", "reason": str(exc)})
@@ -166,6 +171,48 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": parameters, "file": described,
         "load_s": round(loaded - started, 3), "wait_s": round(job_at - loaded, 3),
         "update_s": round(updated - job_at, 3), "save_s": round(time.monotonic() - updated, 3),
+        "priority": priority, "cpu_s": round(_cpu_seconds(), 3), "update_cpu_s": round(update_cpu, 3),
+    })
+    return 0
+
+
+def _update_lists(args: argparse.Namespace, started: float, priority: str) -> int:
+    """The update for an inverted-file index (``engine/ivf.updated_lists``): kept rows keep their lists
+    and codes, added rows join their nearest list; the centroids and the calibration carry over."""
+    pages, lists, info = persist.open_lists(args.base, key=args.base_key)
+    loaded = time.monotonic()
+    _say({"event": "ready", "load_s": round(loaded - started, 3)})
+    line = sys.stdin.readline()
+    if not line.strip():
+        _say({"event": "no_job"})
+        return 0
+    job_at = time.monotonic()
+    try:
+        mapping, added = read_job(Path(orjson.loads(line)["job"]), len(lists), lists.codes.shape[1])
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
+        _say({"event": "update_failed", "reason": f"bad job ({exc})"})
+        return 3
+    cpu_before = _cpu_seconds()
+    order, bounds, blocks = updated_lists(lists, mapping, added)
+    kept = int((mapping >= 0).sum())
+    done = {"removed": len(lists) - kept, "added": len(mapping) - kept, "kept": kept}
+    parameters: dict[str, Any] = {k: info[k] for k in ("kind", "lists", "calibration") if k in info}
+    parameters["tombstones"] = int(info.get("tombstones", 0)) + done["removed"]
+    parameters["updates"] = int(info.get("updates", 0)) + 1
+    try:
+        ivf_file.write(args.out, lists.centroids, order, bounds, blocks)
+        updated = time.monotonic()
+        update_cpu = _cpu_seconds() - cpu_before
+        described = persist.describe(args.out)
+    except BaseException:
+        args.out.unlink(missing_ok=True)
+        raise
+    del pages  # the previous file's mapping goes with its views
+    _say({
+        "event": "index_updated", **done, "count": len(mapping), "tombstones": parameters["tombstones"],
+        "parameters": parameters, "file": described,
+        "load_s": round(loaded - started, 3), "wait_s": round(job_at - loaded, 3),
+        "update_s": round(updated - job_at, 3), "save_s": 0.0,
         "priority": priority, "cpu_s": round(_cpu_seconds(), 3), "update_cpu_s": round(update_cpu, 3),
     })
     return 0
