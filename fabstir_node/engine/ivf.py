@@ -257,6 +257,10 @@ class IvfIndex(RescoredIndex):
             raise ValueError(f"the index has {len(lists)} rows, the matrix {len(vectors)}")
         super().__init__(read_rows if read_rows is not None else vectors.__getitem__, calibration, nprobe)
         self._lists = lists
+        #: The centroids packed for numkong's kernel (one thread, no BLAS): numpy's ``centroids @ query``
+        #: goes to a multi-threaded BLAS, whose threads stalled one search in ~50 by 5-15 ms in the daemon
+        #: at 1M (2,000 lists; py-spy, 2026-12-06), while the event loop and clients shared the two cores.
+        self._packed_centroids = numkong.dots_pack(np.ascontiguousarray(lists.centroids, np.float32))
         #: The mapped file the arrays are views of (``storage/ivf_file.Pages``), or None.
         self._pages = pages
 
@@ -289,7 +293,8 @@ class IvfIndex(RescoredIndex):
         centroids = self._lists.centroids
         if nprobe >= len(centroids):
             return np.arange(len(centroids))
-        scores = centroids @ query
+        query32 = np.ascontiguousarray(query, np.float32)[None]
+        scores = np.asarray(numkong.dots_packed(query32, self._packed_centroids)).reshape(-1)
         return np.sort(np.argpartition(-scores, nprobe - 1)[:nprobe])
 
     def candidates(self, query: np.ndarray, count: int, *, wide: bool = False) -> np.ndarray:

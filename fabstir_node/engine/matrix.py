@@ -45,7 +45,7 @@ from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
 from .packed import PackedBlobs, PackedStrings
 from .quantized import Int8Rows, candidate_count
-from .rows import NUMPY_DTYPES, DType, as_float32, normalise_rows, numpy_dtype, to_bfloat16
+from .rows import NUMPY_DTYPES, DType, normalise_rows, numpy_dtype, row_scores, to_bfloat16
 
 _DTYPE_NAMES: dict[np.dtype[Any], DType] = {
     np.dtype(t): name for name, t in NUMPY_DTYPES.items()  # type: ignore[misc]
@@ -574,8 +574,7 @@ class VectorMatrix:
         if len(rows) == 0:
             return np.empty(0, np.float32)
         stored = self.read_rows(rows) if self.read_rows is not None else self._vectors[rows]
-        scores: np.ndarray = (as_float32(stored) @ q).astype(np.float32)
-        return scores
+        return row_scores(stored, q)
 
     def _exact(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of every row (or of the ``rows`` a filter passes) and the best ``k`` of them.

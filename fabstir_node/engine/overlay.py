@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .rows import as_float32
+from .rows import row_scores
 
 __all__ = ["EXTRA_PAD", "OverlayIndex"]
 
@@ -88,7 +88,7 @@ class OverlayIndex:
         rows = self._rows_of_label[labels[(labels >= 0) & (labels < len(self._rows_of_label))]]
         rows = rows[rows >= 0]
         if len(self._extra_rows):
-            scores = self._extra_vectors @ query
+            scores = row_scores(self._extra_vectors, query)
             best = min(len(scores), 2 * count)
             top = np.argpartition(-scores, best - 1)[:best]
             rows = np.concatenate([rows, self._extra_rows[top]])
@@ -107,7 +107,7 @@ class OverlayIndex:
             rows = self._candidates(query, count, wide)
             if len(rows) == 0:
                 continue
-            scores = (as_float32(self._read_rows(rows)) @ query).astype(np.float32)
+            scores = row_scores(self._read_rows(rows), query)
             answer: tuple[np.ndarray, np.ndarray] | None = graph.ranked(rows, scores, count)
             if answer is not None:
                 return answer

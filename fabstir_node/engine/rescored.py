@@ -29,7 +29,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .calibration import Calibration
-from .rows import as_float32
+from .rows import as_float32, row_scores
 
 __all__ = ["MAX_CANDIDATES", "SELECTIVE", "Answer", "RescoredIndex"]
 
@@ -89,8 +89,7 @@ class RescoredIndex:
         """float32 cosines of ``rows`` with ``query``, from the stored rows."""
         if len(rows) == 0:
             return np.empty(0, np.float32)
-        scores: np.ndarray = (as_float32(self._read_rows(rows)) @ query).astype(np.float32)
-        return scores
+        return row_scores(self._read_rows(rows), query)
 
     def ranked(self, rows: np.ndarray, scores: np.ndarray, count: int) -> Answer | None:
         """The best ``count`` of ``rows`` by their ``scores`` (ties by row), or None: k-th under the floor."""
@@ -132,7 +131,7 @@ class RescoredIndex:
                 scores = np.empty(0, np.float32)
             else:
                 assert stored is not None
-                scores = (stored[np.searchsorted(union, rows)] @ query).astype(np.float32)
+                scores = row_scores(stored[np.searchsorted(union, rows)], query)
             answer = self.ranked(rows, scores, count)
             out.append(answer if answer is not None else self._retry(query, count))
         return out
