@@ -312,8 +312,9 @@ OPTIONS: tuple[Option, ...] = (
            "rows grouped by their nearest of ~n/500 centroids, stored as 8-bit codes list by list; a search "
            "scores the lists nearest to the query and re-scores the best on the stored rows. At 1M x 384 it "
            "was ready 48 s after the load began (a graph: 188 s), built and measured at idle priority, and "
-           "answered every search at p99 3.7 ms with recall 1.0 where the graph declined most. Its recall is measured like a graph's (the number of lists probed is its "
-           "effort) and untrusted answers are answered exactly.", "cache"),
+           "answered every search at p99 3.7 ms with recall 1.0 where the graph declined most. Its recall "
+           "is measured like a graph's (the number of lists probed is its effort) and untrusted answers "
+           "are answered exactly.", "cache"),
     # --- limits
     Option("max_upload_batch", "FABSTIR_MAX_UPLOAD_BATCH", None, _int(1), 1000,
            "Vectors per uploadVectors message.", "limits"),
