@@ -37,7 +37,7 @@ import numkong
 import numpy as np
 
 from .calibration import Calibration
-from .quantized import quantize_rows
+from .quantized import code_candidates, quantize_rows
 from .rescored import RescoredIndex
 
 __all__ = [
@@ -320,14 +320,12 @@ class IvfIndex(RescoredIndex):
         """Row numbers of the ``count`` best rows by the codes of every row (no lists)."""
         ivf = self._lists
         try:
-            scores = np.asarray(numkong.dots_packed(ivf.codes, _packed_query(query))).reshape(-1) * ivf.scales
+            where = code_candidates(ivf.codes, ivf.scales, query, count)
         finally:
             # the scan touched every page of the codes: leave them to the page cache, not the process
             drop = getattr(self._pages, "drop_pages", None)
             if drop is not None:
                 drop()
-        n = len(scores)
-        where = np.arange(n) if count >= n else np.argpartition(-scores, count - 1)[:count]
         return np.asarray(ivf.order[where], np.int64)
 
 

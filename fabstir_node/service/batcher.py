@@ -15,15 +15,23 @@ runs (its client went away), the next member takes over.
 
 With no contention a batch holds one search, and the path is what it was: a
 token, a thread hop, one search.
+
+A search may also split its own work (the 8-bit scan of a large database before its index is ready:
+``engine/parallel.py``): the batch's thread is lent a runner that, when another CPU token is free
+right now, runs the pieces in threads of a nursery here, each holding a token, and waits for them;
+when none is free the search runs them itself, one after the other.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 import trio
+
+from ..engine import parallel
 
 __all__ = ["SearchBatcher"]
 
@@ -95,7 +103,8 @@ class SearchBatcher:
         async with self._limiter:
             self._close(source, batch)
             try:
-                await trio.to_thread.run_sync(_run, source, batch.requests, limiter=self._threads)
+                runner = _SpareCores(self._limiter, self._threads)
+                await trio.to_thread.run_sync(_run, source, batch.requests, runner, limiter=self._threads)
             finally:
                 self.batches += 1
                 self.searches += len(batch.requests)
@@ -121,8 +130,62 @@ class SearchBatcher:
                 self._close(source, batch)
 
 
-def _run(source: Any, requests: list[_Request]) -> None:
+class _SpareCores:
+    """The runner lent to a batch's thread (``engine/parallel.py``): pieces of one search at once, in
+    threads of a nursery of its own, when the CPU tokens they need beyond the batch's are free now."""
+
+    def __init__(self, limiter: trio.CapacityLimiter, threads: trio.CapacityLimiter) -> None:
+        self._limiter, self._threads = limiter, threads
+
+    def __call__(self, jobs: Sequence[Callable[[], Any]]) -> list[Any] | None:
+        # called in the batch's worker thread, which waits (holding its token) while the pieces run
+        try:
+            result: list[Any] | None = trio.from_thread.run(self._run_all, jobs)
+        except trio.RunFinishedError:
+            return None
+        return result
+
+    async def _run_all(self, jobs: Sequence[Callable[[], Any]]) -> list[Any] | None:
+        # this runs as the batch's own task (trio.from_thread.run), which holds its token already: the
+        # spare tokens are borrowed on behalf of objects of their own
+        borrowed: list[object] = []
+        try:
+            for _ in range(len(jobs) - 1):  # the batch's own token covers one piece
+                borrower = object()
+                self._limiter.acquire_on_behalf_of_nowait(borrower)
+                borrowed.append(borrower)
+        except trio.WouldBlock:
+            for borrower in borrowed:
+                self._limiter.release_on_behalf_of(borrower)
+            return None
+        results: list[Any] = [None] * len(jobs)
+        errors: list[BaseException] = []
+
+        async def one(i: int, job: Callable[[], Any]) -> None:
+            try:
+                results[i] = await trio.to_thread.run_sync(job, limiter=self._threads)
+            except Exception as error:  # noqa: BLE001 - raised below, as itself, not as a group
+                errors.append(error)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for i, job in enumerate(jobs):
+                    nursery.start_soon(one, i, job)
+        finally:
+            for borrower in borrowed:
+                self._limiter.release_on_behalf_of(borrower)
+        if errors:
+            raise errors[0]
+        return results
+
+
+def _run(source: Any, requests: list[_Request], runner: parallel.Runner | None = None) -> None:
     """In a worker thread: every request of a batch, each getting its answer or its error."""
+    with parallel.lent(runner):
+        _answer(source, requests)
+
+
+def _answer(source: Any, requests: list[_Request]) -> None:
     many = getattr(source, "search_many", None)
     if many is not None and len(requests) > 1:
         try:
