@@ -15,6 +15,8 @@ Pure: no I/O.  Filling is thread-safe for disjoint row ranges; scans are safe fr
 
 from __future__ import annotations
 
+import contextlib
+import mmap
 from collections.abc import Callable
 
 import numkong
@@ -22,14 +24,22 @@ import numpy as np
 
 from .parallel import run_parallel
 
-__all__ = ["SPLIT_ROWS", "Int8Rows", "candidate_count", "code_candidates", "quantize_rows"]
+__all__ = ["SPLIT_ROWS", "Int8Rows", "candidate_count", "code_candidates", "drop_pages", "quantize_rows"]
 
 #: Candidates re-scored for a top-k: generous, since a far query's top-k are near-ties.
 MIN_CANDIDATES = 256
 PER_K = 32
 #: Scans of at least this many rows run as two halves, at once when the service lends a spare core
 #: (``parallel.py``): 1M x 384, 66 -> 34-36 ms on this machine's two cores (2026-12-06).
-SPLIT_ROWS = 200_000
+SPLIT_ROWS = 100_000
+
+
+def drop_pages(mapping: mmap.mmap) -> None:
+    """Unmap ``mapping``'s pages from the process (``MADV_DONTNEED``; a file's pages stay in the page
+    cache and come back on the next touch).  Safe while other threads read through it; a no-op where
+    the mapping is closed or the platform has no ``madvise``."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def candidate_count(k: int, n: int) -> int:
@@ -58,6 +68,23 @@ class Int8Rows:
     def __init__(self, n: int, d: int) -> None:
         self._codes = np.zeros((n, d), np.int8)
         self._scales = np.zeros(n, np.float32)
+
+    @classmethod
+    def of(cls, codes: np.ndarray, scales: np.ndarray) -> Int8Rows:
+        """Rows over existing arrays (e.g. memory-mapped files: each scan then drops their pages)."""
+        if codes.ndim != 2 or codes.dtype != np.int8 or scales.shape != (len(codes),) or scales.dtype != np.float32:
+            raise ValueError("codes must be n x d int8 and scales n float32")
+        self = cls.__new__(cls)
+        self._codes, self._scales = codes, scales
+        return self
+
+    @property
+    def codes(self) -> np.ndarray:
+        return self._codes
+
+    @property
+    def scales(self) -> np.ndarray:
+        return self._scales
 
     @classmethod
     def from_rows(cls, rows: np.ndarray, block: int = 65536) -> Int8Rows:
@@ -98,7 +125,13 @@ class Int8Rows:
 
     def candidates(self, query: np.ndarray, count: int) -> np.ndarray:
         """Row numbers (int64, unordered) of the ``count`` best rows by code score."""
-        return code_candidates(self._codes, self._scales, query, count)
+        try:
+            return code_candidates(self._codes, self._scales, query, count)
+        finally:
+            for array in (self._codes, self._scales):  # mapped files: leave their pages to the page cache
+                mapping = getattr(array, "_mmap", None)
+                if mapping is not None:
+                    drop_pages(mapping)
 
 
 def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:

@@ -13,6 +13,9 @@ backend, the manifest path, the manifest's content and the vector dtype):
 ``metadata.idx.npy``   ``n + 1`` int64 offsets into ``metadata.bin``
 ``records.npy``        each row's record digest (``n × 16`` uint8), when the rows came from CBOR
                        chunks: the next version of the database is compared with it
+``codes.npy``,         the 8-bit copy of the rows (``n × d`` int8, ``n`` float32 scales) of a
+``scales.npy``         matrix of ``COARSE_MIN_ROWS`` or more: an exact-quality search's
+                       candidates, mapped, its pages dropped after each scan
 ``manifest.json``      format, key, shape, dtype, and each file's size and BLAKE3
 ``index.usearch``      the HNSW graph (written later by ``index_builder.py``), or
 ``index.ivf``          the inverted-file index of a large matrix (``ivf_file.py``)
@@ -88,6 +91,7 @@ FORMAT = 2
 _MATRIX_FILES = ("vectors.npy", "ids.bin", "ids.idx.npy", "metadata.bin", "metadata.idx.npy")
 #: Written when the matrix has them, checked when the manifest lists it.
 _RECORDS = "records.npy"
+_CODES, _SCALES = "codes.npy", "scales.npy"
 _MANIFEST = "manifest.json"
 _INDEX = "index.usearch"
 _INDEX_INFO = "index.json"
@@ -199,6 +203,11 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
         if matrix.record_digests is not None:
             np.save(tmp / _RECORDS, np.ascontiguousarray(matrix.record_digests, np.uint8), allow_pickle=False)
             names = (*names, _RECORDS)
+        coarse = matrix.coarse
+        if coarse is not None and len(coarse) == len(matrix):
+            np.save(tmp / _CODES, np.ascontiguousarray(coarse.codes, np.int8), allow_pickle=False)
+            np.save(tmp / _SCALES, np.ascontiguousarray(coarse.scales, np.float32), allow_pickle=False)
+            names = (*names, _CODES, _SCALES)
         for name in names:
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
@@ -313,6 +322,7 @@ def open_matrix(
             raise CorruptCache(f"unreadable {_RECORDS} ({exc.__class__.__name__})") from None
         if records.shape != (count, RECORD_DIGEST_SIZE) or records.dtype != np.uint8:
             raise CorruptCache("record digests do not match the manifest")
+    coarse = _open_codes(directory, files, count, dims, verify) if _CODES in files else None
     matrix = VectorMatrix(
         vectors=vectors,
         ids=PackedStrings.from_blobs(PackedBlobs.from_parts(FileBuffer(directory / "ids.bin"), id_offsets)),
@@ -321,6 +331,7 @@ def open_matrix(
         dropped_duplicates=int(manifest.get("dropped_duplicates", 0)),
         read_rows=RowFile(vectors),
         record_digests=records,
+        coarse=coarse,
     )
     if with_index and has_index(directory):
         try:
@@ -329,6 +340,23 @@ def open_matrix(
         except CorruptCache:
             discard_index(directory)
     return matrix
+
+
+def _open_codes(directory: Path, files: dict[str, Any], count: int, dims: int, verify: bool) -> Int8Rows:
+    """The saved 8-bit copy of the rows, memory-mapped (``Int8Rows.of``: its scans drop their pages)."""
+    for name in (_CODES, _SCALES):
+        _check(directory / name, files.get(name), digest=verify)
+    try:
+        codes = np.load(directory / _CODES, mmap_mode="r", allow_pickle=False)
+        scales = np.load(directory / _SCALES, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise CorruptCache(f"unreadable 8-bit rows ({exc.__class__.__name__})") from None
+    if codes.shape != (count, dims) or scales.shape != (count,):
+        raise CorruptCache("the 8-bit rows do not match the manifest")
+    try:
+        return Int8Rows.of(codes, scales)
+    except ValueError as exc:
+        raise CorruptCache(str(exc)) from None
 
 
 class _OpenFile:
@@ -409,8 +437,11 @@ class RowFile(_OpenFile):
 
 
 def coarse_rows(matrix: VectorMatrix, block: int = 65_536) -> Int8Rows:
-    """The 8-bit copy of a saved matrix's rows, read block by block with ``pread`` (not mapped:
-    reading 768 MB of a 1M matrix through its mapping would make it all resident in the process)."""
+    """The 8-bit copy of a saved matrix's rows: the saved one, or one made from the rows, read block by
+    block with ``pread`` (not mapped: reading 768 MB of a 1M matrix through its mapping would make it all
+    resident in the process)."""
+    if matrix.coarse is not None and len(matrix.coarse) == len(matrix):
+        return matrix.coarse
     vectors = matrix.vectors
     read = RowFile(vectors).range if isinstance(vectors, np.memmap) and vectors.filename else None
 
