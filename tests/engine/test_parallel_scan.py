@@ -107,3 +107,60 @@ async def test_a_piece_that_fails_fails_its_search_with_its_own_error():
     with trio.fail_after(10), pytest.raises(ValueError, match="a piece failed"):
         await batcher.search(_Failing(), [0.0], 10)
     assert limiter.borrowed_tokens == 0
+
+
+class _Untrusting:
+    """A stand-in index below the unit: its first answer is never trusted; its wide one is ``wide``."""
+
+    has_wide = True
+
+    def __init__(self, n: int, wide) -> None:
+        self.n, self.wide, self.retries = n, wide, 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def search(self, query, count, *, retry=True):
+        return self.retry(query, count) if retry else None
+
+    def retry(self, query, count):
+        self.retries += 1
+        return self.wide
+
+
+def small_matrix():
+    from fabstir_node.engine.matrix import VectorMatrix
+
+    rows = unit_rows(300, 8, seed=5)
+    return VectorMatrix.from_arrays([f"r{i}" for i in range(300)], rows, [b"{}"] * 300, dtype="f32"), rows
+
+
+@pytest.mark.parametrize("lend", [False, True])
+def test_an_untrusted_answer_takes_the_wide_one_when_it_is_trusted(lend):
+    matrix, rows = small_matrix()
+    wide = (np.array([7, 3]), np.array([0.9, 0.8], np.float32))
+    index = _Untrusting(300, wide)
+    indexed = matrix.with_index(index)
+    ran: list[int] = []
+
+    def runner(jobs):
+        ran.append(len(jobs))
+        return [job() for job in jobs]
+
+    with parallel.lent(runner if lend else None):
+        result = indexed.search(rows[0], 2)
+    assert [h.id for h in result.hits] == ["r7", "r3"] and result.path == "graph"
+    assert index.retries == 1 and ran == ([2] if lend else [])
+
+
+@pytest.mark.parametrize("lend", [False, True])
+def test_an_answer_the_wide_search_does_not_trust_either_is_exact(lend):
+    matrix, rows = small_matrix()
+    index = _Untrusting(300, None)
+    indexed = matrix.with_index(index)
+    with parallel.lent((lambda jobs: [job() for job in jobs]) if lend else None):
+        result = indexed.search(rows[5], 3)
+        many = indexed.search_many([(rows[5], 3, None), (rows[6], 3, None)])
+    assert result.path == "declined" and [h.id for h in result.hits] == [h.id for h in matrix.search(rows[5], 3).hits]
+    assert [r.path for r in many] == ["declined", "declined"]
+    assert [h.id for h in many[1].hits] == [h.id for h in matrix.search(rows[6], 3).hits]
