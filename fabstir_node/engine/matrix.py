@@ -43,7 +43,6 @@ import orjson
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
 from .packed import PackedBlobs, PackedStrings
-from .parallel import at_once
 from .quantized import Int8Rows, candidate_count, drop_pages
 from .rows import NUMPY_DTYPES, DType, normalise_rows, numpy_dtype, row_scores, to_bfloat16
 
@@ -482,14 +481,10 @@ class VectorMatrix:
             found, scores = subset
             path = "graph"
         elif rows is None and self.index is not None:
-            index: Any = self.index  # an index with ``retry`` (rescored.py, overlay.py) leaves it to _untrusted
-            retry = getattr(index, "retry", None)
-            if retry is None:
-                answer = index.search(q, min(k, n))
-            else:
-                answer = index.search(q, min(k, n), retry=False)
-            if answer is None:  # the graph does not trust its answer (rescored.py): the exact-quality path
-                found, scores, path = self._untrusted(q, k, retry)
+            answer = self.index.search(q, min(k, n))
+            if answer is None:  # the graph does not trust its answer (hnsw.py): the exact-quality path
+                found, scores = self._exact(q, k, None)
+                path = "declined"
             else:
                 found = np.asarray(answer[0], np.int64)
                 scores = np.asarray(answer[1], np.float32)
@@ -522,31 +517,26 @@ class VectorMatrix:
                 out[i] = SearchResult([], 0)
                 continue
             groups.setdefault(min(k, n), []).append((i, q, k, minimum))
-        index: Any = self.index
+        index = self.index
         batch = getattr(index, "search_batch", None)
-        retry = getattr(index, "retry", None)
         for count, group in groups.items():
             answers: list[Any]
             try:
                 if index is None:
                     answers = [None] * len(group)
                 elif batch is not None and len(group) > 1:
-                    stacked = np.stack([q for _, q, _, _ in group])
-                    answers = batch(stacked, count) if retry is None else batch(stacked, count, retry=False)
+                    answers = batch(np.stack([q for _, q, _, _ in group]), count)
                 else:
-                    answers = [index.search(q, count) if retry is None else index.search(q, count, retry=False)
-                               for _, q, _, _ in group]
+                    answers = [index.search(q, count) for _, q, _, _ in group]
             except Exception as error:  # noqa: BLE001 - the batch failed: each of its requests gets the error
                 for i, *_ in group:
                     out[i] = error
                 continue
             for (i, q, k, minimum), answer in zip(group, answers):
                 try:
-                    if answer is None and index is None:
+                    if answer is None:  # no graph, or the graph does not trust this answer
                         found, scores = self._exact(q, k, None)
-                        path = "exact"
-                    elif answer is None:  # the graph does not trust this answer
-                        found, scores, path = self._untrusted(q, k, retry)
+                        path = "exact" if index is None else "declined"
                     else:
                         found = np.asarray(answer[0], np.int64)
                         scores = np.asarray(answer[1], np.float32)
@@ -555,27 +545,6 @@ class VectorMatrix:
                 except Exception as error:  # noqa: BLE001
                     out[i] = error
         return out  # type: ignore[return-value]
-
-    def _untrusted(
-        self, q: np.ndarray, k: int, retry: Callable[[np.ndarray, int], Any] | None
-    ) -> tuple[np.ndarray, np.ndarray, str]:
-        """An answer the index did not trust: its wide search (``retry``), else the exact-quality path.
-
-        With a spare core both run at once (``parallel.at_once``) and the wide answer wins when it is
-        trusted: the wide search rescued ~3 % of the untrusted answers of a 100K graph's sample (10 of
-        304) and cost 2.8 ms for each of the others, ahead of a 3-5 ms exact path (2026-12-06).  Without
-        one the wide search goes first and the exact path runs only if it fails.
-        """
-        n = len(self)
-        if retry is None or not getattr(self.index, "has_wide", False):
-            found, scores = self._exact(q, k, None)
-            return found, scores, "declined"
-        both = at_once([lambda: retry(q, min(k, n)), lambda: self._exact(q, k, None)])
-        wide = both[0] if both is not None else retry(q, min(k, n))
-        if wide is not None:
-            return np.asarray(wide[0], np.int64), np.asarray(wide[1], np.float32), "graph"
-        found, scores = both[1] if both is not None else self._exact(q, k, None)
-        return found, scores, "declined"
 
     def _candidates(self, q: np.ndarray, k: int) -> np.ndarray | None:
         """Rows holding the unfiltered top ``k`` for exact re-scoring, or None: scan every row.

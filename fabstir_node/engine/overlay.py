@@ -94,40 +94,27 @@ class OverlayIndex:
             rows = np.concatenate([rows, self._extra_rows[top]])
         return np.unique(rows)
 
-    @property
-    def has_wide(self) -> bool:
-        return bool(self._graph.has_wide)
-
-    def search(
-        self, query: np.ndarray, count: int, *, retry: bool = True
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+    def search(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Up to ``count`` rows of the new version, best first; None when the answer is not trusted.
 
         Ranked, and judged against the floor, as the previous graph ranks its own (``HnswIndex``);
-        an untrusted answer is tried once more on the graph's wide search (:meth:`retry`) unless
-        ``retry`` is False.
+        an untrusted answer is tried once more on the graph's wide view when it has one.
         """
         if self._count == 0 or count < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
-        answer = self._attempt(query, count, False)
-        return answer if answer is not None or not retry else self.retry(query, count)
+        graph = self._graph
+        for wide in (False, True) if graph.has_wide else (False,):
+            rows = self._candidates(query, count, wide)
+            if len(rows) == 0:
+                continue
+            scores = row_scores(self._read_rows(rows), query)
+            answer: tuple[np.ndarray, np.ndarray] | None = graph.ranked(rows, scores, count)
+            if answer is not None:
+                return answer
+        return None
 
-    def retry(self, query: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """The answer from the previous graph's wide search; None if it has none or it is untrusted too."""
-        return self._attempt(query, count, True) if self.has_wide else None
-
-    def _attempt(self, query: np.ndarray, count: int, wide: bool) -> tuple[np.ndarray, np.ndarray] | None:
-        rows = self._candidates(query, count, wide)
-        if len(rows) == 0:
-            return None
-        scores = row_scores(self._read_rows(rows), query)
-        answer: tuple[np.ndarray, np.ndarray] | None = self._graph.ranked(rows, scores, count)
-        return answer
-
-    def search_batch(
-        self, queries: np.ndarray, count: int, *, retry: bool = True
-    ) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        return [self.search(q, count, retry=retry) for q in queries]
+    def search_batch(self, queries: np.ndarray, count: int) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        return [self.search(q, count) for q in queries]
 
     def search_subset(
         self, query: np.ndarray, k: int, rows: np.ndarray, n: int

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Runner", "at_once", "lent", "run_parallel"]
+__all__ = ["Runner", "lent", "run_parallel"]
 
 #: ``runner(jobs)``: every job's result, in order, having run them at once; None: no spare core.
 Runner = Callable[[Sequence[Callable[[], Any]]], "list[Any] | None"]
@@ -41,10 +41,3 @@ def run_parallel(jobs: Sequence[Callable[[], Any]]) -> list[Any]:
         if results is not None:
             return results
     return [job() for job in jobs]
-
-
-def at_once(jobs: Sequence[Callable[[], Any]]) -> list[Any] | None:
-    """Every job's result, having run them at once through the lent runner; None when there is no
-    runner or no spare core (the caller then chooses its own order, e.g. one that may skip a job)."""
-    runner = _RUNNER.get()
-    return runner(jobs) if runner is not None and len(jobs) > 1 else None

@@ -99,26 +99,25 @@ class RescoredIndex:
             return None
         return rows[order], scores[order]
 
-    def search(self, query: np.ndarray, count: int, *, retry: bool = True) -> Answer | None:
+    def search(self, query: np.ndarray, count: int) -> Answer | None:
         """Up to ``count`` rows, best first by their true cosine with ``query`` (a float32 unit vector).
 
-        None when the answer is not trusted, even with the wide search (``retry=False``: without trying
-        it; the caller may then run :meth:`retry` and the exact path at once): the matrix answers exactly.
+        None when the answer is not trusted, even with the wide search: the matrix answers exactly.
         """
         if len(self) == 0 or count < 1:
             return np.empty(0, np.int64), np.empty(0, np.float32)
         rows = self.candidates(query, self.candidate_count(count))
         answer = self.ranked(rows, self.rescore(query, rows), count)
-        return answer if answer is not None or not retry else self.retry(query, count)
+        return answer if answer is not None else self._retry(query, count)
 
-    def retry(self, query: np.ndarray, count: int) -> Answer | None:
+    def _retry(self, query: np.ndarray, count: int) -> Answer | None:
         """An untrusted answer tried once more with the wide search; None if there is none or it fails too."""
         if not self.has_wide:
             return None
         rows = self.candidates(query, self.candidate_count(count), wide=True)
         return self.ranked(rows, self.rescore(query, rows), count)
 
-    def search_batch(self, queries: np.ndarray, count: int, *, retry: bool = True) -> list[Answer | None]:
+    def search_batch(self, queries: np.ndarray, count: int) -> list[Answer | None]:
         """:meth:`search` for each row of ``queries`` (B x d float32 unit vectors), answer for answer the
         same, with one read of all their candidate rows."""
         if len(self) == 0 or count < 1:
@@ -134,7 +133,7 @@ class RescoredIndex:
                 assert stored is not None
                 scores = row_scores(stored[np.searchsorted(union, rows)], query)
             answer = self.ranked(rows, scores, count)
-            out.append(answer if answer is not None or not retry else self.retry(query, count))
+            out.append(answer if answer is not None else self._retry(query, count))
         return out
 
     def search_subset(self, query: np.ndarray, k: int, rows: np.ndarray, n: int) -> Answer | None:
