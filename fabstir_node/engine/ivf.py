@@ -111,6 +111,28 @@ def assign(rows: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     return out
 
 
+class _CodeAssigner:
+    """The nearest centroid of each row by 8-bit codes (numkong's int8 kernel, one thread): a 1M x 384
+    matrix against 2,000 centroids in ~5.9 s of one core, where numpy's float32 product took 12.3 s of
+    both (2026-12-06).  A row near the boundary of two lists may go to the second nearest: the index
+    stays correct (every row is in one list), and its recall is measured afterwards all the same."""
+
+    #: Rows per product (int32 results: 8,192 x 2,000 x 4 bytes = 66 MB).
+    ROWS = 8192
+
+    def __init__(self, centroids: np.ndarray) -> None:
+        codes, self._scales = quantize_rows(np.asarray(centroids, np.float32))
+        self._packed = numkong.dots_pack(codes)
+
+    def __call__(self, rows: np.ndarray) -> np.ndarray:
+        codes, _ = quantize_rows(np.asarray(rows, np.float32))  # a row's own scale does not change its argmax
+        out = np.empty(len(codes), np.int32)
+        for start in range(0, len(codes), self.ROWS):
+            dots = np.asarray(numkong.dots_packed(codes[start : start + self.ROWS], self._packed))
+            out[start : start + len(dots)] = np.argmax(dots.astype(np.float32) * self._scales, axis=1)
+        return out
+
+
 def order_lists(nearest: np.ndarray, lists: int) -> tuple[np.ndarray, np.ndarray]:
     """``(order, bounds)``: rows list after list (ascending within a list), and each list's slice."""
     order = np.argsort(nearest, kind="stable").astype(np.int64)
@@ -184,9 +206,10 @@ def build_lists(
     sample = np.asarray(read_rows(np.sort(rng.choice(rows, size, replace=False))), np.float32)
     centroids = train_centroids(sample, lists, seed=seed)
     nearest = np.empty(rows, np.int32)
+    nearest_by_codes = _CodeAssigner(centroids)
     for start in range(0, rows, BLOCK):
         stop = min(rows, start + BLOCK)
-        nearest[start:stop] = assign(read_range(start, stop), centroids)
+        nearest[start:stop] = nearest_by_codes(read_range(start, stop))
         if progress is not None:
             progress(stop)
     order, bounds = order_lists(nearest, len(centroids))

@@ -49,10 +49,17 @@ def test_every_row_sits_once_in_the_list_of_its_nearest_centroid():
     centroids, order, bounds = lists_of(rows)
     assert len(centroids) == ivf.list_count(3000) and np.allclose(np.linalg.norm(centroids, axis=1), 1, atol=1e-5)
     assert sorted(order.tolist()) == list(range(3000))
+    exact = ivf.assign(rows, centroids)  # float32: the nearest centroid
+    scores = rows @ centroids.T
+    same = 0
     for i in range(len(centroids)):
         members = order[bounds[i] : bounds[i + 1]]
         assert np.all(np.diff(members) > 0)  # ascending within a list
-        assert np.all(ivf.assign(rows[members], centroids) == i)
+        # assigned by 8-bit codes: the nearest, or one as near to within the codes' error
+        best = scores[members, exact[members]]
+        assert np.all(scores[members, i] >= best - 0.02)
+        same += int((exact[members] == i).sum())
+    assert same >= 0.97 * 3000
 
 
 def test_the_file_round_trips_block_by_block(tmp_path):
