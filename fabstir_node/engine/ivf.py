@@ -1,4 +1,4 @@
-"""An inverted-file index over 8-bit codes: the index of large databases (``IVF_MIN_ROWS`` rows and more).
+"""An inverted-file index over 8-bit codes: the index of large databases (``IVF_MIN_VECTORS`` and more).
 
 An HNSW graph over a million clustered embeddings is slow to build on two cores (130-190 s) and its
 walk often ends in the wrong cluster: on the benchmark's million (documents of 25 chunks, topics of
@@ -7,7 +7,8 @@ walk often ends in the wrong cluster: on the benchmark's million (documents of 2
 their nearest centroid finds a near query's neighbours in the few groups nearest to it:
 
 * **Lists**: spherical k-means (:func:`train_centroids`, on a sample of :data:`TRAIN_PER_LIST` rows
-  per list) puts every row in the list of its nearest centroid (:func:`assign`); about
+  per list) puts every row in the list of its nearest centroid (by 8-bit codes while building:
+  ``_CodeAssigner``; :func:`assign` in float32 for a new version's rows); about
   :data:`LIST_ROWS` rows per list (:func:`list_count`).  Rows are stored list after list
   (:class:`IvfLists`: ``order`` maps a position to its row) as int8 codes with a per-row scale
   (``quantized.quantize_rows``), so a list is one contiguous slice.
@@ -16,8 +17,8 @@ their nearest centroid finds a near query's neighbours in the few groups nearest
   :class:`~.rescored.RescoredIndex` re-scores on the stored rows, ranks, and judges against the trust
   floor.  ``nprobe`` and the floor come from the index's own recall measurement (``calibration.py``,
   the lists probed being the "effort"); the wide search probes :data:`WIDE_FACTOR` times as many.
-* **Scan**: :meth:`IvfIndex.scan` scores every code (the exact path's candidates once the index
-  answers: no second 8-bit copy of the rows).
+* **Scan**: :meth:`IvfIndex.scan` scores every code: the exact path's candidates for a matrix without
+  its own 8-bit copy (one saved before ``codes.npy`` existed); otherwise the matrix scans that copy.
 
 Measured on that million (2026-12-06, 2 vCPU Xeon): 2,048 lists trained and assigned in ~21 s; near
 queries recall@10 1.0 probing 8 lists, far ones (random directions) 0.58-0.89 at 8-64 lists: the

@@ -1,4 +1,7 @@
-"""The builder's update mode: the graph of a new version, made from the graph of the old one.
+"""The builder's update mode: the index of a new version, made from the index of the old one.
+
+(A graph, as below; an inverted file is updated by ``_update_lists``: kept rows keep their lists and
+codes, new and changed rows join their nearest list, ``engine/ivf.updated_lists``.)
 
     python -m fabstir_node.storage.index_update --base OLD_DIR --base-key OLD_KEY --out GRAPH
         [--threads 0] [--expansion-add 128] [--nice 0] [--idle]
