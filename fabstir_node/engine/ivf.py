@@ -38,7 +38,7 @@ import numkong
 import numpy as np
 
 from .calibration import Calibration
-from .quantized import code_candidates, quantize_rows
+from .quantized import code_candidates, packed_query, quantize_rows
 from .rescored import RescoredIndex
 
 __all__ = [
@@ -326,7 +326,7 @@ class IvfIndex(RescoredIndex):
         nprobe = self.expansion_search * (WIDE_FACTOR if wide else 1)
         probed = self.probe(query, nprobe)
         starts, stops = ivf.bounds[probed], ivf.bounds[probed + 1]
-        packed = _packed_query(query)
+        packed = packed_query(query)
         parts, positions = [], []
         for start, stop in zip(starts.tolist(), stops.tolist()):
             if stop > start:
@@ -351,8 +351,3 @@ class IvfIndex(RescoredIndex):
             if drop is not None:
                 drop()
         return np.asarray(ivf.order[where], np.int64)
-
-
-def _packed_query(query: np.ndarray) -> Any:
-    codes, _ = quantize_rows(np.asarray(query, np.float32)[None])
-    return numkong.dots_pack(codes)

@@ -18,13 +18,15 @@ from __future__ import annotations
 import contextlib
 import mmap
 from collections.abc import Callable
+from typing import Any
 
 import numkong
 import numpy as np
 
 from .parallel import run_parallel
 
-__all__ = ["SPLIT_ROWS", "Int8Rows", "candidate_count", "code_candidates", "drop_pages", "quantize_rows"]
+__all__ = ["SPLIT_ROWS", "Int8Rows", "candidate_count", "code_candidates", "drop_pages", "packed_query",
+           "quantize_rows"]
 
 #: Candidates re-scored for a top-k: generous, since a far query's top-k are near-ties.
 MIN_CANDIDATES = 256
@@ -40,6 +42,12 @@ def drop_pages(mapping: mmap.mmap) -> None:
     the mapping is closed or the platform has no ``madvise``."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def packed_query(query: np.ndarray) -> Any:
+    """A float32 unit ``query`` as 8-bit codes packed for ``numkong.dots_packed`` against rows' codes."""
+    codes, _ = quantize_rows(np.asarray(query, np.float32)[None])
+    return numkong.dots_pack(codes)
 
 
 def candidate_count(k: int, n: int) -> int:
@@ -118,9 +126,7 @@ class Int8Rows:
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Approximate cosines of every row with a float32 unit ``query`` (up to a positive factor)."""
-        codes, _ = quantize_rows(np.asarray(query, np.float32)[None])
-        packed = numkong.dots_pack(codes)
-        dots = np.asarray(numkong.dots_packed(self._codes, packed)).reshape(-1)
+        dots = np.asarray(numkong.dots_packed(self._codes, packed_query(query))).reshape(-1)
         return dots * self._scales
 
     def candidates(self, query: np.ndarray, count: int) -> np.ndarray:
@@ -141,8 +147,7 @@ def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, co
     n = len(codes)
     if count >= n:
         return np.arange(n, dtype=np.int64)
-    query_codes, _ = quantize_rows(np.asarray(query, np.float32)[None])
-    packed = numkong.dots_pack(query_codes)
+    packed = packed_query(query)
 
     def best(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.asarray(numkong.dots_packed(codes[start:stop], packed)).reshape(-1) * scales[start:stop]

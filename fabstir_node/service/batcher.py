@@ -149,15 +149,6 @@ class _SpareCores:
         # this runs as the batch's own task (trio.from_thread.run), which holds its token already: the
         # spare tokens are borrowed on behalf of objects of their own
         borrowed: list[object] = []
-        try:
-            for _ in range(len(jobs) - 1):  # the batch's own token covers one piece
-                borrower = object()
-                self._limiter.acquire_on_behalf_of_nowait(borrower)
-                borrowed.append(borrower)
-        except trio.WouldBlock:
-            for borrower in borrowed:
-                self._limiter.release_on_behalf_of(borrower)
-            return None
         results: list[Any] = [None] * len(jobs)
         errors: list[BaseException] = []
 
@@ -168,6 +159,13 @@ class _SpareCores:
                 errors.append(error)
 
         try:
+            try:
+                for _ in range(len(jobs) - 1):  # the batch's own token covers one piece
+                    borrower = object()
+                    self._limiter.acquire_on_behalf_of_nowait(borrower)
+                    borrowed.append(borrower)
+            except trio.WouldBlock:
+                return None  # no core to spare: the search runs the pieces itself
             async with trio.open_nursery() as nursery:
                 for i, job in enumerate(jobs):
                     nursery.start_soon(one, i, job)

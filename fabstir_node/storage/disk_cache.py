@@ -563,13 +563,18 @@ def open_lists(directory: Path, *, key: str, verify: bool = True) -> tuple[Any, 
     info = index_info(directory, key=key, count=manifest["count"])
     if info.get("kind") != "ivf":
         raise CorruptCache("the saved index is not an inverted file")
+    pages, lists = _mapped_lists(directory, info, manifest["count"], manifest["dimensions"], verify)
+    return pages, lists, info
+
+
+def _mapped_lists(directory: Path, info: dict[str, Any], count: int, dimensions: int, verify: bool) -> Any:
+    """The inverted file ``info`` (an ``index.json`` already checked) describes, checked and mapped."""
     path = directory / _index_file(info)
     _check(path, info.get("file"), digest=verify)
     try:
-        pages, lists = ivf_file.open_lists(path, manifest["count"], manifest["dimensions"])
+        return ivf_file.open_lists(path, count, dimensions)
     except (OSError, ValueError) as exc:
         raise CorruptCache(str(exc)) from None
-    return pages, lists, info
 
 
 def load_index(directory: Path, *, key: str) -> tuple[Any, dict[str, Any]]:
@@ -623,7 +628,7 @@ def open_index(
     if info.get("kind") == "ivf":
         from ..engine.ivf import IvfIndex
 
-        pages, lists, _ = open_lists(directory, key=key, verify=verify)
+        pages, lists = _mapped_lists(directory, info, len(matrix), matrix.dimensions, verify)
         return IvfIndex(lists, vectors, read_rows=reader, calibration=calibration, pages=pages)
     path = directory / _INDEX
     _check(path, info.get("file"), digest=verify)

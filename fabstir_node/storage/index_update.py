@@ -1,7 +1,7 @@
 """The builder's update mode: the index of a new version, made from the index of the old one.
 
-(A graph, as below; an inverted file is updated by ``_update_lists``: kept rows keep their lists and
-codes, new and changed rows join their nearest list, ``engine/ivf.updated_lists``.)
+(A graph, as below; an inverted file by ``_ListsUpdate``: kept rows keep their lists and codes, new
+and changed rows join their nearest list, ``engine/ivf.updated_lists``.)
 
     python -m fabstir_node.storage.index_update --base OLD_DIR --base-key OLD_KEY --out GRAPH
         [--threads 0] [--expansion-add 128] [--nice 0] [--idle]
@@ -115,6 +115,58 @@ def _say(event: dict[str, Any]) -> None:
     print(orjson.dumps(event).decode(), flush=True)
 
 
+#: What carries over from the old ``index.json`` to the new one: the kind and shape of the index and its
+#: own measurement (effort, trust floor), which holds for an index a few percent different; a rebuild
+#: (past the tombstone share) measures afresh.
+_CARRIED = ("kind", "lists", "connectivity", "expansion_add", "dtype", "calibration")
+
+
+class _Update:
+    """One kind of index being updated: how many rows and dimensions the old one has, the update itself
+    (:meth:`apply`, returning removed / added / kept) and the writing of the result (:meth:`save`)."""
+
+    count: int
+    dimensions: int
+
+    def apply(self, mapping: np.ndarray, added: np.ndarray, out: Path) -> dict[str, int]:
+        raise NotImplementedError
+
+    def save(self, out: Path) -> None:
+        raise NotImplementedError
+
+
+class _GraphUpdate(_Update):
+    def __init__(self, index: Any, threads: int) -> None:
+        self._index, self._threads = index, threads
+        self.count, self.dimensions = len(index), index.ndim
+
+    def apply(self, mapping: np.ndarray, added: np.ndarray, out: Path) -> dict[str, int]:
+        return update_index(self._index, mapping, added, self.count, threads=self._threads)
+
+    def save(self, out: Path) -> None:
+        self._index.save(str(out))
+        with open(out, "rb+") as f:
+            os.fsync(f.fileno())
+
+
+class _ListsUpdate(_Update):
+    """Kept rows keep their lists and codes, added rows join their nearest list (``engine/ivf.updated_lists``);
+    the new file is written (and flushed) as the update itself, which streams its codes into it."""
+
+    def __init__(self, lists: Any) -> None:
+        self._lists = lists
+        self.count, self.dimensions = len(lists), lists.codes.shape[1]
+
+    def apply(self, mapping: np.ndarray, added: np.ndarray, out: Path) -> dict[str, int]:
+        order, bounds, blocks = updated_lists(self._lists, mapping, added)
+        ivf_file.write(out, self._lists.centroids, order, bounds, blocks)
+        kept = int((mapping >= 0).sum())
+        return {"removed": self.count - kept, "added": len(mapping) - kept, "kept": kept}
+
+    def save(self, out: Path) -> None:
+        pass  # written by apply
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fabstir_node.storage.index_update",
                                      description=__doc__.split("\n")[0])
@@ -128,16 +180,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     priority = lower_priority(args.nice, idle=args.idle)
     started = time.monotonic()
+    update: _Update
     try:
-        kind = persist.index_info(args.base, key=args.base_key).get("kind", "hnsw")
-        if kind == "ivf":
-            return _update_lists(args, started, priority)
-        index, info = persist.load_index(args.base, key=args.base_key)
+        if persist.index_info(args.base, key=args.base_key).get("kind", "hnsw") == "ivf":
+            _, lists, info = persist.open_lists(args.base, key=args.base_key)
+            update = _ListsUpdate(lists)
+        else:
+            index, info = persist.load_index(args.base, key=args.base_key)
+            index.expansion_add = max(args.expansion_add, int(info.get("expansion_add") or 0))
+            update = _GraphUpdate(index, args.threads)
     except (persist.CorruptCache, OSError) as exc:
         _say({"event": "update_failed", "reason": str(exc)})
         return 3
-    old_count = len(index)
-    index.expansion_add = max(args.expansion_add, int(info.get("expansion_add") or 0))
     loaded = time.monotonic()
     _say({"event": "ready", "load_s": round(loaded - started, 3)})
     line = sys.stdin.readline()
@@ -146,76 +200,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     job_at = time.monotonic()
     try:
-        mapping, added = read_job(Path(orjson.loads(line)["job"]), old_count, index.ndim)
+        mapping, added = read_job(Path(orjson.loads(line)["job"]), update.count, update.dimensions)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
         _say({"event": "update_failed", "reason": f"bad job ({exc})"})
         return 3
-    cpu_before = _cpu_seconds()
-    done = update_index(index, mapping, added, old_count, threads=args.threads)
-    update_cpu = _cpu_seconds() - cpu_before  # the graph work itself (removes, renames, adds)
-    updated = time.monotonic()
-    # the old graph's own measurement (effort, trust floor) carries over to a graph a few percent
-    # different; a rebuild (past the tombstone share) measures afresh
-    parameters: dict[str, Any] = {
-        k: info[k] for k in ("connectivity", "expansion_add", "dtype", "calibration") if k in info
-    }
-    parameters["tombstones"] = int(info.get("tombstones", 0)) + done["removed"]
-    parameters["updates"] = int(info.get("updates", 0)) + 1
     try:
-        index.save(str(args.out))
-        with open(args.out, "rb+") as f:
-            os.fsync(f.fileno())
-        described = persist.describe(args.out)
-    except BaseException:
-        args.out.unlink(missing_ok=True)
-        raise
-    _say({
-        "event": "index_updated", **done, "count": len(index), "tombstones": parameters["tombstones"],
-        "parameters": parameters, "file": described,
-        "load_s": round(loaded - started, 3), "wait_s": round(job_at - loaded, 3),
-        "update_s": round(updated - job_at, 3), "save_s": round(time.monotonic() - updated, 3),
-        "priority": priority, "cpu_s": round(_cpu_seconds(), 3), "update_cpu_s": round(update_cpu, 3),
-    })
-    return 0
-
-
-def _update_lists(args: argparse.Namespace, started: float, priority: str) -> int:
-    """The update for an inverted-file index (``engine/ivf.updated_lists``): kept rows keep their lists
-    and codes, added rows join their nearest list; the centroids and the calibration carry over."""
-    pages, lists, info = persist.open_lists(args.base, key=args.base_key)
-    loaded = time.monotonic()
-    _say({"event": "ready", "load_s": round(loaded - started, 3)})
-    line = sys.stdin.readline()
-    if not line.strip():
-        _say({"event": "no_job"})
-        return 0
-    job_at = time.monotonic()
-    try:
-        mapping, added = read_job(Path(orjson.loads(line)["job"]), len(lists), lists.codes.shape[1])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OSError) as exc:
-        _say({"event": "update_failed", "reason": f"bad job ({exc})"})
-        return 3
-    cpu_before = _cpu_seconds()
-    order, bounds, blocks = updated_lists(lists, mapping, added)
-    kept = int((mapping >= 0).sum())
-    done = {"removed": len(lists) - kept, "added": len(mapping) - kept, "kept": kept}
-    parameters: dict[str, Any] = {k: info[k] for k in ("kind", "lists", "calibration") if k in info}
-    parameters["tombstones"] = int(info.get("tombstones", 0)) + done["removed"]
-    parameters["updates"] = int(info.get("updates", 0)) + 1
-    try:
-        ivf_file.write(args.out, lists.centroids, order, bounds, blocks)
+        cpu_before = _cpu_seconds()
+        done = update.apply(mapping, added, args.out)
+        update_cpu = _cpu_seconds() - cpu_before  # the index work itself (for a graph: removes, renames, adds)
         updated = time.monotonic()
-        update_cpu = _cpu_seconds() - cpu_before
+        update.save(args.out)
         described = persist.describe(args.out)
     except BaseException:
         args.out.unlink(missing_ok=True)
         raise
-    del pages  # the previous file's mapping goes with its views
+    parameters: dict[str, Any] = {k: info[k] for k in _CARRIED if k in info}
+    parameters["tombstones"] = int(info.get("tombstones", 0)) + done["removed"]
+    parameters["updates"] = int(info.get("updates", 0)) + 1
     _say({
         "event": "index_updated", **done, "count": len(mapping), "tombstones": parameters["tombstones"],
         "parameters": parameters, "file": described,
         "load_s": round(loaded - started, 3), "wait_s": round(job_at - loaded, 3),
-        "update_s": round(updated - job_at, 3), "save_s": 0.0,
+        "update_s": round(updated - job_at, 3), "save_s": round(time.monotonic() - updated, 3),
         "priority": priority, "cpu_s": round(_cpu_seconds(), 3), "update_cpu_s": round(update_cpu, 3),
     })
     return 0

@@ -169,12 +169,28 @@ def run(module: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProc
     return subprocess.run([sys.executable, "-m", module, *args], input=stdin, capture_output=True, timeout=120)
 
 
-def test_the_builder_gives_a_large_matrix_an_inverted_file_the_daemon_opens(tmp_path):
-    matrix, vectors = make_matrix(3000, 32)
+def saved_with_lists(
+    tmp_path: Path, n: int, dim: int
+) -> tuple[VectorMatrix, np.ndarray, Path, subprocess.CompletedProcess]:
+    """A saved matrix of ``n`` rows and the builder process run on it with the inverted file from 2,000 rows."""
+    matrix, vectors = make_matrix(n, dim)
     directory = tmp_path / KEY
     assert persist.save(directory, matrix, key=KEY)
     done = run("fabstir_node.storage.index_builder", str(directory), "--key", KEY, "--ivf-min-rows", "2000")
     assert done.returncode == 0, done.stderr[-2000:]
+    return matrix, vectors, directory, done
+
+
+def run_update(directory: Path, tmp_path: Path, mapping: np.ndarray, added: np.ndarray,
+               out: Path) -> subprocess.CompletedProcess:
+    """The update process on ``directory`` with one job (``mapping``, ``added``), writing ``out``."""
+    np.savez(tmp_path / "job.npz", mapping=mapping, added=added)
+    return run("fabstir_node.storage.index_update", "--base", str(directory), "--base-key", KEY, "--out", str(out),
+               stdin=orjson.dumps({"job": str(tmp_path / "job.npz")}) + b"\n")
+
+
+def test_the_builder_gives_a_large_matrix_an_inverted_file_the_daemon_opens(tmp_path):
+    matrix, vectors, directory, done = saved_with_lists(tmp_path, 3000, 32)
     report = orjson.loads(done.stdout.splitlines()[-1])
     assert report["kind"] == "ivf" and report["vectors"] == 3000
     info = orjson.loads((directory / "index.json").read_bytes())
@@ -204,17 +220,11 @@ def test_a_smaller_matrix_still_gets_a_graph(tmp_path):
 
 
 def test_the_update_process_turns_the_old_inverted_file_into_the_new_versions(tmp_path):
-    matrix, vectors = make_matrix(3000, 32)
-    directory = tmp_path / KEY
-    assert persist.save(directory, matrix, key=KEY)
-    assert run("fabstir_node.storage.index_builder", str(directory), "--key", KEY,
-               "--ivf-min-rows", "2000").returncode == 0
+    _, vectors, directory, _ = saved_with_lists(tmp_path, 3000, 32)
     mapping = np.concatenate([np.arange(10, 3000), [-1, -1]]).astype(np.int64)  # rows 0..9 gone, two new
     added = np.array(vectors[:2][::-1]) * np.float32(-1)
-    np.savez(tmp_path / "job.npz", mapping=mapping, added=added.astype(np.float32))
     out = tmp_path / "new.ivf"
-    done = run("fabstir_node.storage.index_update", "--base", str(directory), "--base-key", KEY, "--out", str(out),
-               stdin=orjson.dumps({"job": str(tmp_path / "job.npz")}) + b"\n")
+    done = run_update(directory, tmp_path, mapping, added.astype(np.float32), out)
     assert done.returncode == 0, done.stderr[-2000:]
     events = [orjson.loads(line) for line in done.stdout.splitlines()]
     assert events[0]["event"] == "ready"
@@ -228,13 +238,8 @@ def test_the_update_process_turns_the_old_inverted_file_into_the_new_versions(tm
 
 
 def test_the_update_process_refuses_a_job_that_does_not_fit_the_old_lists(tmp_path):
-    matrix, _ = make_matrix(2500, 16)
-    directory = tmp_path / KEY
-    assert persist.save(directory, matrix, key=KEY)
-    assert run("fabstir_node.storage.index_builder", str(directory), "--key", KEY,
-               "--ivf-min-rows", "2000").returncode == 0
-    np.savez(tmp_path / "job.npz", mapping=np.array([5000, -1], np.int64), added=np.ones((1, 16), np.float32))
-    done = run("fabstir_node.storage.index_update", "--base", str(directory), "--base-key", KEY,
-               "--out", str(tmp_path / "new.ivf"), stdin=orjson.dumps({"job": str(tmp_path / "job.npz")}) + b"\n")
+    _, _, directory, _ = saved_with_lists(tmp_path, 2500, 16)
+    done = run_update(directory, tmp_path, np.array([5000, -1], np.int64), np.ones((1, 16), np.float32),
+                      tmp_path / "new.ivf")
     assert done.returncode == 3 and b"update_failed" in done.stdout
     assert not (tmp_path / "new.ivf").exists()

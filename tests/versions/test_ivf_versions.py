@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import trio
 from test_lineage import (
     check_version,
     entry_of,
@@ -12,6 +11,7 @@ from test_lineage import (
     settings,
     unit_records,
     until_graph,
+    until_own_graph,
 )
 
 from fabstir_node.engine.ivf import IvfIndex
@@ -21,12 +21,6 @@ from fabstir_node.storage import disk_cache as persist
 
 def ivf_settings(tmp_path):
     return {**settings(tmp_path), "ivf_min_vectors": 1000}
-
-
-async def until_own_lists(entry):
-    with trio.fail_after(60):
-        while not isinstance(entry.engine.index, IvfIndex):
-            await trio.sleep(0.02)
 
 
 async def test_a_large_database_gets_lists_and_its_new_version_follows_them(start_node, tmp_path):
@@ -47,7 +41,7 @@ async def test_a_large_database_gets_lists_and_its_new_version_follows_them(star
         # from the first search: the previous version's lists (translated, the new rows exact), then its own
         assert isinstance(second.engine.index, (OverlayIndex, IvfIndex))
         await check_version(old, new, records, v2, deleted, changed, added)
-        await until_own_lists(second)
+        await until_own_graph(second, IvfIndex)
         info = persist._read_json(running.settings.cache_dir / second.key / "index.json")
         assert info["kind"] == "ivf" and info["updates"] == 1 and info["tombstones"] == 60
         await check_version(old, new, records, v2, deleted, changed, added)

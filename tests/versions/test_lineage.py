@@ -114,9 +114,10 @@ async def test_a_new_version_reuses_the_old_graph_and_old_sessions_keep_theirs(s
         assert (running.settings.cache_dir / first.key).exists()  # the old version is still in use
 
 
-async def until_own_graph(entry):
+async def until_own_graph(entry, kind=HnswIndex):
+    """Until the entry answers through its own index of ``kind`` (not the previous version's overlay)."""
     with trio.fail_after(60):
-        while not isinstance(entry.engine.index, HnswIndex):
+        while not isinstance(entry.engine.index, kind):
             await trio.sleep(0.02)
 
 
