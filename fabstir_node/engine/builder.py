@@ -3,7 +3,8 @@
 Rows arrive normalised (:func:`~.rows.normalise_block`, done where the chunk was decoded: a decode
 worker process or a thread) and are copied to their place: the builder's own array, or a
 :class:`RowSink` (the loader's row file, ``storage/row_writer.py``).  A matrix of
-:data:`~.matrix.COARSE_MIN_ROWS` or more also gets its 8-bit copy filled block by block.
+:data:`~.matrix.COARSE_MIN_ROWS` or more also gets its 8-bit copy filled block by block, packed
+for numkong's scans (``quantized.py``), its plain codes in a second sink when there is one.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class MatrixBuilder:
 
     def __init__(
         self, rows: int, dimensions: int, dtype: DType = "f32", *, coarse: bool | None = None,
-        sink: RowSink | None = None,
+        sink: RowSink | None = None, codes_sink: RowSink | None = None,
     ) -> None:
         self._shape, self._dtype, self._sink = (rows, dimensions), numpy_dtype(dtype), sink
         self._dtype_name = dtype
@@ -63,7 +64,10 @@ class MatrixBuilder:
         #: Each row's record digest (n x 16 uint8), set by a load whose every chunk had them.
         self.digests: np.ndarray | None = None
         want_coarse = rows >= COARSE_MIN_ROWS if coarse is None else coarse
-        self._coarse = Int8Rows(rows, dimensions) if want_coarse else None
+        self._coarse = Int8Rows(rows, dimensions, packed=True, sink=codes_sink) if want_coarse else None
+        self._codes_sink = codes_sink if want_coarse else None
+        if codes_sink is not None and not want_coarse:
+            codes_sink.discard()
 
     @property
     def nbytes(self) -> int:
@@ -72,16 +76,18 @@ class MatrixBuilder:
 
     def release_sink(self) -> None:
         """Stop writing to the sink; discard its rows unless :meth:`finish` made a matrix of them."""
-        if self._sink is not None:
-            if self._finished:
-                self._sink.close()
-            else:
-                self._sink.discard()
+        for sink in (self._sink, self._codes_sink):
+            if sink is not None:
+                if self._finished:
+                    sink.close()
+                else:
+                    sink.discard()
 
     def discard_sink(self) -> None:
-        """Throw the sink's rows away (the load failed)."""
-        if self._sink is not None:
-            self._sink.discard()
+        """Throw the sinks' rows away (the load failed)."""
+        for sink in (self._sink, self._codes_sink):
+            if sink is not None:
+                sink.discard()
 
     @property
     def coarse(self) -> bool:
@@ -137,6 +143,8 @@ class MatrixBuilder:
         ids = ids if isinstance(ids, PackedStrings) else PackedStrings(ids)
         metadata = metadata if isinstance(metadata, PackedBlobs) else PackedBlobs(metadata)
         vectors = self._out if self._sink is None else self._sink.rows()
+        if self._coarse is not None:
+            self._coarse.seal()
         self._finished = True
         if digests is not None and digests.shape != (n, RECORD_DIGEST_SIZE):
             raise ValueError("one record digest per row")

@@ -10,23 +10,34 @@ unless more than that many rows sit within the quantisation error of the k-th sc
 (``scripts/bench`` measures recall against float32 exact search on tight and diffuse data, for
 queries near the data and far from it).
 
-Pure: no I/O.  Filling is thread-safe for disjoint row ranges; scans are safe from any thread.
+A load's copy also keeps each block's codes *packed* for numkong (``dots_pack``: the layout its
+kernels stream), and scans those with the query as the left operand: 1M x 384 on one core
+29.7 ms instead of 53 ms with the rows as the left operand and the query packed, 16.4 ms in two
+threads (2026-12-06, Xeon with AMX; 41 vs 67 ms with AMX switched off, 53 vs 95 ms with only
+AVX2).  The packed blocks live in memory, so the plain codes can go to a file (a
+:class:`CodeSink`, the loader's) and the copy still costs the memory of one.  They serve until the
+database's index answers; the saved copy that serves its declined answers afterwards is mapped
+and scanned plain (packing it again would cost more than the scans it saves).
+
+Pure: no I/O of its own (a sink writes).  Filling is thread-safe for disjoint row ranges; scans are
+safe from any thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import mmap
-from collections.abc import Callable
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numkong
 import numpy as np
 
 from .parallel import run_parallel
 
-__all__ = ["SPLIT_ROWS", "Int8Rows", "candidate_count", "code_candidates", "drop_pages", "packed_query",
-           "quantize_rows"]
+__all__ = ["SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates", "drop_pages",
+           "packed_query", "quantize_rows"]
 
 #: Candidates re-scored for a top-k: generous, since a far query's top-k are near-ties.
 MIN_CANDIDATES = 256
@@ -68,14 +79,34 @@ def quantize_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return values.astype(np.int8), scale
 
 
+class CodeSink(Protocol):
+    """Where an :class:`Int8Rows` puts its plain codes instead of its own array (e.g. a file):
+    ``write`` a block, then ``rows`` gives them all (once every block was written)."""
+
+    def write(self, start: int, rows: np.ndarray) -> None: ...
+
+    def rows(self) -> np.ndarray: ...
+
+
 class Int8Rows:
-    """int8 codes of ``n`` rows of dimension ``d``, filled block by block, then scanned."""
+    """int8 codes of ``n`` rows of dimension ``d``, filled block by block, then scanned.
 
-    __slots__ = ("_codes", "_scales")
+    ``packed``: also keep each block packed for the query-major kernel (see the module's doc) and scan
+    those once every row has one.  ``sink``: the plain codes go there, not to memory (with
+    ``packed``); :meth:`seal` maps them back once every block was put.
+    """
 
-    def __init__(self, n: int, d: int) -> None:
-        self._codes = np.zeros((n, d), np.int8)
+    __slots__ = ("_blocks", "_codes", "_lock", "_packed_rows", "_scales", "_sink")
+
+    def __init__(self, n: int, d: int, *, packed: bool = False, sink: CodeSink | None = None) -> None:
+        if sink is not None and not packed:
+            raise ValueError("codes go to a sink only when the copy keeps them packed")
+        self._sink = sink
+        self._codes = np.zeros((n if sink is None else 0, d), np.int8)
         self._scales = np.zeros(n, np.float32)
+        self._blocks: list[tuple[int, int, Any]] | None = [] if packed else None
+        self._packed_rows = 0
+        self._lock = threading.Lock()
 
     @classmethod
     def of(cls, codes: np.ndarray, scales: np.ndarray) -> Int8Rows:
@@ -83,12 +114,34 @@ class Int8Rows:
         if codes.ndim != 2 or codes.dtype != np.int8 or scales.shape != (len(codes),) or scales.dtype != np.float32:
             raise ValueError("codes must be n x d int8 and scales n float32")
         self = cls.__new__(cls)
-        self._codes, self._scales = codes, scales
+        self._codes, self._scales, self._sink, self._blocks = codes, scales, None, None
+        self._packed_rows, self._lock = 0, threading.Lock()
         return self
+
+    def packed_copy(self, block: int = 65536) -> Int8Rows:
+        """These rows with their codes also packed (read block by block; a mapped file's pages dropped)."""
+        copy = Int8Rows.of(self._codes, self._scales)
+        copy._blocks = []
+        for start in range(0, len(self), block):
+            copy._pack(start, np.ascontiguousarray(self._codes[start : start + block]))
+            self._drop_pages()
+        return copy
+
+    def seal(self) -> None:
+        """Every block was put: the codes a sink took are mapped back as :attr:`codes`."""
+        if self._sink is not None:
+            self._codes, self._sink = self._sink.rows(), None
 
     @property
     def codes(self) -> np.ndarray:
+        if self._sink is not None:
+            raise ValueError("the codes are still being written")
         return self._codes
+
+    @property
+    def packed(self) -> bool:
+        """Whether scans take the packed blocks (every row has one)."""
+        return self._blocks is not None and self._packed_rows == len(self)
 
     @property
     def scales(self) -> np.ndarray:
@@ -114,15 +167,31 @@ class Int8Rows:
 
     def put(self, start: int, codes: np.ndarray, scales: np.ndarray) -> None:
         """Store codes and scales made by :func:`quantize_rows` (e.g. in a decode worker)."""
-        self._codes[start : start + len(codes)] = codes
+        if self._sink is not None:
+            self._sink.write(start, codes)
+        else:
+            self._codes[start : start + len(codes)] = codes
         self._scales[start : start + len(codes)] = scales
+        if self._blocks is not None and len(codes):
+            self._pack(start, np.ascontiguousarray(codes, np.int8))
+
+    def _pack(self, start: int, codes: np.ndarray) -> None:
+        assert self._blocks is not None
+        packed = numkong.dots_pack(codes)
+        with self._lock:
+            self._blocks.append((start, start + len(codes), packed))
+            self._blocks.sort(key=lambda block: block[0])
+            self._packed_rows += len(codes)
 
     def __len__(self) -> int:
         return len(self._scales)
 
     @property
     def nbytes(self) -> int:
-        return int(self._codes.nbytes + self._scales.nbytes)
+        """Bytes held in memory (mapped files are not counted)."""
+        held = 0 if isinstance(self._codes, np.memmap) else self._codes.nbytes
+        packed = sum(int(block[2].nbytes) for block in self._blocks or ())
+        return int(held + self._scales.nbytes + packed)
 
     def scores(self, query: np.ndarray) -> np.ndarray:
         """Approximate cosines of every row with a float32 unit ``query`` (up to a positive factor)."""
@@ -131,13 +200,19 @@ class Int8Rows:
 
     def candidates(self, query: np.ndarray, count: int) -> np.ndarray:
         """Row numbers (int64, unordered) of the ``count`` best rows by code score."""
+        if self.packed:
+            assert self._blocks is not None
+            return _packed_candidates(self._blocks, self._scales, query, count)
         try:
             return code_candidates(self._codes, self._scales, query, count)
         finally:
-            for array in (self._codes, self._scales):  # mapped files: leave their pages to the page cache
-                mapping = getattr(array, "_mmap", None)
-                if mapping is not None:
-                    drop_pages(mapping)
+            self._drop_pages()
+
+    def _drop_pages(self) -> None:
+        for array in (self._codes, self._scales):  # mapped files: leave their pages to the page cache
+            mapping = getattr(array, "_mmap", None)
+            if mapping is not None:
+                drop_pages(mapping)
 
 
 def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
@@ -158,7 +233,38 @@ def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, co
     if n < SPLIT_ROWS:
         return best(0, n)[0]
     middle = n // 2
-    parts = run_parallel([lambda: best(0, middle), lambda: best(middle, n)])
+    return _best_of(run_parallel([lambda: best(0, middle), lambda: best(middle, n)]), count)
+
+
+def _packed_candidates(
+    blocks: Sequence[tuple[int, int, Any]], scales: np.ndarray, query: np.ndarray, count: int
+) -> np.ndarray:
+    """:func:`code_candidates` over packed blocks (``(start, stop, packed)``, in order, covering every row)."""
+    n = len(scales)
+    if count >= n:
+        return np.arange(n, dtype=np.int64)
+    codes, _ = quantize_rows(np.asarray(query, np.float32)[None])
+
+    def best(part: Sequence[tuple[int, int, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        first, last = part[0][0], part[-1][1]
+        scores = np.empty(last - first, np.float32)
+        for start, stop, packed in part:
+            scores[start - first : stop - first] = np.asarray(numkong.dots_packed(codes, packed)).reshape(-1)
+        scores *= scales[first:last]
+        keep = min(count, last - first)
+        top = np.argpartition(scores, len(scores) - keep)[len(scores) - keep :]
+        return first + top.astype(np.int64), scores[top]
+
+    if n < SPLIT_ROWS or len(blocks) < 2:
+        return best(blocks)[0]
+    # two parts of about half the rows each
+    middle = next(i for i, block in enumerate(blocks) if block[1] >= n // 2) + 1
+    middle = min(middle, len(blocks) - 1)
+    return _best_of(run_parallel([lambda: best(blocks[:middle]), lambda: best(blocks[middle:])]), count)
+
+
+def _best_of(parts: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
+    """The rows of the best ``count`` among parts' (rows, scores) candidates."""
     rows = np.concatenate([part[0] for part in parts])
     scores = np.concatenate([part[1] for part in parts])
     return rows[np.argpartition(scores, len(scores) - count)[len(scores) - count :]]

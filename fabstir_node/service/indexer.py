@@ -157,7 +157,8 @@ class Indexer:
         engine = await trio.to_thread.run_sync(self._open, directory, key)
         if engine is not None and engine.index is None and len(engine) >= COARSE_MIN_ROWS:
             # no graph yet (the build was interrupted): searches until it is ready take the 8-bit scan
-            coarse = await trio.to_thread.run_sync(persist.coarse_rows, engine)
+            opened = engine
+            coarse = await trio.to_thread.run_sync(lambda: persist.coarse_rows(opened).packed_copy())
             engine = engine.with_index(None, coarse=coarse)
         if engine is not None:
             log.info(
@@ -200,7 +201,7 @@ class Indexer:
             # the load's 8-bit copy serves until the graph; one opened from disk gets one made now
             coarse = getattr(engine, "coarse", None)
             if coarse is None:
-                coarse = await _in_background(persist.coarse_rows, mapped)
+                coarse = await _in_background(lambda: persist.coarse_rows(mapped).packed_copy())
             mapped = mapped.with_index(None, coarse=coarse)
         entry.swap(mapped, "hnsw" if mapped.index is not None else "exact")
         engine = None  # the in-memory copy can go (the closure above shares this name)

@@ -534,7 +534,16 @@ async def _new_builder(node: Node, rows: int, dimensions: int, dtype: str) -> Ma
     writer = await trio.to_thread.run_sync(
         RowFileWriter, loading_dir(cache_dir), rows, dimensions, numpy_dtype(dtype)
     )
-    return MatrixBuilder(rows, dimensions, dtype, sink=writer)  # type: ignore[arg-type]
+    codes = None
+    if rows >= COARSE_MIN_ROWS:  # the 8-bit copy's plain codes too: it scans packed blocks in memory
+        try:
+            codes = await trio.to_thread.run_sync(
+                RowFileWriter, loading_dir(cache_dir), rows, dimensions, np.dtype(np.int8)
+            )
+        except BaseException:
+            writer.discard()
+            raise
+    return MatrixBuilder(rows, dimensions, dtype, sink=writer, codes_sink=codes)  # type: ignore[arg-type]
 
 
 def held_bytes(vectors: int, dimensions: int, dtype: str) -> int:

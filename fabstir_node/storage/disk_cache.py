@@ -204,8 +204,11 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
             np.save(tmp / _RECORDS, np.ascontiguousarray(matrix.record_digests, np.uint8), allow_pickle=False)
             names = (*names, _RECORDS)
         coarse = matrix.coarse
+        adopted_codes = None
         if coarse is not None and len(coarse) == len(matrix):
-            np.save(tmp / _CODES, np.ascontiguousarray(coarse.codes, np.int8), allow_pickle=False)
+            adopted_codes = _adopt_row_file(coarse.codes, tmp / _CODES)  # the load wrote them to a file
+            if adopted_codes is None:
+                np.save(tmp / _CODES, np.ascontiguousarray(coarse.codes, np.int8), allow_pickle=False)
             np.save(tmp / _SCALES, np.ascontiguousarray(coarse.scales, np.float32), allow_pickle=False)
             names = (*names, _CODES, _SCALES)
         for name in names:
@@ -229,8 +232,9 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
                 shutil.rmtree(tmp, ignore_errors=True)
                 return False
             raise
-        if adopted is not None and adopted.parent.parent.name == LOADING_DIR:
-            adopted.unlink(missing_ok=True)  # the load's row file now lives on as this directory's
+        for source in (adopted, adopted_codes):
+            if source is not None and source.parent.parent.name == LOADING_DIR:
+                source.unlink(missing_ok=True)  # the load's row file now lives on as this directory's
         return True
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -107,3 +107,65 @@ async def test_a_piece_that_fails_fails_its_search_with_its_own_error():
     with trio.fail_after(10), pytest.raises(ValueError, match="a piece failed"):
         await batcher.search(_Failing(), [0.0], 10)
     assert limiter.borrowed_tokens == 0
+
+
+def _filled_packed(rows: np.ndarray, starts: list[int], sizes: list[int], sink=None) -> Int8Rows:
+    coarse = Int8Rows(len(rows), rows.shape[1], packed=True, sink=sink)
+    threads = [threading.Thread(target=coarse.fill, args=(s, rows[s : s + n])) for s, n in zip(starts, sizes)]
+    for thread in threads:  # blocks arrive in any order, from several threads at once
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return coarse
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_packed_blocks_pick_the_same_candidates_as_the_plain_codes(small_split, monkeypatch, split):
+    if not split:
+        monkeypatch.setattr(quantized, "SPLIT_ROWS", 10**9)
+    rows = unit_rows(5003, 24, seed=4)
+    sizes = [1000, 1000, 1000, 1000, 1003]
+    packed = _filled_packed(rows, [4000, 0, 2000, 1000, 3000][::-1], [1003, 1000, 1000, 1000, 1000][::-1])
+    assert packed.packed and sum(sizes) == len(packed)
+    plain = Int8Rows.from_rows(rows)
+    assert np.array_equal(packed.codes, plain.codes) and np.array_equal(packed.scales, plain.scales)
+    for q in unit_rows(20, 24, seed=5):
+        whole = plain.scores(q)
+        got = packed.candidates(q, 40)
+        assert len(got) == 40 and len(set(got.tolist())) == 40
+        assert np.all(whole[got] >= np.sort(whole)[-40] - 1e-6)  # the best 40 by code score (ties at the cut)
+        assert set(got.tolist()) == set(code_candidates(plain.codes, plain.scales, q, 40).tolist()) or split
+
+
+def test_a_packed_copy_scans_nothing_until_every_row_has_a_block():
+    rows = unit_rows(300, 8)
+    partial = _filled_packed(rows, [0], [200])
+    assert not partial.packed  # rows 200..299 are not in yet: scans take the plain codes
+    assert len(partial.candidates(rows[0], 10)) == 10
+    copy = Int8Rows.from_rows(rows).packed_copy(block=64)
+    assert copy.packed and set(copy.candidates(rows[5], 10).tolist()) == set(
+        Int8Rows.from_rows(rows).candidates(rows[5], 10).tolist())
+
+
+def test_the_plain_codes_go_to_the_sink_and_come_back_sealed():
+    class Sink:
+        def __init__(self) -> None:
+            self.array = np.zeros((400, 8), np.int8)
+
+        def write(self, start: int, codes: np.ndarray) -> None:
+            self.array[start : start + len(codes)] = codes
+
+        def rows(self) -> np.ndarray:
+            return self.array
+
+    rows = unit_rows(400, 8, seed=6)
+    sink = Sink()
+    coarse = _filled_packed(rows, [0, 200], [200, 200], sink=sink)
+    with pytest.raises(ValueError):
+        coarse.codes  # noqa: B018 - still being written
+    held = coarse.nbytes
+    coarse.seal()
+    assert coarse.codes is sink.array and np.array_equal(coarse.codes, Int8Rows.from_rows(rows).codes)
+    assert held == coarse.nbytes - coarse.codes.nbytes  # while written, the plain codes were not held
+    with pytest.raises(ValueError):
+        Int8Rows(10, 8, sink=Sink())  # a sink only beside packed blocks

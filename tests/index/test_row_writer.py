@@ -43,6 +43,26 @@ def test_a_builder_with_a_row_file_makes_the_same_matrix(tmp_path):
     assert np.array_equal(persist.open_matrix(tmp_path / "db", key="k").vectors, a.vectors)
 
 
+def test_a_builder_writes_the_8bit_codes_to_their_own_file_for_the_cache_to_adopt(tmp_path, monkeypatch):
+    from fabstir_node.engine import builder as builder_module
+
+    monkeypatch.setattr(builder_module, "COARSE_MIN_ROWS", 100)
+    rows = np.random.default_rng(1).standard_normal((500, 16)).astype(np.float32)
+    ids, meta = [f"v{i}" for i in range(500)], [b""] * 500
+    codes_file = RowFileWriter(tmp_path / ".loading" / "1", 500, 16, np.int8)
+    filed = MatrixBuilder(500, 16, "f16", sink=RowFileWriter(tmp_path, 500, 16, np.float16), codes_sink=codes_file)
+    for start in (250, 0):
+        filed.fill(start, rows[start : start + 250])
+    matrix = filed.finish(ids, meta)
+    filed.release_sink()
+    assert matrix.coarse is not None and matrix.coarse.packed and isinstance(matrix.coarse.codes, np.memmap)
+    assert np.array_equal(matrix.coarse.codes, Int8Rows.from_rows(np.asarray(matrix.vectors, np.float32)).codes)
+    assert persist.save(tmp_path / "db", matrix, key="k")
+    assert not codes_file.path.exists()  # adopted by a hard link, its loading name gone
+    opened = persist.open_matrix(tmp_path / "db", key="k")
+    assert opened.coarse is not None and np.array_equal(opened.coarse.codes, matrix.coarse.codes)
+
+
 def test_a_discarded_row_file_is_gone(tmp_path):
     writer = RowFileWriter(tmp_path, 10, 4, np.float16)
     builder = MatrixBuilder(10, 4, "f16", sink=writer)
