@@ -43,7 +43,7 @@ from ..config import Settings
 from ..engine.matrix import COARSE_MIN_ROWS
 from ..logging import get_logger
 from ..memory import release_free_memory
-from ..priority import idle_process, idle_thread
+from ..priority import background_env, idle_process, idle_thread
 from ..storage import disk_cache as persist
 from ..storage.row_writer import clear_stale
 from .build_queue import BuildQueue
@@ -73,7 +73,9 @@ async def _run_idle(command: list[str], on_line: Callable[[bytes], None] | None 
     ``on_line`` sees each complete output line as it arrives.  Cancelled, the process is killed
     and reaped before this returns.
     """
-    process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = await trio.lowlevel.open_process(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=background_env()
+    )
     try:
         idle_process(process.pid)  # before it has imported anything: its startup yields too
         output = bytearray()

@@ -156,8 +156,13 @@ def measure(
     return cal.choose(recall_by, top_by, kinds)
 
 
-def _build_lists(directory: Path, key: str, vectors: np.ndarray, priority: str, started: float) -> int:
-    """The inverted-file index of a large matrix (``engine/ivf.py``), measured and saved; exit status 0."""
+def _build_lists(
+    directory: Path, key: str, vectors: np.ndarray, priority: str, started: float, codes: np.ndarray | None = None
+) -> int:
+    """The inverted-file index of a large matrix (``engine/ivf.py``), measured and saved; exit status 0.
+
+    ``codes``: the matrix's saved 8-bit copy (``codes.npy``), which assigns rows to lists without
+    quantising them again."""
     n = len(vectors)
 
     def read_rows(rows: np.ndarray) -> np.ndarray:
@@ -169,7 +174,8 @@ def _build_lists(directory: Path, key: str, vectors: np.ndarray, priority: str, 
     def progress(done: int) -> None:  # assigning rows to lists is most of the work
         print(orjson.dumps({"event": "progress", "added": done, "total": n}).decode(), flush=True)
 
-    centroids, order, bounds = ivf.build_lists(n, read_rows, read_range, progress=progress)
+    read_codes = None if codes is None else (lambda start, stop: codes[start:stop])
+    centroids, order, bounds = ivf.build_lists(n, read_rows, read_range, progress=progress, read_codes=read_codes)
     built = time.monotonic()
     times: dict[str, float] = {}
 
@@ -235,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         print(orjson.dumps({"event": "build_failed", "reason": str(exc)}).decode(), flush=True)
         return 3
     if len(matrix) >= args.ivf_min_rows:
-        return _build_lists(args.directory, args.key, matrix.vectors, priority, started)
+        codes = matrix.coarse.codes if matrix.coarse is not None and len(matrix.coarse) == len(matrix) else None
+        return _build_lists(args.directory, args.key, matrix.vectors, priority, started, codes)
     index = build_index(
         matrix.vectors, dtype=args.dtype, connectivity=args.connectivity,
         expansion_add=args.expansion_add, threads=args.threads, report=True,

@@ -122,3 +122,16 @@ def test_an_unprivileged_process_keeps_its_threads_at_normal_priority():
     can, took, inside, after = done.stdout.split()
     assert (can, took) == ("False", "False")
     assert int(inside) == int(after) == os.SCHED_OTHER
+
+
+def test_a_background_process_gets_one_blas_thread_and_keeps_the_rest_of_the_environment(monkeypatch):
+    monkeypatch.setenv("FABSTIR_TEST_MARK", "kept")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "8")
+    env = priority.background_env()
+    assert env["FABSTIR_TEST_MARK"] == "kept" and env["OPENBLAS_NUM_THREADS"] == "1" and env["OMP_NUM_THREADS"] == "1"
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "8"  # this process's own is left alone
+    seen = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.environ['OPENBLAS_NUM_THREADS'], os.environ['MKL_NUM_THREADS'])"],
+        env=env, capture_output=True, text=True, check=True,
+    )
+    assert seen.stdout.split() == ["1", "1"]
