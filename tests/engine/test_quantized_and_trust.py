@@ -74,11 +74,13 @@ class _FixedGraph:
 
     def __init__(self, n: int, keys: list[int]) -> None:
         self._n, self._keys, self.expansion_search = n, np.asarray(keys, np.uint64), 0
+        self.calls = 0
 
     def __len__(self) -> int:
         return self._n
 
     def search(self, query, count, threads=1, exact=False):
+        self.calls += 1
         keys = self._keys[:count]
 
         class Matches:  # one query: its keys; a batch (2-D): a row of keys and a count per query
@@ -184,7 +186,10 @@ def test_calibrating_a_real_graph_reaches_the_target_on_a_fresh_sample():
     assert np.mean(recall) >= 0.98  # a fresh sample, near, between and far
 
 
-def test_an_untrusted_answer_is_tried_once_more_with_more_effort():
+def test_an_untrusted_answer_is_tried_once_more_with_more_effort(monkeypatch):
+    from fabstir_node.engine import hnsw
+
+    monkeypatch.setattr(hnsw, "WIDE_MIN_ROWS", 300)
     rows = diffuse(300, seed=8)
     matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
     q = rows[17]
@@ -199,3 +204,19 @@ def test_an_untrusted_answer_is_tried_once_more_with_more_effort():
     lost = HnswIndex(_FixedGraph(300, [250, 251, 252]), matrix.vectors, calibration=floor,
                      wide=_FixedGraph(300, [250, 251, 252]))
     assert lost.search(q, 3) is None and lost.search_batch(q[None], 3) == [None]
+
+
+def test_a_small_graph_sends_an_untrusted_answer_straight_to_the_exact_path(monkeypatch):
+    from fabstir_node.engine import hnsw
+
+    monkeypatch.setattr(hnsw, "WIDE_MIN_ROWS", 301)  # the graph below has 300 rows
+    rows = diffuse(300, seed=8)
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
+    q = rows[17]
+    truth = [int(h.id[1:]) for h in matrix.search(q, 3).hits]
+    floor = cal.Calibration(64, min_kth_score=float(matrix.search(q, 3).hits[-1].score) - 1e-6)
+    wide = _FixedGraph(300, truth + [0, 1, 2])
+    found = HnswIndex(_FixedGraph(300, [250, 251, 252]), matrix.vectors, calibration=floor, wide=wide)
+    assert not found.has_wide
+    assert found.search(q, 3) is None  # declined without the wide walk, though it would have found them
+    assert wide.calls == 0
