@@ -20,7 +20,9 @@ otherwise leaves it alone.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterator
@@ -30,11 +32,14 @@ __all__ = [
     "GIL_SWITCH_SECONDS",
     "background_env",
     "can_leave_idle",
+    "die_with_parent",
     "idle_process",
     "idle_thread",
     "lower_priority",
     "prefer_searches",
 ]
+
+_PR_SET_PDEATHSIG = 1
 
 #: Thread counts of the BLAS and OpenMP pools numpy may use, for a background process.
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -122,6 +127,24 @@ def idle_thread() -> Iterator[bool]:
     finally:
         with contextlib.suppress(OSError):
             os.sched_setscheduler(tid, policy, param)
+
+
+def die_with_parent() -> bool:
+    """Have the kernel kill this process (``SIGKILL``) when the daemon that started it dies (Linux's
+    ``PR_SET_PDEATHSIG``; elsewhere a no-op, False).
+
+    A background process may be stopped for the length of a search (``service/background.py``); a
+    daemon killed meanwhile must not leave it stopped for ever.  Called first thing in the builder
+    and update processes (the daemon starts them from its event loop's thread, whose end is the
+    daemon's).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 def lower_priority(nice: int, *, idle: bool) -> str:

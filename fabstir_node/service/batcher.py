@@ -18,12 +18,14 @@ token, a thread hop, one search.
 
 A search may also split its own work (the 8-bit scan of a large database before its index is ready:
 ``engine/parallel.py``): the batch's thread is lent a runner that, when another CPU token is free
-right now, runs the pieces in threads of a nursery here, each holding a token, and waits for them;
-when none is free the search runs them itself, one after the other.
+right now, runs the pieces in threads of a nursery here, each holding a token, and waits for them
+(the daemon's background processes stopped meanwhile: ``background.py``); when none is free the
+search runs them itself, one after the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -32,6 +34,7 @@ import attrs
 import trio
 
 from ..engine import parallel
+from .background import Background
 
 __all__ = ["SearchBatcher"]
 
@@ -65,8 +68,11 @@ class _Batch:
 class SearchBatcher:
     """Per-source batches of unfiltered searches, run under ``limiter`` (one token per batch)."""
 
-    def __init__(self, limiter: trio.CapacityLimiter, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self, limiter: trio.CapacityLimiter, *, max_batch: int = MAX_BATCH, background: Background | None = None
+    ) -> None:
         self._limiter = limiter
+        self._background = background
         self._max_batch = max_batch
         #: The open (still joinable) batch of each source, by identity.
         self._open: dict[int, tuple[Any, _Batch]] = {}
@@ -103,7 +109,7 @@ class SearchBatcher:
         async with self._limiter:
             self._close(source, batch)
             try:
-                runner = _SpareCores(self._limiter, self._threads)
+                runner = _SpareCores(self._limiter, self._threads, self._background)
                 await trio.to_thread.run_sync(_run, source, batch.requests, runner, limiter=self._threads)
             finally:
                 self.batches += 1
@@ -134,8 +140,10 @@ class _SpareCores:
     """The runner lent to a batch's thread (``engine/parallel.py``): pieces of one search at once, in
     threads of a nursery of its own, when the CPU tokens they need beyond the batch's are free now."""
 
-    def __init__(self, limiter: trio.CapacityLimiter, threads: trio.CapacityLimiter) -> None:
-        self._limiter, self._threads = limiter, threads
+    def __init__(
+        self, limiter: trio.CapacityLimiter, threads: trio.CapacityLimiter, background: Background | None = None
+    ) -> None:
+        self._limiter, self._threads, self._background = limiter, threads, background
 
     def __call__(self, jobs: Sequence[Callable[[], Any]]) -> list[Any] | None:
         # called in the batch's worker thread, which waits (holding its token) while the pieces run
@@ -166,9 +174,11 @@ class _SpareCores:
                     borrowed.append(borrower)
             except trio.WouldBlock:
                 return None  # no core to spare: the search runs the pieces itself
-            async with trio.open_nursery() as nursery:
-                for i, job in enumerate(jobs):
-                    nursery.start_soon(one, i, job)
+            # the pieces scan a whole database: background processes stand still meanwhile (background.py)
+            with self._background.paused() if self._background is not None else contextlib.nullcontext():
+                async with trio.open_nursery() as nursery:
+                    for i, job in enumerate(jobs):
+                        nursery.start_soon(one, i, job)
         finally:
             for borrower in borrowed:
                 self._limiter.release_on_behalf_of(borrower)

@@ -46,6 +46,7 @@ from ..memory import release_free_memory
 from ..priority import background_env, idle_process, idle_thread
 from ..storage import disk_cache as persist
 from ..storage.row_writer import clear_stale
+from .background import Background
 from .build_queue import BuildQueue
 from .cache import CachedDatabase
 
@@ -67,15 +68,20 @@ async def _in_background(fn: Any, *args: Any) -> Any:
     return await trio.to_thread.run_sync(run)
 
 
-async def _run_idle(command: list[str], on_line: Callable[[bytes], None] | None = None) -> tuple[int, bytes]:
+async def _run_idle(
+    command: list[str], on_line: Callable[[bytes], None] | None = None, background: Background | None = None
+) -> tuple[int, bytes]:
     """Run ``command`` under ``SCHED_IDLE`` from its start; (exit status, the tail of its stdout + stderr).
 
-    ``on_line`` sees each complete output line as it arrives.  Cancelled, the process is killed
-    and reaped before this returns.
+    ``on_line`` sees each complete output line as it arrives.  ``background``: the process is registered
+    there while it runs (whole-database scans pause it).  Cancelled, the process is killed and reaped
+    before this returns.
     """
     process = await trio.lowlevel.open_process(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=background_env()
     )
+    if background is not None:
+        background.add(process.pid)
     try:
         idle_process(process.pid)  # before it has imported anything: its startup yields too
         output = bytearray()
@@ -91,6 +97,8 @@ async def _run_idle(command: list[str], on_line: Callable[[bytes], None] | None 
                         on_line(line)
         return await process.wait(), bytes(output)
     finally:
+        if background is not None:
+            background.discard(process.pid)  # continued first if a scan has it stopped
         if process.returncode is None:
             process.kill()
             with trio.CancelScope(shield=True):
@@ -120,6 +128,8 @@ class Indexer:
         self.expansion_add = expansion_add
         self.expansion_search = expansion_search
         self.build_threads = build_threads
+        #: Where builder and update processes are registered while they run (the node sets it).
+        self.background: Background | None = None
         #: Databases this large get an inverted-file index (``engine/ivf.py``), not a graph.
         self.ivf_min_vectors = ivf_min_vectors
         #: Keys whose graph is being built (one build per key at a time).
@@ -259,7 +269,7 @@ class Indexer:
                 report.update(event)
 
         with trio.move_on_after(deadline) as scope:
-            returncode, output = await _run_idle(command, on_line)
+            returncode, output = await _run_idle(command, on_line, self.background)
         seconds = time.monotonic() - started
         if scope.cancelled_caught:
             log.warning("hnsw_build_timed_out", cache_key=key[:16], seconds=round(seconds, 1))

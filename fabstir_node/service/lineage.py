@@ -67,6 +67,7 @@ from ..logging import get_logger
 from ..priority import background_env, idle_process
 from ..storage import disk_cache as persist
 from ..storage.row_writer import loading_dir
+from .background import Background
 from .indexer import _in_background
 
 log = get_logger(__name__)
@@ -371,6 +372,8 @@ class Updater:
         self.output = bytearray()
         #: Set when the lineage's background completion owns it (the load must not close it).
         self.handed_over = False
+        #: Where the process is registered while it runs (``background.py``), if anywhere.
+        self.background: Background | None = None
 
     @classmethod
     async def start(cls, indexer: Any, previous: str) -> Updater:
@@ -388,7 +391,11 @@ class Updater:
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=background_env()
         )
         idle_process(process.pid)  # before it has imported anything: its start-up yields to the load too
-        return cls(process, previous, graph, job)
+        updater = cls(process, previous, graph, job)
+        updater.background = indexer.background
+        if updater.background is not None:
+            updater.background.add(process.pid)  # whole-database scans pause it
+        return updater
 
     async def _line(self) -> bytes | None:
         """The next line the process prints (None at its end)."""
@@ -420,6 +427,7 @@ class Updater:
             if isinstance(event, dict) and event.get("event") == "index_updated":
                 report = event
         returncode = await self.process.wait()
+        self._unregister()
         if returncode != 0 or not _valid_report(report):
             log.warning("lineage_update_refused", previous=self.previous[:16], returncode=returncode,
                         output=bytes(self.output[-2000:]).decode(errors="replace"))
@@ -429,6 +437,7 @@ class Updater:
     async def aclose(self) -> None:
         """End the process (killed if still running) and remove its files (again: nothing)."""
         with trio.CancelScope(shield=True):
+            self._unregister()
             if self.process.returncode is None:
                 self.process.kill()
                 with trio.move_on_after(10):
@@ -437,6 +446,11 @@ class Updater:
                 await stream.aclose()
             self._job.unlink(missing_ok=True)
             self.graph.unlink(missing_ok=True)
+
+
+    def _unregister(self) -> None:
+        if self.background is not None:
+            self.background.discard(self.process.pid)  # continued first if a scan has it stopped
 
 
 def _write_job(path: Path, mapping: np.ndarray, added: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from ..crypto.keys import HostKey
 from ..engine.uploads import UploadLimits, UploadStore
 from ..logging import get_logger
 from ..storage.base import Storage
+from .background import Background
 from .batcher import SearchBatcher
 from .cache import DatabaseCache
 from .decoders import DecoderPool, pool_size
@@ -48,13 +49,16 @@ class Node:
         #: request wait for a thread (requests and loads then share the cores through the OS).
         self.load_limiter = trio.CapacityLimiter(max(1, os.cpu_count() or 1))
         #: Concurrent unfiltered searches on one large database run as one batch (service/batcher.py).
-        self.search_batcher = SearchBatcher(self.cpu_limiter)
+        #: Builder and update processes, paused while a search scans a whole database (background.py).
+        self.background = Background()
+        self.search_batcher = SearchBatcher(self.cpu_limiter, background=self.background)
         self.started_at = time.time()
         self.connections = 0
         #: What requests, loads and the cache report to (None: metrics off).
         self.metrics: MetricsSink | None = None
         #: Saves loaded databases to the disk cache and builds their HNSW indexes (service/indexer.py).
         self.indexer = Indexer.from_settings(settings)
+        self.indexer.background = self.background
         self.cache = DatabaseCache(
             max_entries=settings.cache_entries,
             ttl_seconds=settings.cache_ttl_hours * 3600,

@@ -1,0 +1,156 @@
+"""Background processes stand still while a search scans a whole database, and never for long."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trio
+
+from fabstir_node.engine import quantized
+from fabstir_node.engine.quantized import Int8Rows
+from fabstir_node.service.background import Background
+from fabstir_node.service.batcher import SearchBatcher
+
+linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+
+
+def state(pid: int) -> str:
+    """The process's state letter: T when stopped."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_pause_stops_every_process_once_and_continues_them_after():
+    sent: list[tuple[int, int]] = []
+    clock = Clock()
+    background = Background(clock=clock, kill=lambda pid, signo: sent.append((pid, signo)))
+    with background.paused() as stopped:
+        assert not stopped and not sent  # nothing registered: nothing to do
+    background.add(7)
+    background.add(3)
+    with background.paused() as stopped:
+        assert stopped
+        with background.paused():  # a nested scan shares the pause
+            clock.now += 0.1
+        assert sent == [(3, signal.SIGSTOP), (7, signal.SIGSTOP)]
+    assert sent[2:] == [(3, signal.SIGCONT), (7, signal.SIGCONT)]
+    assert background.paused_count == 1
+
+
+def test_pauses_stop_once_the_processes_stood_still_half_the_window():
+    clock = Clock()
+    sent: list[tuple[int, int]] = []
+    background = Background(max_share=0.5, window=2.0, clock=clock, kill=lambda pid, signo: sent.append((pid, signo)))
+    background.add(5)
+    for _ in range(2):  # 2 x 0.5 s still in 1.2 s: half the 2 s window
+        with background.paused():
+            clock.now += 0.5
+        clock.now += 0.1
+    with background.paused() as stopped:
+        assert not stopped  # the background work gets its turn
+    assert background.skipped_count == 1
+    clock.now += 1.5  # the first pause left the window
+    with background.paused() as stopped:
+        assert stopped
+
+
+def test_a_process_forgotten_during_a_pause_is_continued_and_a_gone_one_is_skipped():
+    sent: list[tuple[int, int]] = []
+
+    def kill(pid: int, signo: int) -> None:
+        if pid == 9:
+            raise ProcessLookupError
+        sent.append((pid, signo))
+
+    background = Background(kill=kill)
+    background.add(4)
+    background.add(9)  # already gone
+    with background.paused() as stopped:
+        assert stopped
+        background.discard(4)  # it ended (or is about to be killed) mid-pause
+        assert sent == [(4, signal.SIGSTOP), (4, signal.SIGCONT)]
+    assert sent == [(4, signal.SIGSTOP), (4, signal.SIGCONT)]  # not continued twice
+
+
+@linux_only
+async def test_the_batcher_stops_a_real_process_while_the_halves_of_a_scan_run(monkeypatch):
+    monkeypatch.setattr(quantized, "SPLIT_ROWS", 1000)
+    rows = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    coarse = Int8Rows.from_rows(rows)
+    child = await trio.lowlevel.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        background = Background()
+        background.add(child.pid)
+        seen: list[str] = []
+
+        class Source:
+            def __len__(self) -> int:
+                return 4000
+
+            def search(self, query, k, threshold=None):
+                seen.append(state(child.pid))  # before the scan: running (or sleeping)
+                found = coarse.candidates(np.asarray(query, np.float32), k)
+                return found
+
+        real = quantized.run_parallel
+
+        def first_notes_the_state(jobs):  # the first half notes the process's state while it runs
+            def first():
+                seen.append(state(child.pid))
+                return jobs[0]()
+
+            return real([first, *jobs[1:]])
+
+        monkeypatch.setattr(quantized, "run_parallel", first_notes_the_state)
+        batcher = SearchBatcher(trio.CapacityLimiter(2), background=background)
+        await batcher.search(Source(), rows[0].tolist(), 10)
+        assert seen[0] in "RS" and seen[1] == "T"
+        with trio.move_on_after(5):
+            while state(child.pid) == "T":
+                await trio.sleep(0.01)
+        assert state(child.pid) in "RS"  # continued once the scan was done
+        assert background.paused_count == 1
+    finally:
+        child.kill()
+        await child.wait()
+
+
+@linux_only
+def test_a_background_process_dies_with_its_parent_even_when_stopped(tmp_path):
+    script = (
+        "import os, signal, subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', "
+        "'from fabstir_node.priority import die_with_parent; die_with_parent(); import time; time.sleep(60)'])\n"
+        "time.sleep(1.0)\n"
+        "os.kill(child.pid, signal.SIGSTOP)\n"
+        "print(child.pid, flush=True)\n"
+        "os._exit(0)\n"  # the parent dies; the stopped child must not outlive it
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
+    pid = int(out.stdout.split()[0])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if state(pid) == "Z":
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the stopped child outlived its parent")
