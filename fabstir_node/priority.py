@@ -20,26 +20,23 @@ otherwise leaves it alone.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import signal
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "GIL_SWITCH_SECONDS",
     "background_env",
+    "background_spawn",
     "can_leave_idle",
-    "die_with_parent",
     "idle_process",
     "idle_thread",
     "lower_priority",
     "prefer_searches",
 ]
-
-_PR_SET_PDEATHSIG = 1
 
 #: Thread counts of the BLAS and OpenMP pools numpy may use, for a background process.
 _ONE_THREAD = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -58,6 +55,23 @@ def background_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update({name: "1" for name in _ONE_THREAD})
     return env
+
+
+def background_spawn() -> dict[str, Any]:
+    """Keyword arguments for starting a background process: :func:`background_env`, and a process group
+    of its own (POSIX).
+
+    A background process may be stopped for the length of a search (``service/background.py``).  Were
+    the daemon killed meanwhile, the process would stay stopped for ever — but a process group whose
+    last member outside it in the session dies is *orphaned*, and the kernel sends each process of a
+    newly orphaned group that has a stopped member ``SIGHUP`` (which ends ours) and ``SIGCONT``.  (Not
+    ``PR_SET_PDEATHSIG``: it fires when the parent *thread* ends, and trio starts processes from its
+    worker threads, which end when idle for a while: it killed a 1M build mid-way.)
+    """
+    options: dict[str, Any] = {"env": background_env()}
+    if os.name == "posix":
+        options["process_group"] = 0
+    return options
 
 #: How long a thread may keep the GIL while another waits for it (CPython's default: 5 ms).
 GIL_SWITCH_SECONDS = 0.0005
@@ -127,24 +141,6 @@ def idle_thread() -> Iterator[bool]:
     finally:
         with contextlib.suppress(OSError):
             os.sched_setscheduler(tid, policy, param)
-
-
-def die_with_parent() -> bool:
-    """Have the kernel kill this process (``SIGKILL``) when the daemon that started it dies (Linux's
-    ``PR_SET_PDEATHSIG``; elsewhere a no-op, False).
-
-    A background process may be stopped for the length of a search (``service/background.py``); a
-    daemon killed meanwhile must not leave it stopped for ever.  Called first thing in the builder
-    and update processes (the daemon starts them from its event loop's thread, whose end is the
-    daemon's).
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0)
-    except (OSError, AttributeError):
-        return False
 
 
 def lower_priority(nice: int, *, idle: bool) -> str:

@@ -15,8 +15,8 @@ database runs on the cores (the batcher's runner, ``batcher.py``, around the pie
 and continues them (``SIGCONT``) right after.  A process never stays stopped longer than the scan:
 the stop and the continue are one context, on the event loop's thread.  So that background work
 still gets on when searches never stop, a pause is skipped once the processes have stood still for
-:data:`MAX_SHARE` of the last :data:`WINDOW` seconds.  The processes themselves are killed if the
-daemon dies (``priority.die_with_parent``), stopped or not.
+:data:`MAX_SHARE` of the last :data:`WINDOW` seconds.  A process stopped when the daemon dies is
+ended by the kernel (each runs in a process group of its own: ``priority.background_spawn``).
 
 Only the event loop's thread uses an instance: no locks.
 """

@@ -43,7 +43,7 @@ from ..config import Settings
 from ..engine.matrix import COARSE_MIN_ROWS
 from ..logging import get_logger
 from ..memory import release_free_memory
-from ..priority import background_env, idle_process, idle_thread
+from ..priority import background_spawn, idle_process, idle_thread
 from ..storage import disk_cache as persist
 from ..storage.row_writer import clear_stale
 from .background import Background
@@ -78,7 +78,7 @@ async def _run_idle(
     before this returns.
     """
     process = await trio.lowlevel.open_process(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=background_env()
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **background_spawn()
     )
     if background is not None:
         background.add(process.pid)

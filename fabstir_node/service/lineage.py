@@ -64,7 +64,7 @@ from ..engine.reuse import PreviousVersion, matching_rows
 from ..engine.rows import as_float32
 from ..formats.records import digest_lookup
 from ..logging import get_logger
-from ..priority import background_env, idle_process
+from ..priority import background_spawn, idle_process
 from ..storage import disk_cache as persist
 from ..storage.row_writer import loading_dir
 from .background import Background
@@ -388,7 +388,7 @@ class Updater:
             "--nice", "10", "--idle",  # background work: sessions search on the previous graph meanwhile
         ]
         process = await trio.lowlevel.open_process(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=background_env()
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **background_spawn()
         )
         idle_process(process.pid)  # before it has imported anything: its start-up yields to the load too
         updater = cls(process, previous, graph, job)

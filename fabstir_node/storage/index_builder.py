@@ -36,7 +36,7 @@ import orjson
 from ..engine import calibration as cal
 from ..engine import ivf
 from ..engine.rows import as_float32
-from ..priority import die_with_parent, lower_priority
+from ..priority import lower_priority
 from . import disk_cache as persist
 from . import ivf_file
 
@@ -233,7 +233,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", action=argparse.BooleanOptionalAction, default=True,
                         help="run under SCHED_IDLE where the OS has it (else only --nice applies)")
     args = parser.parse_args(argv)
-    die_with_parent()  # it may be stopped while a search scans (service/background.py): never orphaned so
     priority = lower_priority(args.nice, idle=args.idle)
     started = time.monotonic()
     try:

@@ -49,7 +49,7 @@ import orjson
 
 from ..engine.ivf import updated_lists
 from ..engine.rows import as_float32
-from ..priority import die_with_parent, lower_priority
+from ..priority import lower_priority
 from . import disk_cache as persist
 from . import ivf_file
 
@@ -178,7 +178,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nice", type=int, default=0)
     parser.add_argument("--idle", action=argparse.BooleanOptionalAction, default=False)
     args = parser.parse_args(argv)
-    die_with_parent()  # it may be stopped while a search scans (service/background.py): never orphaned so
     priority = lower_priority(args.nice, idle=args.idle)
     started = time.monotonic()
     update: _Update

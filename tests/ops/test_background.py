@@ -131,15 +131,15 @@ async def test_the_batcher_stops_a_real_process_while_the_halves_of_a_scan_run(m
 
 
 @linux_only
-def test_a_background_process_dies_with_its_parent_even_when_stopped(tmp_path):
+def test_a_stopped_background_process_ends_when_the_daemon_dies():
     script = (
         "import os, signal, subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-c', "
-        "'from fabstir_node.priority import die_with_parent; die_with_parent(); import time; time.sleep(60)'])\n"
-        "time.sleep(1.0)\n"
-        "os.kill(child.pid, signal.SIGSTOP)\n"
+        "from fabstir_node.priority import background_spawn\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], **background_spawn())\n"
+        "time.sleep(0.5)\n"
+        "os.kill(child.pid, signal.SIGSTOP)\n"  # a search's pause
         "print(child.pid, flush=True)\n"
-        "os._exit(0)\n"  # the parent dies; the stopped child must not outlive it
+        "os._exit(0)\n"  # the daemon dies mid-pause: its stopped child must not outlive it
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30)
     pid = int(out.stdout.split()[0])
@@ -153,4 +153,4 @@ def test_a_background_process_dies_with_its_parent_even_when_stopped(tmp_path):
         time.sleep(0.05)
     else:
         os.kill(pid, signal.SIGKILL)
-        pytest.fail("the stopped child outlived its parent")
+        pytest.fail(f"the stopped child outlived its parent (state {state(pid)})")
