@@ -13,7 +13,8 @@ need not wait for it.  :class:`OverlayIndex` answers meanwhile:
   exactly (``extra_rows`` with their float32 unit vectors);
 * both sets of candidates are re-scored on the new version's stored rows and ranked together, and
   the previous graph's trust floor applies as on any graph (``engine/hnsw.py``): an answer under it
-  is tried once on the wide view, then declined, so the matrix answers it exactly.
+  is tried once on the wide view (where the graph offers one: ``has_wide``), then declined, so the
+  matrix answers it exactly.
 
 So the answer is the graph's on the unchanged rows and exact on the rest.  Filtered searches are
 declined (the matrix searches the passing rows exactly) for the second or so this lasts.  Pure:

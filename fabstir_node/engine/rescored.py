@@ -10,7 +10,8 @@ and decides whether to trust the answer:
 * **Untrusted**: an index built by this version carries its own measurement (``calibration.py``):
   the search effort that reached the recall target on a held-out sample, and ``min_kth_score``.  An
   answer whose weakest result (its k-th score) is below that floor (a query far from the data) is
-  tried once more with more effort (the index's "wide" search) and, if still under it, declined:
+  tried once more with more effort (the index's "wide" search, where it has one worth its cost: the
+  inverted file, and graphs of ``hnsw.WIDE_MIN_ROWS`` rows or more) and, if still under it, declined:
   the matrix answers it on its exact-quality path.
 * **Filtered, selective** (fewer than :data:`SELECTIVE` of the rows pass, or the oversampling below
   would need more than :data:`MAX_CANDIDATES` candidates): declined, so the matrix searches the

@@ -186,10 +186,13 @@ def test_calibrating_a_real_graph_reaches_the_target_on_a_fresh_sample():
     assert np.mean(recall) >= 0.98  # a fresh sample, near, between and far
 
 
-def test_an_untrusted_answer_is_tried_once_more_with_more_effort(monkeypatch):
+def _astray(monkeypatch, wide_min_rows: int):
+    """A 300-row matrix, a query, its true top 3, a floor just under their k-th score, and a graph whose
+    walk always goes astray with a wide view that would find them (graphs of ``wide_min_rows`` or more
+    rows use it)."""
     from fabstir_node.engine import hnsw
 
-    monkeypatch.setattr(hnsw, "WIDE_MIN_ROWS", 300)
+    monkeypatch.setattr(hnsw, "WIDE_MIN_ROWS", wide_min_rows)
     rows = diffuse(300, seed=8)
     matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
     q = rows[17]
@@ -197,6 +200,11 @@ def test_an_untrusted_answer_is_tried_once_more_with_more_effort(monkeypatch):
     floor = cal.Calibration(64, min_kth_score=float(matrix.search(q, 3).hits[-1].score) - 1e-6)
     wide = _FixedGraph(300, truth + [0, 1, 2])
     found = HnswIndex(_FixedGraph(300, [250, 251, 252]), matrix.vectors, calibration=floor, wide=wide)
+    return matrix, q, truth, floor, wide, found
+
+
+def test_an_untrusted_answer_is_tried_once_more_with_more_effort(monkeypatch):
+    matrix, q, truth, floor, wide, found = _astray(monkeypatch, 300)
     assert wide.expansion_search == 4 * 64  # the wide view searches with more effort
     answer = found.search(q, 3)
     assert answer is not None and answer[0].tolist() == truth  # the retry found the neighbourhood
@@ -207,16 +215,7 @@ def test_an_untrusted_answer_is_tried_once_more_with_more_effort(monkeypatch):
 
 
 def test_a_small_graph_sends_an_untrusted_answer_straight_to_the_exact_path(monkeypatch):
-    from fabstir_node.engine import hnsw
-
-    monkeypatch.setattr(hnsw, "WIDE_MIN_ROWS", 301)  # the graph below has 300 rows
-    rows = diffuse(300, seed=8)
-    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(300)], rows.copy(), [b""] * 300, dtype="f32")
-    q = rows[17]
-    truth = [int(h.id[1:]) for h in matrix.search(q, 3).hits]
-    floor = cal.Calibration(64, min_kth_score=float(matrix.search(q, 3).hits[-1].score) - 1e-6)
-    wide = _FixedGraph(300, truth + [0, 1, 2])
-    found = HnswIndex(_FixedGraph(300, [250, 251, 252]), matrix.vectors, calibration=floor, wide=wide)
+    _, q, _, _, wide, found = _astray(monkeypatch, 301)  # the graph has 300 rows
     assert not found.has_wide
     assert found.search(q, 3) is None  # declined without the wide walk, though it would have found them
     assert wide.calls == 0
