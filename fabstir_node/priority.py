@@ -64,7 +64,8 @@ def background_spawn() -> dict[str, Any]:
     A background process may be stopped for the length of a search (``service/background.py``).  Were
     the daemon killed meanwhile, the process would stay stopped for ever — but a process group whose
     last member outside it in the session dies is *orphaned*, and the kernel sends each process of a
-    newly orphaned group that has a stopped member ``SIGHUP`` (which ends ours) and ``SIGCONT``.  (Not
+    newly orphaned group that has a stopped member ``SIGHUP`` (which ends ours) and ``SIGCONT``.  (A stop
+    sent but not yet taken when the daemon dies, a window of a scheduler tick, escapes this.)  (Not
     ``PR_SET_PDEATHSIG``: it fires when the parent *thread* ends, and trio starts processes from its
     worker threads, which end when idle for a while: it killed a 1M build mid-way.)
     """

@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterator
 
 __all__ = ["MAX_SHARE", "WINDOW", "Background"]
 
+#: Whether this platform can stop and continue a process (POSIX); elsewhere pauses do nothing.
+_CAN_STOP = hasattr(signal, "SIGSTOP") and hasattr(signal, "SIGCONT")
 #: At most this share of the last :data:`WINDOW` seconds may the processes stand still.
 MAX_SHARE = 0.5
 WINDOW = 2.0
@@ -82,7 +84,7 @@ class Background:
     def paused(self) -> Iterator[bool]:
         """Stop the registered processes for the body (nested bodies share one pause); yields whether
         they were stopped (False: none registered, or they stood still long enough lately)."""
-        if self._depth == 0 and self._pids:
+        if self._depth == 0 and self._pids and _CAN_STOP:
             now = self._clock()
             if self._share(now) < self._max_share:
                 self._since = now

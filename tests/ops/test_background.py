@@ -137,7 +137,10 @@ def test_a_stopped_background_process_ends_when_the_daemon_dies():
         "from fabstir_node.priority import background_spawn\n"
         "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], **background_spawn())\n"
         "time.sleep(0.5)\n"
-        "os.kill(child.pid, signal.SIGSTOP)\n"  # a search's pause
+        "os.kill(child.pid, signal.SIGSTOP)\n"  # a search's pause ...
+        "stat = f'/proc/{child.pid}/stat'\n"
+        "while open(stat).read().rsplit(')', 1)[1].split()[0] != 'T':\n"  # ... once it has taken effect
+        "    time.sleep(0.01)\n"
         "print(child.pid, flush=True)\n"
         "os._exit(0)\n"  # the daemon dies mid-pause: its stopped child must not outlive it
     )
