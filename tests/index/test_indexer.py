@@ -294,3 +294,35 @@ async def test_a_late_subscriber_misses_no_event_emitted_during_its_replay():
         await trio.sleep(0.05)
         nursery.cancel_scope.cancel()
     assert seen == {"first": [0, 1, 2], "second": [0, 1, 2]}
+
+
+async def test_the_graph_builder_is_registered_for_pauses_while_it_runs(start_node, publish_local, settings):
+    import os
+
+    path, _ = publish_local(1500, DIM, owner=OWNER, chunk_size=300)
+    async with start_node(**settings) as running, running.client() as client:
+        background = running.node.background
+        seen: set[int] = set()
+        groups: set[tuple[int, int]] = set()
+
+        async def watch() -> None:
+            while True:
+                for pid in background._pids:
+                    seen.add(pid)
+                    try:
+                        groups.add((pid, os.getpgid(pid)))
+                    except ProcessLookupError:
+                        pass
+                await trio.sleep(0.005)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            assert (await load(client, path))["event"] == "loading_complete"
+            await until_mode(only_entry(running), "hnsw")
+            nursery.cancel_scope.cancel()
+        assert len(seen) == 1  # the builder, while it ran
+        (pid,) = seen
+        assert groups == {(pid, pid)}  # in a process group of its own (ended if the daemon dies mid-pause)
+        assert len(background) == 0  # and forgotten once it ended
+        with pytest.raises(ProcessLookupError):
+            os.getpgid(pid)  # reaped
