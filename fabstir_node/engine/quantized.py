@@ -181,6 +181,11 @@ class Int8Rows:
         assert self._blocks is not None
         packed = numkong.dots_pack(codes)
         with self._lock:
+            for i, (begin, end, _) in enumerate(self._blocks):
+                if begin == start:  # the same rows put again (a block filled twice): the last one counts
+                    self._packed_rows -= end - begin
+                    del self._blocks[i]
+                    break
             self._blocks.append((start, start + len(codes), packed))
             self._blocks.sort(key=lambda block: block[0])
             self._packed_rows += len(codes)

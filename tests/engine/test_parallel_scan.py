@@ -142,6 +142,9 @@ def test_a_packed_copy_scans_nothing_until_every_row_has_a_block():
     partial = _filled_packed(rows, [0], [200])
     assert not partial.packed  # rows 200..299 are not in yet: scans take the plain codes
     assert len(partial.candidates(rows[0], 10)) == 10
+    partial.fill(200, rows[200:300])
+    partial.fill(200, rows[200:300])  # a block filled twice counts once
+    assert partial.packed and len(partial._blocks) == 2
     copy = Int8Rows.from_rows(rows).packed_copy(block=64)
     assert copy.packed and set(copy.candidates(rows[5], 10).tolist()) == set(
         Int8Rows.from_rows(rows).candidates(rows[5], 10).tolist())
