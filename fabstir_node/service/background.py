@@ -8,7 +8,9 @@ and the memory bus they share are not the scheduler's to give (2026-12-06, 2 vCP
 * a 100K x 384 8-bit scan in two threads, p50 / p99: 2.24 / 3.39 ms alone, 3.87 / 7.34 ms beside an
   idle-priority process adding to a usearch graph;
 * a 1M x 384 one: 30.3 / 43.7 ms beside an idle-priority process multiplying float32 matrices,
-  25.3 / 31.0 ms with that process stopped (``SIGSTOP``) for the length of each scan.
+  25.3 / 31.0 ms with that process stopped (``SIGSTOP``) for the length of each scan (alone: 30.8 /
+  40.0 ms just before, 25.1 / 31.1 ms just after — the machine's speed moves as much; in the daemon
+  while a 1M index builds, p99 56 → 42 ms, medians of three).
 
 So :class:`Background` stops the processes registered with it (``SIGSTOP``) while a scan of a whole
 database runs on the cores (the batcher's runner, ``batcher.py``, around the pieces it runs at once)
