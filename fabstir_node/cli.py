@@ -24,7 +24,7 @@ from typing import Any
 
 import trio
 
-from . import __version__
+from . import __version__, collector
 from .commands import HelpFormatter, paragraph, publish, search
 from .commands.sample import ensure_sample_database
 from .config import OPTIONS, ConfigError, Settings, markdown_table
@@ -186,6 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
         ensure_sample_database(settings)
     tune_allocator()
     prefer_searches()
+    collector.enable()
     trio.run(functools.partial(run_daemon, settings, host_key=host_key))
     return 0
 

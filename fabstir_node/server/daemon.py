@@ -18,7 +18,7 @@ import attrs
 import httpx
 import trio
 
-from .. import __version__
+from .. import __version__, collector
 from ..config import ConfigError, Settings
 from ..crypto.keys import HostKey
 from ..logging import configure, get_logger
@@ -179,6 +179,7 @@ async def run_daemon(
                         exc, settings.metrics_host, settings.metrics_port,
                         "FABSTIR_METRICS_PORT", "--metrics-port",
                     ) from None
+            frozen = collector.settle(full=True)  # what start-up made, out of later collector passes
             log.info(
                 "server_started",
                 host=settings.host,
@@ -192,6 +193,7 @@ async def run_daemon(
                 access_policy=settings.access_policy,
                 max_connections_per_ip=settings.max_connections_per_ip,
                 trusted_proxies=list(settings.trusted_proxies or ()),
+                frozen_objects=frozen,
             )
             _log_access_policy(settings, host_key)
             task_status.started(DaemonHandle(node=node, websocket=ws, port=port, stop=stop, metrics_port=metrics_port))

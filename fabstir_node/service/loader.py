@@ -27,6 +27,7 @@ import numpy as np
 import structlog
 import trio
 
+from .. import collector
 from ..engine.builder import MatrixBuilder
 from ..engine.matrix import COARSE_MIN_ROWS, RECORD_DIGEST_SIZE
 from ..engine.packed import PackedBlobs, PackedStrings, has_repeats
@@ -132,6 +133,7 @@ async def run_load(node: Node, session: Session, state: DatabaseState, send: Sen
             error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
         duration = time.monotonic() - started
         outcome = "success" if error is None else error.code.value
+        collector.settle()  # what the load keeps, out of later collector passes (collector.py)
         log.info(
             "load_finished",
             outcome=outcome,

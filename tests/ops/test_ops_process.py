@@ -61,6 +61,7 @@ async def test_sighup_keeps_sessions_and_sigterm_closes_with_1001(tmp_path):
         lines = _Lines(process.stdout)
         started = await lines.until("server_started", seconds=30)
         assert started["metrics_port"] == metrics_port
+        assert started["frozen_objects"] > 1000  # start-up's objects, out of later collector passes
         url = f"ws://127.0.0.1:{started['port']}/v1/ws"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{metrics_port}", timeout=5) as http:
             assert (await http.get("/health")).json()["status"] == "ok"
