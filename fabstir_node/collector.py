@@ -10,11 +10,13 @@ collected nothing.
 :func:`settle` moves every object tracked now into the collector's permanent generation
 (``gc.freeze``), so later passes traverse only what was created since: with it, the passes that fell
 inside searches in the same benchmark took 0.4 and 0.9 ms.  The ``serve`` command turns it on
-(:func:`enable`); the daemon then settles once when it starts listening (after a full pass, so no
-garbage is frozen) and after each load (after a pass over the young generations).  Objects frozen are
-freed as usual when their last reference goes; only a reference cycle among them would outlive its
-use, and loads leave none (above).  Off — the default, and in tests that run daemons in their own
-process — :func:`settle` does nothing.
+(:func:`enable`); the daemon then settles once when it starts listening and after each load that
+decoded chunks and succeeded, each time after a full pass, so no garbage is frozen (after the first
+freeze a full pass only traverses what came since: about a millisecond).  A failed load is not
+followed by a freeze: its exception's traceback is a reference cycle the next pass frees.  Objects
+frozen are freed as usual when their last reference goes; only a reference cycle among them would
+outlive its use.  Off — the default, and in tests that run daemons in their own process —
+:func:`settle` does nothing.
 """
 
 from __future__ import annotations
@@ -36,11 +38,11 @@ def enabled() -> bool:
     return _enabled
 
 
-def settle(*, full: bool = False) -> int:
-    """Collect (every generation if ``full``, else the young ones), then move every tracked object into
-    the permanent generation; returns how many objects are frozen now (0 when not enabled)."""
+def settle() -> int:
+    """Collect every generation, then move every tracked object into the permanent generation; returns
+    how many objects are frozen now (0 when not enabled)."""
     if not _enabled:
         return 0
-    gc.collect() if full else gc.collect(1)
+    gc.collect()
     gc.freeze()
     return gc.get_freeze_count()

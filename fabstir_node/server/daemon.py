@@ -179,7 +179,7 @@ async def run_daemon(
                         exc, settings.metrics_host, settings.metrics_port,
                         "FABSTIR_METRICS_PORT", "--metrics-port",
                     ) from None
-            frozen = collector.settle(full=True)  # what start-up made, out of later collector passes
+            frozen = collector.settle()  # what start-up made, out of later collector passes
             log.info(
                 "server_started",
                 host=settings.host,

@@ -133,7 +133,8 @@ async def run_load(node: Node, session: Session, state: DatabaseState, send: Sen
             error = FabstirError(ErrorCode.INTERNAL_ERROR, "internal error while loading the vector database")
         duration = time.monotonic() - started
         outcome = "success" if error is None else error.code.value
-        collector.settle()  # what the load keeps, out of later collector passes (collector.py)
+        if error is None and stats.chunks:  # a load that decoded chunks: what it keeps, out of later passes
+            collector.settle()
         log.info(
             "load_finished",
             outcome=outcome,

@@ -7,18 +7,24 @@ import sys
 
 SCRIPT = """
 import gc
+import weakref
 from fabstir_node import collector
 assert collector.settle() == 0 and gc.get_freeze_count() == 0  # off by default: nothing frozen
 collector.enable()
-frozen = collector.settle(full=True)
+frozen = collector.settle()
 assert frozen == gc.get_freeze_count() > 1000, frozen  # the imported modules' objects, at least
 class Node:
     pass
 kept = [Node() for _ in range(100)]
 assert collector.settle() >= frozen + 100  # a load's survivors join them
-del kept
-gc.collect()
-assert gc.get_freeze_count() >= frozen  # frozen objects are not collector work any more
+class Cycle:
+    pass
+garbage = Cycle()
+garbage.me = garbage  # a reference cycle: garbage once dropped
+gone = weakref.ref(garbage)
+del garbage
+collector.settle()
+assert gone() is None  # collected by the full pass first, not frozen
 print("ok")
 """
 
