@@ -638,8 +638,8 @@ def extra_rows(results: dict[str, Any]) -> list[str]:
                        f"{row['near_before_graph']} / {row['far_before_graph']}, on the index "
                        f"{row['near_on_graph']} / {row['far_on_graph']} "
                        f"(index ready {row['graph_ready_s']} s; answered by the index / declined → exact / "
-                       f"exact: near {_paths(row.get('near_answered_by'))}, far "
-                       f"{_paths(row.get('far_answered_by'))}; target ≥ 0.99)")
+                       f"exact: near {paths_text(row.get('near_answered_by') or {}, ' / ')}, far "
+                       f"{paths_text(row.get('far_answered_by') or {}, ' / ')}; target ≥ 0.99)")
     return out
 
 
@@ -750,11 +750,6 @@ async def optional_rows(daemon: Daemon, published: dict[str, Any], work: Path, q
         size = extras.recall_kinds_size
         print(f"-- recall@10 by query kind, tight and diffuse sets of {size}", flush=True)
         result["recall_by_kind"] = await recall_by_kind(daemon, work / "bridge", min(queries, 200), size)
-
-
-def _paths(counts: Any) -> str:
-    counts = counts or {}
-    return " / ".join(str(int(counts.get(path, 0))) for path in ("graph", "declined", "exact"))
 
 
 def median_of(runs: list[Any]) -> Any:
