@@ -43,7 +43,7 @@ import orjson
 from ..errors import ErrorCode, FabstirError
 from .filters import Column, Filter, build_columns
 from .packed import PackedBlobs, PackedStrings
-from .quantized import Int8Rows, candidate_count, drop_pages
+from .quantized import Int8Rows, candidate_count, drop_array_pages, drop_pages
 from .rows import NUMPY_DTYPES, DType, normalise_rows, numpy_dtype, row_scores, to_bfloat16
 
 _DTYPE_NAMES: dict[np.dtype[Any], DType] = {
@@ -244,7 +244,7 @@ def _scan_mapped(score: Callable[[np.ndarray], np.ndarray], vectors: np.ndarray)
     try:
         return score(vectors)
     finally:
-        drop_pages(mapping)
+        drop_array_pages(vectors)
 
 
 def _dots(data: np.ndarray, query: np.ndarray) -> np.ndarray:

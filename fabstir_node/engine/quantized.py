@@ -36,8 +36,8 @@ import numpy as np
 
 from .parallel import run_parallel
 
-__all__ = ["SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates", "drop_pages",
-           "packed_query", "quantize_rows"]
+__all__ = ["SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates", "drop_array_pages",
+           "drop_pages", "packed_query", "quantize_rows"]
 
 #: Candidates re-scored for a top-k.  In the 8-bit order the exact top-10 sat within the best 14 rows
 #: for every one of 1,600 queries (100K x 384, tight and diffuse sets, near and far queries; p99 11 —
@@ -55,6 +55,13 @@ def drop_pages(mapping: mmap.mmap) -> None:
     the mapping is closed or the platform has no ``madvise``."""
     with contextlib.suppress(OSError, ValueError, AttributeError):
         mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def drop_array_pages(array: np.ndarray) -> None:
+    """:func:`drop_pages` of the file ``array`` maps (an ``np.memmap``); a no-op for any other array."""
+    mapping = getattr(array, "_mmap", None)  # np.memmap's mmap.mmap
+    if mapping is not None:
+        drop_pages(mapping)
 
 
 def packed_query(query: np.ndarray) -> Any:
@@ -217,9 +224,7 @@ class Int8Rows:
 
     def _drop_pages(self) -> None:
         for array in (self._codes, self._scales):  # mapped files: leave their pages to the page cache
-            mapping = getattr(array, "_mmap", None)
-            if mapping is not None:
-                drop_pages(mapping)
+            drop_array_pages(array)
 
 
 def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
@@ -233,9 +238,7 @@ def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, co
 
     def best(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
         scores = np.asarray(numkong.dots_packed(codes[start:stop], packed)).reshape(-1) * scales[start:stop]
-        keep = min(count, stop - start)
-        top = np.argpartition(scores, len(scores) - keep)[len(scores) - keep :]
-        return start + top.astype(np.int64), scores[top]
+        return _part_best(scores, start, count)
 
     if n < SPLIT_ROWS:
         return best(0, n)[0]
@@ -258,9 +261,7 @@ def _packed_candidates(
         for start, stop, packed in part:
             scores[start - first : stop - first] = np.asarray(numkong.dots_packed(codes, packed)).reshape(-1)
         scores *= scales[first:last]
-        keep = min(count, last - first)
-        top = np.argpartition(scores, len(scores) - keep)[len(scores) - keep :]
-        return first + top.astype(np.int64), scores[top]
+        return _part_best(scores, first, count)
 
     if n < SPLIT_ROWS or len(blocks) < 2:
         return best(blocks)[0]
@@ -268,6 +269,13 @@ def _packed_candidates(
     middle = next(i for i, block in enumerate(blocks) if block[1] >= n // 2) + 1
     middle = min(middle, len(blocks) - 1)
     return _best_of(run_parallel([lambda: best(blocks[:middle]), lambda: best(blocks[middle:])]), count)
+
+
+def _part_best(scores: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The row numbers (``first`` + position) and scores of the best ``count`` of one part's ``scores``."""
+    keep = min(count, len(scores))
+    top = np.argpartition(scores, len(scores) - keep)[len(scores) - keep :]
+    return first + top.astype(np.int64), scores[top]
 
 
 def _best_of(parts: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
