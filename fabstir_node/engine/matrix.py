@@ -273,8 +273,9 @@ class VectorMatrix:
     degenerate_rows: int = 0
     #: Rows dropped at build time because a later row had the same id.
     dropped_duplicates: int = 0
-    #: An 8-bit copy of the rows that picks candidates for unfiltered exact-quality searches.
-    coarse: Int8Rows | None = None
+    #: An 8-bit copy of the rows that picks candidates for unfiltered exact-quality searches (of every
+    #: row: checked when the matrix is made, so users need only ask whether there is one).
+    coarse: Int8Rows | None = attrs.field(default=None)
     #: Reads chosen rows for re-scoring (the disk cache's ``pread`` reader, so re-scoring a file-backed
     #: matrix does not map page after page of it into the process); None: index the rows.
     read_rows: Callable[[np.ndarray], np.ndarray] | None = None
@@ -282,6 +283,11 @@ class VectorMatrix:
     #: next version of the database is compared with (``formats/records.py``).
     record_digests: np.ndarray | None = None
     _columns: dict[str, Column] = attrs.field(factory=dict, init=False)
+
+    @coarse.validator
+    def _covers_every_row(self, attribute: Any, value: Int8Rows | None) -> None:
+        if value is not None and len(value) != len(self._vectors):
+            raise ValueError(f"an 8-bit copy of {len(value)} rows for a matrix of {len(self._vectors)}")
     _nbytes: int | None = attrs.field(default=None, init=False)
 
     @classmethod
@@ -558,7 +564,7 @@ class VectorMatrix:
         count = candidate_count(k, n)
         if count >= n:
             return None
-        if self.coarse is not None and len(self.coarse) == n:
+        if self.coarse is not None:
             return self.coarse.candidates(q, count)
         scan = getattr(self.index, "scan", None)
         return None if scan is None else np.asarray(scan(q, count), np.int64)

@@ -205,7 +205,7 @@ def save(directory: Path, matrix: VectorMatrix, *, key: str) -> bool:
             names = (*names, _RECORDS)
         coarse = matrix.coarse
         adopted_codes = None
-        if coarse is not None and len(coarse) == len(matrix):
+        if coarse is not None:
             adopted_codes = _adopt_row_file(coarse.codes, tmp / _CODES)  # the load wrote them to a file
             if adopted_codes is None:
                 np.save(tmp / _CODES, np.ascontiguousarray(coarse.codes, np.int8), allow_pickle=False)
@@ -444,7 +444,7 @@ def coarse_rows(matrix: VectorMatrix, block: int = 65_536) -> Int8Rows:
     """The 8-bit copy of a saved matrix's rows: the saved one, or one made from the rows, read block by
     block with ``pread`` (not mapped: reading 768 MB of a 1M matrix through its mapping would make it all
     resident in the process)."""
-    if matrix.coarse is not None and len(matrix.coarse) == len(matrix):
+    if matrix.coarse is not None:
         return matrix.coarse
     vectors = matrix.vectors
     read = RowFile(vectors).range if isinstance(vectors, np.memmap) and vectors.filename else None

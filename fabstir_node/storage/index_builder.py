@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         print(orjson.dumps({"event": "build_failed", "reason": str(exc)}).decode(), flush=True)
         return 3
     if len(matrix) >= args.ivf_min_rows:
-        codes = matrix.coarse.codes if matrix.coarse is not None and len(matrix.coarse) == len(matrix) else None
+        codes = matrix.coarse.codes if matrix.coarse is not None else None
         return _build_lists(args.directory, args.key, matrix.vectors, priority, started, codes)
     index = build_index(
         matrix.vectors, dtype=args.dtype, connectivity=args.connectivity,

@@ -219,3 +219,11 @@ def test_a_small_graph_sends_an_untrusted_answer_straight_to_the_exact_path(monk
     assert not found.has_wide
     assert found.search(q, 3) is None  # declined without the wide walk, though it would have found them
     assert wide.calls == 0
+
+
+def test_a_matrix_holds_an_8bit_copy_of_every_row_or_none():
+    rows = diffuse(100, seed=9)
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(100)], rows.copy(), [b""] * 100, dtype="f16")
+    assert matrix.with_index(None, coarse=Int8Rows.from_rows(rows)).coarse is not None
+    with pytest.raises(ValueError, match="99 rows for a matrix of 100"):
+        matrix.with_index(None, coarse=Int8Rows.from_rows(rows[:99]))
