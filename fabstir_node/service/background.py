@@ -20,7 +20,8 @@ still gets on when searches never stop, a pause is skipped once the processes ha
 :data:`MAX_SHARE` of the last :data:`WINDOW` seconds.  A process stopped when the daemon dies is
 ended by the kernel (each runs in a process group of its own: ``priority.background_spawn``).
 
-Only the event loop's thread uses an instance: no locks.
+Every background process is started here (:meth:`Background.spawn`).  Only the event loop's thread
+uses an instance: no locks.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
+
+import trio
+
+from ..priority import background_spawn, idle_process
 
 __all__ = ["MAX_SHARE", "WINDOW", "Background"]
 
@@ -59,6 +65,16 @@ class Background:
         #: Pauses made and skipped (for tests and logs).
         self.paused_count = 0
         self.skipped_count = 0
+
+    async def spawn(self, command: list[str], **options: Any) -> trio.Process:
+        """Start a background process: in a process group of its own with numpy's BLAS on one thread
+        (``priority.background_spawn``), under ``SCHED_IDLE`` before it has imported anything, and
+        registered here.  ``options`` go to ``trio.lowlevel.open_process`` (its pipes).  The caller
+        forgets it (:meth:`discard`) once it has ended, or before killing it."""
+        process = await trio.lowlevel.open_process(command, **options, **background_spawn())
+        idle_process(process.pid)
+        self.add(process.pid)
+        return process
 
     def add(self, pid: int) -> None:
         """Register a running background process."""

@@ -43,7 +43,7 @@ from ..config import Settings
 from ..engine.matrix import COARSE_MIN_ROWS
 from ..logging import get_logger
 from ..memory import release_free_memory
-from ..priority import background_spawn, idle_process, idle_thread
+from ..priority import idle_thread
 from ..storage import disk_cache as persist
 from ..storage.row_writer import clear_stale
 from .background import Background
@@ -69,21 +69,16 @@ async def _in_background(fn: Any, *args: Any) -> Any:
 
 
 async def _run_idle(
-    command: list[str], on_line: Callable[[bytes], None] | None = None, background: Background | None = None
+    command: list[str], background: Background, on_line: Callable[[bytes], None] | None = None
 ) -> tuple[int, bytes]:
-    """Run ``command`` under ``SCHED_IDLE`` from its start; (exit status, the tail of its stdout + stderr).
+    """Run ``command`` as a background process (``background.spawn``: under ``SCHED_IDLE`` from its start,
+    paused by whole-database scans); (exit status, the tail of its stdout + stderr).
 
-    ``on_line`` sees each complete output line as it arrives.  ``background``: the process is registered
-    there while it runs (whole-database scans pause it).  Cancelled, the process is killed and reaped
-    before this returns.
+    ``on_line`` sees each complete output line as it arrives.  Cancelled, the process is killed and
+    reaped before this returns.
     """
-    process = await trio.lowlevel.open_process(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **background_spawn()
-    )
-    if background is not None:
-        background.add(process.pid)
+    process = await background.spawn(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        idle_process(process.pid)  # before it has imported anything: its startup yields too
         output = bytearray()
         pending = b""
         assert process.stdout is not None
@@ -97,8 +92,7 @@ async def _run_idle(
                         on_line(line)
         return await process.wait(), bytes(output)
     finally:
-        if background is not None:
-            background.discard(process.pid)  # continued first if a scan has it stopped
+        background.discard(process.pid)  # continued first if a scan has it stopped
         if process.returncode is None:
             process.kill()
             with trio.CancelScope(shield=True):
@@ -128,8 +122,9 @@ class Indexer:
         self.expansion_add = expansion_add
         self.expansion_search = expansion_search
         self.build_threads = build_threads
-        #: Where builder and update processes are registered while they run (the node sets it).
-        self.background: Background | None = None
+        #: Where builder and update processes are started and registered while they run (the node
+        #: gives its own, which its searches pause).
+        self.background = Background()
         #: Databases this large get an inverted-file index (``engine/ivf.py``), not a graph.
         self.ivf_min_vectors = ivf_min_vectors
         #: Keys whose graph is being built (one build per key at a time).
@@ -269,7 +264,7 @@ class Indexer:
                 report.update(event)
 
         with trio.move_on_after(deadline) as scope:
-            returncode, output = await _run_idle(command, on_line, self.background)
+            returncode, output = await _run_idle(command, self.background, on_line)
         seconds = time.monotonic() - started
         if scope.cancelled_caught:
             log.warning("hnsw_build_timed_out", cache_key=key[:16], seconds=round(seconds, 1))

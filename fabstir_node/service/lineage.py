@@ -64,7 +64,6 @@ from ..engine.reuse import PreviousVersion, matching_rows
 from ..engine.rows import as_float32
 from ..formats.records import digest_lookup
 from ..logging import get_logger
-from ..priority import background_spawn, idle_process
 from ..storage import disk_cache as persist
 from ..storage.row_writer import loading_dir
 from .background import Background
@@ -363,7 +362,7 @@ class PreviousRows:
 class Updater:
     """The update process of one load (``storage/index_update.py``), started before the chunks arrive."""
 
-    def __init__(self, process: Any, previous: str, graph: Path, job: Path) -> None:
+    def __init__(self, process: Any, previous: str, graph: Path, job: Path, background: Background) -> None:
         self.process = process
         self.previous = previous
         self.graph = graph
@@ -372,8 +371,8 @@ class Updater:
         self.output = bytearray()
         #: Set when the lineage's background completion owns it (the load must not close it).
         self.handed_over = False
-        #: Where the process is registered while it runs (``background.py``), if anywhere.
-        self.background: Background | None = None
+        #: Where the process is registered while it runs (``background.py``).
+        self.background = background
 
     @classmethod
     async def start(cls, indexer: Any, previous: str) -> Updater:
@@ -387,15 +386,11 @@ class Updater:
             "--base-key", previous, "--out", str(graph), "--threads", str(indexer.build_threads),
             "--nice", "10", "--idle",  # background work: sessions search on the previous graph meanwhile
         ]
-        process = await trio.lowlevel.open_process(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **background_spawn()
+        # at idle priority from its start (its start-up yields to the load too), paused by whole scans
+        process = await indexer.background.spawn(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
-        idle_process(process.pid)  # before it has imported anything: its start-up yields to the load too
-        updater = cls(process, previous, graph, job)
-        updater.background = indexer.background
-        if updater.background is not None:
-            updater.background.add(process.pid)  # whole-database scans pause it
-        return updater
+        return cls(process, previous, graph, job, indexer.background)
 
     async def _line(self) -> bytes | None:
         """The next line the process prints (None at its end)."""
@@ -449,8 +444,7 @@ class Updater:
 
 
     def _unregister(self) -> None:
-        if self.background is not None:
-            self.background.discard(self.process.pid)  # continued first if a scan has it stopped
+        self.background.discard(self.process.pid)  # continued first if a scan has it stopped
 
 
 def _write_job(path: Path, mapping: np.ndarray, added: np.ndarray) -> None:

@@ -157,3 +157,18 @@ def test_a_stopped_background_process_ends_when_the_daemon_dies():
     else:
         os.kill(pid, signal.SIGKILL)
         pytest.fail(f"the stopped child outlived its parent (state {state(pid)})")
+
+
+@linux_only
+async def test_spawn_starts_a_registered_idle_process_in_a_group_of_its_own():
+    background = Background()
+    child = await background.spawn([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert len(background) == 1 and os.getpgid(child.pid) == child.pid
+        if hasattr(os, "SCHED_IDLE"):
+            assert os.sched_getscheduler(child.pid) == os.SCHED_IDLE
+    finally:
+        background.discard(child.pid)
+        child.kill()
+        await child.wait()
+    assert len(background) == 0
