@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fabstir_node.storage.index_update import read_job, update_index
+from fabstir_node.storage.index_update import read_job, update_effort, update_index
 
 
 def job(tmp_path, mapping, added):
@@ -45,3 +45,12 @@ def test_the_update_removes_renames_and_adds():
     assert len(index) == 42
     assert int(index.search(old[10], 1).keys[0]) == 0  # old row 10 is new row 0
     assert int(index.search(added[1], 1).keys[0]) == 41
+
+
+def test_an_update_adds_with_part_of_the_graphs_build_effort():
+    # the default build (160) adds at 96; never under 96 unless the build itself was, never over it
+    assert update_effort(160) == 96
+    assert update_effort(128) == 96
+    assert update_effort(400) == 240
+    assert update_effort(64) == 64
+    assert update_effort(0) == 1
