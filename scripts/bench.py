@@ -391,6 +391,18 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
             result["update_ms"] = updated.get("ms")
             result["update_stages_ms"] = {k: v for k, v in updated.items() if k.endswith("_ms")}
             result["update_process"] = updated.get("process")
+            # the same searches on the new version's own graph (its update adds rows with less effort than
+            # a build: engine work the recall target must survive)
+            hits, server_ms = 0, []
+            paths_before = await daemon.answered_by()
+            for j, q in enumerate(qs):
+                _, found = await timed_search(client, q, server_ms)
+                hits += len({new_ids[r] for r in truth[j]} & set(found))
+            result["own_graph"] = {
+                "recall_at_10": round(hits / (10 * len(qs)), 4),
+                "server_search": percentiles([ms / 1000 for ms in server_ms]),
+                "answered_by": answers_between(paths_before, await daemon.answered_by()),
+            }
     return result
 
 
@@ -597,6 +609,11 @@ def table(results: dict[str, Any]) -> str:
                      f"{fmt(living.get('own_graph_s'))} s, graph update CPU "
                      f"{fmt((living.get('update_process') or {}).get('update_cpu_s'))} s (target ≤ 1 s; "
                      f"the update process in all {fmt((living.get('update_process') or {}).get('cpu_s'))} s)")
+        own = living.get("own_graph")
+        if own:
+            extra.append(f"  the same searches on its own graph: recall@10 {own['recall_at_10']}, server time p50/p99 "
+                         f"{own['server_search']['p50_ms']} / {own['server_search']['p99_ms']} ms (graph / declined → "
+                         f"exact / exact: {paths_text(own.get('answered_by') or {}, ' / ')}; target ≥ 0.99)")
     restart = results.get("restart")
     if restart:
         extra.append(f"after a restart (disk cache): session_init → loading_complete {restart['load_s']} s, "
