@@ -339,17 +339,32 @@ class IvfIndex(RescoredIndex):
 
     def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
         """The ``nprobe`` lists whose centroids are nearest to ``query``, in list order."""
-        centroids = self._lists.centroids
-        if nprobe >= len(centroids):
-            return np.arange(len(centroids))
-        query32 = np.ascontiguousarray(query, np.float32)[None]
-        scores = np.asarray(numkong.dots_packed(query32, self._packed_centroids)).reshape(-1)
-        return np.sort(np.argpartition(-scores, nprobe - 1)[:nprobe])
+        return self.probe_many(np.asarray(query, np.float32)[None], nprobe)[0]
+
+    def probe_many(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
+        """:meth:`probe` of each row of ``queries`` (B x d): B x ``nprobe`` lists, each row in list order.
+
+        One pass over the centroids for every query of a batch (2,000 x 384 float32 at 1M: 3 MB, which
+        16 queries probing one by one read 16 times).
+        """
+        lists = len(self._lists.centroids)
+        if nprobe >= lists:
+            return np.tile(np.arange(lists), (len(queries), 1))
+        scores = np.asarray(numkong.dots_packed(np.ascontiguousarray(queries, np.float32), self._packed_centroids))
+        return np.sort(np.argpartition(-scores.reshape(len(queries), lists), nprobe - 1, axis=1)[:, :nprobe], axis=1)
+
+    def candidates_batch(self, queries: np.ndarray, count: int) -> list[np.ndarray]:
+        """:meth:`candidates` of each row of ``queries``, their lists probed together (:meth:`probe_many`)."""
+        probed = self.probe_many(queries, self.expansion_search)
+        return [self._listed(query, count, lists) for query, lists in zip(queries, probed)]
 
     def candidates(self, query: np.ndarray, count: int, *, wide: bool = False) -> np.ndarray:
-        ivf = self._lists
         nprobe = self.expansion_search * (WIDE_FACTOR if wide else 1)
-        probed = self.probe(query, nprobe)
+        return self._listed(query, count, self.probe(query, nprobe))
+
+    def _listed(self, query: np.ndarray, count: int, probed: np.ndarray) -> np.ndarray:
+        """The ``count`` best rows of the lists ``probed`` by their codes' scores with ``query``."""
+        ivf = self._lists
         starts, stops = ivf.bounds[probed], ivf.bounds[probed + 1]
         packed = packed_query(query)
         parts, positions = [], []

@@ -118,6 +118,21 @@ def test_measured_lists_answer_like_exact_search_near_and_far(tmp_path):
     assert paths[: len(near)].count("graph") >= 0.9 * len(near)  # near queries answered by the lists
 
 
+def test_a_batch_probes_its_lists_together_and_answers_as_one_by_one(tmp_path):
+    matrix, vectors = make_matrix(3000, 32)
+    index = ivf.IvfIndex(written(tmp_path / "index.ivf", matrix.vectors), matrix.vectors, nprobe=3)
+    qs = np.concatenate([queries(vectors, 12), far_queries(4, 32)])
+    probed = index.probe_many(qs, 3)
+    assert probed.shape == (16, 3)
+    for q, lists in zip(qs, probed):
+        assert np.array_equal(lists, index.probe(q, 3)) and np.all(np.diff(lists) > 0)
+        scores = as_float32(index.lists.centroids) @ q
+        assert set(lists.tolist()) == set(np.argsort(-scores)[:3].tolist())
+    for one, batched in zip((index.candidates(q, 20) for q in qs), index.candidates_batch(qs, 20)):
+        assert np.array_equal(np.sort(one), np.sort(batched))
+    assert index.probe_many(qs[:2], 10_000).shape == (2, index.lists.lists)  # more than there are: all
+
+
 def test_scan_finds_the_exact_top_rows_among_its_candidates(tmp_path):
     matrix, vectors = make_matrix(3000, 32)
     index = ivf.IvfIndex(written(tmp_path / "index.ivf", matrix.vectors), matrix.vectors)
