@@ -339,7 +339,8 @@ class IvfIndex(RescoredIndex):
 
     def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
         """The ``nprobe`` lists whose centroids are nearest to ``query``, in list order."""
-        return self.probe_many(np.asarray(query, np.float32)[None], nprobe)[0]
+        lists: np.ndarray = self.probe_many(np.asarray(query, np.float32)[None], nprobe)[0]
+        return lists
 
     def probe_many(self, queries: np.ndarray, nprobe: int) -> np.ndarray:
         """:meth:`probe` of each row of ``queries`` (B x d): B x ``nprobe`` lists, each row in list order.
