@@ -411,6 +411,7 @@ async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, client
     """``clients`` connections on ``path`` (loaded, graph ready) searching in a closed loop."""
     qs = near_queries(vectors, 2000, seed=77)
     times: list[float] = []
+    server: list[float] = []  # the daemon's own time for each (searchTimeMs: from the request to its answer)
     errors: list[Any] = []
     window: dict[str, float] = {}
     ready = trio.Event()
@@ -433,6 +434,7 @@ async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, client
                 errors.append(reply)
             elif window["start"] <= started:
                 times.append(done - started)
+                server.append(float(reply["searchTimeMs"]) / 1000)
 
     async with trio.open_nursery() as nursery:
         async def connect_and_run(c: int) -> None:
@@ -451,6 +453,7 @@ async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, client
     result = {"clients": clients, "seconds": seconds, "searches": len(times),
               "searches_per_s": round(len(times) / seconds, 1), "errors": len(errors)}
     result.update(percentiles(times))
+    result["server"] = percentiles(server)
     return result
 
 

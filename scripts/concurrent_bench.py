@@ -75,8 +75,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         [spy, "record", "--native", "--format", "raw", "--rate", "200",
                          "-p", str(daemon.process.pid), "-d", seconds, "-o", args.profile])
                 for _ in range(args.runs):
+                    before = await daemon.answered_by()
                     out = await bench.concurrent_clients(url, path, vectors, clients=args.clients,
                                                         seconds=args.seconds)
+                    # every search the daemon answered meanwhile (warm-up included): by the index or not
+                    out["answered_by"] = bench.answers_between(before, await daemon.answered_by())
                     print(out, flush=True)
                 if profiler is not None:
                     await profiler.wait()
