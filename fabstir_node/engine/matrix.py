@@ -193,6 +193,13 @@ def unit_vector(vector: np.ndarray) -> np.ndarray | None:
 # --- compact metadata ---------------------------------------------------------------
 
 
+def _take(items: Sequence[Any], rows: list[int]) -> list[Any]:
+    """``items[row]`` for each of ``rows``: in one lookup where the sequence has one (packed ids and
+    metadata: ``PackedBlobs.take``)."""
+    take = getattr(items, "take", None)
+    return take(rows) if take is not None else [items[row] for row in rows]
+
+
 def _decode_metadata(blob: bytes) -> dict[str, Any]:
     if not blob:
         return {}
@@ -642,8 +649,9 @@ class VectorMatrix:
         if minimum is not None:
             keep = int(np.count_nonzero(scores >= minimum))  # scores are sorted: a prefix passes
             found, scores = found[:keep], scores[:keep]
+        rows = found.tolist()
         hits = [
-            Hit(self._ids[row], score, _decode_metadata(self._metadata[row]))
-            for row, score in zip(found.tolist(), scores.tolist())
+            Hit(ident, score, _decode_metadata(blob))
+            for ident, score, blob in zip(_take(self._ids, rows), scores.tolist(), _take(self._metadata, rows))
         ]
         return SearchResult(hits, len(self), path)

@@ -68,6 +68,18 @@ class PackedBlobs(Sequence[bytes]):
         i %= len(self)
         return bytes(self._buffer[int(self._offsets[i]) : int(self._offsets[i + 1])])
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
+        """The items at ``rows`` (non-negative, in range), in that order: one offsets lookup for all of
+        them, so a search's hits cost a slice each (a ``pread`` when the buffer is on disk)."""
+        at = np.asarray(rows, np.int64)
+        if len(at) and (int(at.min()) < 0 or int(at.max()) >= len(self)):
+            raise IndexError("row out of range")
+        buf, starts, ends = self._buffer, self._offsets[at].tolist(), self._offsets[at + 1].tolist()
+        read_at = getattr(buf, "read_at", None)  # a file (storage/disk_cache.FileBuffer): a pread each
+        if read_at is not None:
+            return [read_at(a, b - a) for a, b in zip(starts, ends)]
+        return [bytes(buf[a:b]) for a, b in zip(starts, ends)]
+
     def __iter__(self) -> Iterator[bytes]:
         buf, bounds = self.joined(), self._offsets.tolist()  # on disk: one read, not one per item
         return (buf[a:b] for a, b in zip(bounds, bounds[1:]))
@@ -116,6 +128,10 @@ class PackedStrings(Sequence[str]):
 
     def __getitem__(self, i: int) -> str:  # type: ignore[override]
         return bytes(self._blobs[i]).decode()
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> list[str]:
+        """The strings at ``rows``, in that order (:meth:`PackedBlobs.take`)."""
+        return [b.decode() for b in self._blobs.take(rows)]
 
     def __iter__(self) -> Iterator[str]:
         return (bytes(b).decode() for b in self._blobs)

@@ -1,10 +1,11 @@
-"""Packed ids: finding a repeated id among many by their hashes."""
+"""Packed ids: finding a repeated id among many by their hashes; items looked up many at once."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from fabstir_node.engine.packed import PackedStrings, has_repeats, id_hashes
+from fabstir_node.engine.packed import PackedBlobs, PackedStrings, has_repeats, id_hashes
 
 
 def _parts(ids: list[str], size: int) -> tuple[PackedStrings, list[np.ndarray]]:
@@ -42,3 +43,21 @@ def test_a_hash_collision_is_not_a_repeat():
 def test_a_part_without_hashes_falls_back_to_comparing_ids():
     ids, hashes = _parts(["x", "y", "x"], 2)
     assert has_repeats(ids, [hashes[0], None])
+
+
+def test_take_returns_the_items_at_rows_in_memory_and_from_a_file(tmp_path):
+    from fabstir_node.storage.disk_cache import FileBuffer
+
+    words = ["alpha", "", "γάμμα", "delta-delta", "e"]
+    strings = PackedStrings(words)
+    rows = [4, 0, 2, 2, 1]
+    assert strings.take(rows) == [words[r] for r in rows]
+    assert strings.take(np.array(rows)) == [words[r] for r in rows] and strings.take([]) == []
+    blobs = strings.blobs
+    path = tmp_path / "items.bin"
+    path.write_bytes(blobs.joined())
+    on_disk = PackedBlobs.from_parts(FileBuffer(path), blobs.offsets)
+    assert on_disk.take(rows) == [blobs[r] for r in rows] == [w.encode() for w in (words[r] for r in rows)]
+    for bad in ([5], [-1]):
+        with pytest.raises(IndexError):
+            on_disk.take(bad)

@@ -247,6 +247,7 @@ def test_row_file_reads_the_saved_rows(tmp_path):
     pick = np.array([499, 0, 17, 17, 250], np.int64)
     got = rows(pick)
     assert got.dtype == np.float16 and np.array_equal(got, np.asarray(opened.vectors)[pick])
+    assert got.shape == (5, 12) and got.flags.writeable  # a new array the caller may change
     assert rows(np.empty(0, np.int64)).shape == (0, 12)
     for bad in (500, -1):
         with pytest.raises(IndexError):
