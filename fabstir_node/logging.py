@@ -89,6 +89,8 @@ class _HandlerWriter:
         try:
             handler.stream.write(message + "\n")
             handler.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stream (as the standard library's handler does): logging never fails a caller
         finally:
             handler.release()
 

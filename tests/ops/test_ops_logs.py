@@ -74,3 +74,10 @@ async def test_console_format_is_one_line_too(restore_logging):
     log.warning("shown", session_id="s9")
     assert stream.getvalue().count("\n") == 1
     assert "shown" in stream.getvalue() and "session_id=s9" in stream.getvalue()
+
+
+def test_a_closed_log_stream_never_fails_the_code_that_logs(restore_logging):
+    stream = io.StringIO()
+    configure("info", "json", stream=stream)
+    stream.close()
+    get_logger("tests.ops").info("into_the_void", session_id="s1")  # no exception
