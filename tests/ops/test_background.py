@@ -111,6 +111,11 @@ async def test_the_batcher_stops_a_real_process_while_the_halves_of_a_scan_run(m
 
         def first_notes_the_state(jobs):  # the first half notes the process's state while it runs
             def first():
+                # SIGSTOP is delivered asynchronously: a child running on the other core shows "R" for a
+                # moment after the signal (seen once in CI under load), so give it until 2 s to show "T"
+                deadline = time.monotonic() + 2.0
+                while state(child.pid) != "T" and time.monotonic() < deadline:
+                    time.sleep(0.001)
                 seen.append(state(child.pid))
                 return jobs[0]()
 
