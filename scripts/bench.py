@@ -372,16 +372,7 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
                          if at >= started and line.get("event") == "load_finished"), None)
         if finished is not None:
             result["load_breakdown_ms"] = {k: finished.get(k) for k in LOAD_BREAKDOWN}
-        times, hits, server_ms = [], 0, []
-        paths_before = await daemon.answered_by()
-        for j, q in enumerate(qs):
-            elapsed, found = await timed_search(client, q, server_ms)
-            times.append(elapsed)
-            hits += len({new_ids[r] for r in truth[j]} & set(found))
-        result["search"] = percentiles(times)
-        result["answered_by"] = answers_between(paths_before, await daemon.answered_by())
-        result["server_search"] = percentiles([ms / 1000 for ms in server_ms])  # the target's measure
-        result["recall_at_10"] = round(hits / (10 * len(qs)), 4)
+        result.update(await _search_series(daemon, client, qs, truth, new_ids))
         # the new version's own graph, made from the previous one in the background and swapped in
         own = await daemon.wait_for("lineage_index_updated", started, 120)
         updated = next((line for at, line in daemon.lines
@@ -393,17 +384,26 @@ async def _measure_new_version(daemon: Daemon, name: str, records: Any, queries:
             result["update_process"] = updated.get("process")
             # the same searches on the new version's own graph (its update adds rows with less effort than
             # a build: engine work the recall target must survive)
-            hits, server_ms = 0, []
-            paths_before = await daemon.answered_by()
-            for j, q in enumerate(qs):
-                _, found = await timed_search(client, q, server_ms)
-                hits += len({new_ids[r] for r in truth[j]} & set(found))
-            result["own_graph"] = {
-                "recall_at_10": round(hits / (10 * len(qs)), 4),
-                "server_search": percentiles([ms / 1000 for ms in server_ms]),
-                "answered_by": answers_between(paths_before, await daemon.answered_by()),
-            }
+            result["own_graph"] = await _search_series(daemon, client, qs, truth, new_ids)
     return result
+
+
+async def _search_series(daemon: Daemon, client: NodeClient, qs: np.ndarray, truth: list[set[int]],
+                         ids_of: list[str]) -> dict[str, Any]:
+    """One k=10 search per query: round trips, the daemon's own times (the targets' measure), which path
+    answered them, and recall@10 against ``truth``."""
+    times, hits, server_ms = [], 0, []
+    paths_before = await daemon.answered_by()
+    for j, q in enumerate(qs):
+        elapsed, found = await timed_search(client, q, server_ms)
+        times.append(elapsed)
+        hits += len({ids_of[r] for r in truth[j]} & set(found))
+    return {
+        "search": percentiles(times),
+        "answered_by": answers_between(paths_before, await daemon.answered_by()),
+        "server_search": percentiles([ms / 1000 for ms in server_ms]),
+        "recall_at_10": round(hits / (10 * len(qs)), 4),
+    }
 
 
 async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, clients: int = 16,

@@ -290,12 +290,12 @@ class VectorMatrix:
     #: next version of the database is compared with (``formats/records.py``).
     record_digests: np.ndarray | None = None
     _columns: dict[str, Column] = attrs.field(factory=dict, init=False)
+    _nbytes: int | None = attrs.field(default=None, init=False)
 
     @coarse.validator
     def _covers_every_row(self, attribute: Any, value: Int8Rows | None) -> None:
         if value is not None and len(value) != len(self._vectors):
             raise ValueError(f"an 8-bit copy of {len(value)} rows for a matrix of {len(self._vectors)}")
-    _nbytes: int | None = attrs.field(default=None, init=False)
 
     @classmethod
     def from_arrays(

@@ -442,7 +442,6 @@ class Updater:
             self._job.unlink(missing_ok=True)
             self.graph.unlink(missing_ok=True)
 
-
     def _unregister(self) -> None:
         self.background.discard(self.process.pid)  # continued first if a scan has it stopped
 

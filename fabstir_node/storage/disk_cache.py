@@ -398,7 +398,7 @@ class FileBuffer(_OpenFile):
         start, stop, step = key.indices(self._size)
         if step != 1:
             raise ValueError("FileBuffer slices have step 1")
-        return os.pread(self._fd, max(0, stop - start), start) if stop > start else b""
+        return self.read_at(start, stop - start)
 
     def read_at(self, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset`` (in range: the caller's offsets say so): one ``pread``, no slice."""
