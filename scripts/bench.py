@@ -394,6 +394,7 @@ async def _search_series(daemon: Daemon, client: NodeClient, qs: np.ndarray, tru
     answered them, and recall@10 against ``truth``."""
     times, hits, server_ms = [], 0, []
     paths_before = await daemon.answered_by()
+    first_line = len(daemon.lines)
     for j, q in enumerate(qs):
         elapsed, found = await timed_search(client, q, server_ms)
         times.append(elapsed)
@@ -402,8 +403,37 @@ async def _search_series(daemon: Daemon, client: NodeClient, qs: np.ndarray, tru
         "search": percentiles(times),
         "answered_by": answers_between(paths_before, await daemon.answered_by()),
         "server_search": percentiles([ms / 1000 for ms in server_ms]),
+        "server_by_path": await _server_by_path(daemon, first_line, server_ms),
         "recall_at_10": round(hits / (10 * len(qs)), 4),
     }
+
+
+async def _server_by_path(daemon: Daemon, first_line: int, server_ms: list[float]) -> dict[str, Any]:
+    """The series' server times split by the path that answered each search (the ``path`` of the daemon's
+    ``request`` log lines, in the order the one client sent them); {} if the lines do not pair up."""
+    with trio.move_on_after(5):
+        while True:  # the last search's line may still be on its way
+            searches = [line for _, line in daemon.lines[first_line:]
+                        if line.get("event") == "request" and line.get("type") == "SearchVectors"]
+            if len(searches) >= len(server_ms):
+                break
+            await trio.sleep(0.05)
+    if len(searches) != len(server_ms):
+        return {}
+    by_path: dict[str, list[float]] = {}
+    for line, ms in zip(searches, server_ms):
+        by_path.setdefault(str(line.get("path", "?")), []).append(ms / 1000)
+    return {path: {**percentiles(times), "max_ms": round(max(times) * 1000, 2)}
+            for path, times in sorted(by_path.items())}
+
+
+def by_path_text(by_path: dict[str, Any]) -> str:
+    """"graph p50/p99 … ms (n), declined p50/max … ms (n)" for a series' ``server_by_path``."""
+    parts = []
+    for path, stats in by_path.items():
+        tail = f"p99 {stats['p99_ms']}" if path == "graph" else f"max {stats.get('max_ms')}"
+        parts.append(f"{path} p50 {stats['p50_ms']} / {tail} ms ({int(stats['count'])})")
+    return ", ".join(parts) or "—"
 
 
 async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, clients: int = 16,
@@ -607,7 +637,8 @@ def table(results: dict[str, Any]) -> str:
                      f"{living['search']['p99_ms']} ms (server time "
                      f"{(living.get('server_search') or {}).get('p50_ms')} / "
                      f"{(living.get('server_search') or {}).get('p99_ms')} ms; graph / declined → exact / exact: "
-                     f"{paths_text(living.get('answered_by') or {}, ' / ')}), recall@10 {living['recall_at_10']} "
+                     f"{paths_text(living.get('answered_by') or {}, ' / ')}; by path: "
+                     f"{by_path_text(living.get('server_by_path') or {})}), recall@10 {living['recall_at_10']} "
                      "(targets 100K: ≤ 1.5 s, from the first search, ≥ 0.99); its own graph "
                      f"{fmt(living.get('own_graph_s'))} s, graph update CPU "
                      f"{fmt((living.get('update_process') or {}).get('update_cpu_s'))} s (target ≤ 1 s; "
@@ -616,7 +647,8 @@ def table(results: dict[str, Any]) -> str:
         if own:
             extra.append(f"  the same searches on its own graph: recall@10 {own['recall_at_10']}, server time p50/p99 "
                          f"{own['server_search']['p50_ms']} / {own['server_search']['p99_ms']} ms (graph / declined → "
-                         f"exact / exact: {paths_text(own.get('answered_by') or {}, ' / ')}; target ≥ 0.99)")
+                         f"exact / exact: {paths_text(own.get('answered_by') or {}, ' / ')}; by path: "
+                         f"{by_path_text(own.get('server_by_path') or {})}; target ≥ 0.99)")
     restart = results.get("restart")
     if restart:
         extra.append(f"after a restart (disk cache): session_init → loading_complete {restart['load_s']} s, "

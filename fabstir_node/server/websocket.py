@@ -241,12 +241,14 @@ class WebSocketService:
             reply = m.error_reply(error, decoded.echo)
             kind = type(decoded).__name__
         else:
+            service.search_path = None
             reply = await service.handle(decoded)
             kind = type(decoded).__name__
         outcome = reply.get("code", "ok") if reply.get("type") == "error" else "ok"
         echo = decoded.echo
         duration = time.perf_counter() - started
         self.node.on_request(kind, outcome, duration)
+        path = {"path": service.search_path} if kind == "SearchVectors" and service.search_path else {}
         log.info(
             "request",
             type=kind,
@@ -254,5 +256,6 @@ class WebSocketService:
             request_id=echo.request_id if echo.request_id is not None else echo.id,
             outcome=outcome,
             duration_ms=round(duration * 1000, 3),
+            **path,  # which path answered a search: graph, declined (to the exact path), exact, ...
         )
         return reply

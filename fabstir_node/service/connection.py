@@ -51,6 +51,9 @@ class ConnectionService:
         self._send = send
         self._sessions: dict[str, Session] = {}
         self.current: Session | None = None
+        #: Which path answered this connection's last search ("graph", "declined", "exact", ...), for
+        #: its ``request`` log line; the server clears it before each request.
+        self.search_path: str | None = None
 
     # --- the one place errors become replies -----------------------------------
 
@@ -256,7 +259,8 @@ class ConnectionService:
         else:
             result = work()
         elapsed_ms = (time.perf_counter() - started) * 1000
-        self.node.observe_search(elapsed_ms / 1000, getattr(result, "path", "exact"))
+        self.search_path = getattr(result, "path", "exact")
+        self.node.observe_search(elapsed_ms / 1000, self.search_path)
         return m.search_reply(
             results=[{"id": hit.id, "score": hit.score, "metadata": hit.metadata} for hit in result.hits],
             total_vectors=result.total, search_time_ms=elapsed_ms, echo=request.echo,

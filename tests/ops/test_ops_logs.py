@@ -50,6 +50,8 @@ async def test_every_event_is_one_json_line_with_context(ops_node, tmp_path, res
     search = next(line for line in by_event["request"] if line["type"] == "SearchVectors")
     assert search["session_id"] == "s1" and search["request_id"] == "q-42" and search["outcome"] == "ok"
     assert isinstance(search["duration_ms"], float) and "conn_id" in search
+    assert search["path"] in {"exact", "graph", "declined"}  # which path answered it
+    assert all("path" not in line for line in by_event["request"] if line["type"] != "SearchVectors")
 
     (finished,) = by_event["load_finished"]
     assert finished["outcome"] == "success" and finished["session_id"] == "s1"
