@@ -86,8 +86,20 @@ def test_a_process_forgotten_during_a_pause_is_continued_and_a_gone_one_is_skipp
     assert sent == [(4, signal.SIGSTOP), (4, signal.SIGCONT)]  # not continued twice
 
 
+def wait_for_stop(pid: int) -> str:
+    """The process's state once it shows "T", or after 2 s.  SIGSTOP is delivered asynchronously: a
+    child running on the other core shows "R" for a moment after the signal (seen once in CI under load)."""
+    deadline = time.monotonic() + 2.0
+    while state(pid) != "T" and time.monotonic() < deadline:
+        time.sleep(0.001)
+    return state(pid)
+
+
 @linux_only
-async def test_the_batcher_stops_a_real_process_while_the_halves_of_a_scan_run(monkeypatch):
+@pytest.mark.parametrize("cores", [2, 1])
+async def test_the_batcher_stops_a_real_process_while_a_batch_runs(monkeypatch, cores):
+    """With two cores the scan's halves run at once, with one one after the other: either way the
+    background process stands still for the whole batch, and runs again after it."""
     monkeypatch.setattr(quantized, "SPLIT_ROWS", 1000)
     rows = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
@@ -103,36 +115,53 @@ async def test_the_batcher_stops_a_real_process_while_the_halves_of_a_scan_run(m
                 return 4000
 
             def search(self, query, k, threshold=None):
-                seen.append(state(child.pid))  # before the scan: running (or sleeping)
+                seen.append(wait_for_stop(child.pid))  # before the scan: stopped already
                 found = coarse.candidates(np.asarray(query, np.float32), k)
+                seen.append(state(child.pid))  # after it: still stopped
                 return found
 
         real = quantized.run_parallel
 
-        def first_notes_the_state(jobs):  # the first half notes the process's state while it runs
+        def pieces_note_the_state(jobs):  # the first piece notes the process's state while it runs
             def first():
-                # SIGSTOP is delivered asynchronously: a child running on the other core shows "R" for a
-                # moment after the signal (seen once in CI under load), so give it until 2 s to show "T"
-                deadline = time.monotonic() + 2.0
-                while state(child.pid) != "T" and time.monotonic() < deadline:
-                    time.sleep(0.001)
                 seen.append(state(child.pid))
                 return jobs[0]()
 
             return real([first, *jobs[1:]])
 
-        monkeypatch.setattr(quantized, "run_parallel", first_notes_the_state)
-        batcher = SearchBatcher(trio.CapacityLimiter(2), background=background)
+        monkeypatch.setattr(quantized, "run_parallel", pieces_note_the_state)
+        assert state(child.pid) in "RS"
+        batcher = SearchBatcher(trio.CapacityLimiter(cores), background=background)
         await batcher.search(Source(), rows[0].tolist(), 10)
-        assert seen[0] in "RS" and seen[1] == "T"
+        assert seen == ["T", "T", "T"]
         with trio.move_on_after(5):
             while state(child.pid) == "T":
                 await trio.sleep(0.01)
-        assert state(child.pid) in "RS"  # continued once the scan was done
-        assert background.paused_count == 1
+        assert state(child.pid) in "RS"  # continued once the batch was done
+        assert background.paused_count == 1  # one pause for the batch, shared by the scan's pieces
     finally:
         child.kill()
         await child.wait()
+
+
+def test_a_pause_reaching_back_past_the_window_counts_only_its_part():
+    clock = Clock()
+    background = Background(max_share=0.5, window=2.0, clock=clock, kill=lambda pid, signo: None)
+    background.add(5)
+    with background.paused():
+        clock.now += 1.5  # 100.0 - 101.5
+    clock.now += 1.2  # 102.7: the window starts at 100.7, so 0.8 s of that pause is in it (40 %)
+    with background.paused() as stopped:
+        assert stopped
+        clock.now += 0.1
+    assert background.skipped_count == 0
+    for _ in range(400):  # many short pauses, to 103.2: the share stays exact (a running total, not a re-sum)
+        with background.paused():
+            clock.now += 0.0005
+        clock.now += 0.0005
+    # the window (101.2 - 103.2) holds 0.3 s of the first pause, 0.1 s and 0.2 s of short ones: 30 %
+    assert background._share(clock.now) == pytest.approx(0.3, abs=1e-6)
+    assert background.skipped_count == 0
 
 
 @linux_only
