@@ -16,10 +16,10 @@ Nor graph walks: a new 100K version's first searches, on the previous graph besi
 making the new one, had their graph answers at server-time p99 3.8-4.8 ms, 1.6-2.7 ms with the process
 stopped for each batch (``batcher.py`` has the runs).
 
-So :class:`Background` stops the processes registered with it (``SIGSTOP``) while a batch of searches
-on a large database runs (the batcher, ``batcher.py``, whose scans also split across both cores) and
-continues them (``SIGCONT``) right after.  A process never stays stopped longer than the batch: the
-stop and the continue are one context, on the event loop's thread.  So that background work
+So :class:`Background` stops the processes registered with it (``SIGSTOP``) while a light load's
+batch of searches on a large database runs, and while a scan of a whole database runs on both cores
+(``batcher.py``), and continues them (``SIGCONT``) right after.  A process never stays stopped longer
+than the batch: the stop and the continue are one context, on the event loop's thread.  So that background work
 still gets on when searches never stop, a pause is skipped once the processes have stood still for
 :data:`MAX_SHARE` of the last :data:`WINDOW` seconds.  A process stopped when the daemon dies is
 ended by the kernel (each runs in a process group of its own: ``priority.background_spawn``).

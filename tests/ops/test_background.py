@@ -206,3 +206,35 @@ async def test_spawn_starts_a_registered_idle_process_in_a_group_of_its_own():
         child.kill()
         await child.wait()
     assert len(background) == 0
+
+
+async def test_a_busy_nodes_larger_batch_leaves_the_background_its_time():
+    """A batch of more than PAUSE_BATCH walks (no whole-database scan) stops nothing; one of one does."""
+    from trio.testing import wait_all_tasks_blocked
+
+    from fabstir_node.service.batcher import PAUSE_BATCH
+
+    sent: list[tuple[int, int]] = []
+    background = Background(kill=lambda pid, signo: sent.append((pid, signo)))
+    background.add(11)
+
+    class Source:
+        def __len__(self) -> int:
+            return 50_000
+
+        def search(self, query, k, threshold=None):
+            return [0]
+
+    limiter = trio.CapacityLimiter(1)
+    batcher = SearchBatcher(limiter, background=background)
+    await batcher.search(Source(), [1.0, 0.0], 1)  # alone: a batch of one
+    assert background.paused_count == 1 and [signo for _, signo in sent] == [signal.SIGSTOP, signal.SIGCONT]
+    source = Source()
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire()  # the searches queue behind this token and join one batch
+        for _ in range(PAUSE_BATCH + 1):
+            nursery.start_soon(batcher.search, source, [1.0, 0.0], 1)
+        await wait_all_tasks_blocked()
+        limiter.release()
+    assert batcher.batches == 2 and batcher.searches == PAUSE_BATCH + 2
+    assert background.paused_count == 1  # the larger batch did not stop the process
