@@ -16,10 +16,14 @@ Nor graph walks: a new 100K version's first searches, on the previous graph besi
 making the new one, had their graph answers at server-time p99 3.8-4.8 ms, 1.6-2.7 ms with the process
 stopped for each batch (``batcher.py`` has the runs).
 
-So :class:`Background` stops the processes registered with it (``SIGSTOP``) while a light load's
-batch of searches on a large database runs, and while a scan of a whole database runs on both cores
-(``batcher.py``), and continues them (``SIGCONT``) right after.  A process never stays stopped longer
-than the batch: the stop and the continue are one context, on the event loop's thread.  So that background work
+So :class:`Background` stops the processes registered with it (``SIGSTOP``) while a scan of a whole
+database runs on both cores, and the short ones (graph updates) also while a light load's batch of
+searches on a large database runs (``batcher.py``), and continues them (``SIGCONT``) right after.  An
+index build is long, and under a steady stream of searches the idle class already gives it little: one
+client searching a 100K database in a closed loop put its graph 52 s after the load instead of 8 s,
+and stopping the builder for every light batch too made that 61 s (76 s against 46 s with four clients;
+22:12 UTC), so builds stand still for scans only.  A process never stays stopped longer than the batch:
+the stop and the continue are one context, on the event loop's thread.  So that background work
 still gets on when searches never stop, a pause is skipped once the processes have stood still for
 :data:`MAX_SHARE` of the last :data:`WINDOW` seconds.  A process stopped when the daemon dies is
 ended by the kernel (each runs in a process group of its own: ``priority.background_spawn``).
@@ -61,7 +65,7 @@ class Background:
         self._pids: set[int] = set()
         self._max_share, self._window = max_share, window
         self._clock, self._kill = clock, kill
-        self._depth = 0
+        self._short: set[int] = set()
         self._stopped: list[int] = []
         self._since = 0.0
         #: ``(start, end)`` of recent pauses, oldest first.
@@ -71,23 +75,28 @@ class Background:
         self.paused_count = 0
         self.skipped_count = 0
 
-    async def spawn(self, command: list[str], **options: Any) -> trio.Process:
+    async def spawn(self, command: list[str], *, short: bool = False, **options: Any) -> trio.Process:
         """Start a background process: in a process group of its own with numpy's BLAS on one thread
         (``priority.background_spawn``), under ``SCHED_IDLE`` before it has imported anything, and
-        registered here.  ``options`` go to ``trio.lowlevel.open_process`` (its pipes).  The caller
-        forgets it (:meth:`discard`) once it has ended, or before killing it."""
+        registered here (``short``: see :meth:`add`).  ``options`` go to ``trio.lowlevel.open_process``
+        (its pipes).  The caller forgets it (:meth:`discard`) once it has ended, or before killing it."""
         process = await trio.lowlevel.open_process(command, **options, **background_spawn())
         idle_process(process.pid)
-        self.add(process.pid)
+        self.add(process.pid, short=short)
         return process
 
-    def add(self, pid: int) -> None:
-        """Register a running background process."""
+    def add(self, pid: int, *, short: bool = False) -> None:
+        """Register a running background process.  A *short* one (a graph update: a second or two of
+        CPU) also stands still for a light load's searches (``paused(short_only=True)``); a long one (an
+        index build) only for scans of a whole database, so searches never stop keep it from its graph."""
         self._pids.add(pid)
+        if short:
+            self._short.add(pid)
 
     def discard(self, pid: int) -> None:
         """Forget a process (it ended, or is about to be killed); continued first if a pause stopped it."""
         self._pids.discard(pid)
+        self._short.discard(pid)
         if pid in self._stopped:
             self._stopped.remove(pid)
             self._signal(pid, signal.SIGCONT)
@@ -106,29 +115,36 @@ class Background:
         return max(0.0, self._still - before) / self._window
 
     @contextlib.contextmanager
-    def paused(self) -> Iterator[bool]:
-        """Stop the registered processes for the body (nested bodies share one pause); yields whether
-        they were stopped (False: none registered, or they stood still long enough lately)."""
-        if self._depth == 0 and self._pids and _CAN_STOP:
+    def paused(self, *, short_only: bool = False) -> Iterator[bool]:
+        """Stop the registered processes (only the short ones if ``short_only``) for the body; yields
+        whether any stand still (False: none registered, or they stood still long enough lately).  A
+        nested pause stops what the one around it left running, and continues just that at its end; the
+        time counted against :data:`MAX_SHARE` runs from the first stop to the last continue."""
+        wanted = [pid for pid in sorted(self._pids)
+                  if pid not in self._stopped and (not short_only or pid in self._short)]
+        newly: list[int] = []
+        if wanted and _CAN_STOP:
             now = self._clock()
-            if self._share(now) < self._max_share:
-                self._since = now
-                self._stopped = [pid for pid in sorted(self._pids) if self._signal(pid, signal.SIGSTOP)]
-                self.paused_count += 1
+            if self._stopped or self._share(now) < self._max_share:  # already in a pause: extend it
+                if not self._stopped:
+                    self._since = now
+                    self.paused_count += 1
+                newly = [pid for pid in wanted if self._signal(pid, signal.SIGSTOP)]
+                self._stopped.extend(newly)
             else:
                 self.skipped_count += 1
-        self._depth += 1
         try:
             yield bool(self._stopped)
         finally:
-            self._depth -= 1
-            if self._depth == 0 and self._stopped:
-                stopped, self._stopped = self._stopped, []
-                for pid in stopped:
-                    self._signal(pid, signal.SIGCONT)
-                end = self._clock()
-                self._pauses.append((self._since, end))
-                self._still += end - self._since
+            if newly:
+                for pid in newly:
+                    if pid in self._stopped:  # (not forgotten meanwhile)
+                        self._stopped.remove(pid)
+                        self._signal(pid, signal.SIGCONT)
+                if not self._stopped:
+                    end = self._clock()
+                    self._pauses.append((self._since, end))
+                    self._still += end - self._since
 
     def _signal(self, pid: int, signo: int) -> bool:
         try:

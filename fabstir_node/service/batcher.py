@@ -16,15 +16,16 @@ runs (its client went away), the next member takes over.
 With no contention a batch holds one search, and the path is what it was: a
 token, a thread hop, one search.
 
-The daemon's background processes (index builder, graph update: ``background.py``) stand still
-while a batch of at most :data:`PAUSE_BATCH` searches runs (a light load, where a client waits on
-each search), and while any search scans a whole database, within that module's share of time; a
-busy node's larger batches leave them their idle time.  A new 100K version's first searches (on the
-previous graph, beside the update process making the new one), in three alternating pairs of
-``scripts/bench`` runs without and with this: the graph's answers at server-time p99 3.77 / 4.76 /
-4.29 ms → 2.12 / 1.64 / 2.73 ms, all 500 searches' p99 5.95 / 5.26 / 5.30 → 4.17 / 4.49 / 6.32 ms,
-the searches before a cold 100K graph p99 8.8 / 9.1 / 9.1 → 8.3 / 7.1 / 8.2 ms; the new version's own
-graph came 0.3-0.7 s later (2026-12-06 21:50 UTC, 2 vCPU Xeon).
+The daemon's background processes (``background.py``) stand still while any search scans a whole
+database, and the short ones (a new version's graph update) also while a batch of at most
+:data:`PAUSE_BATCH` searches runs (a light load, where a client waits on each search), within that
+module's share of time; a busy node's larger batches leave them their idle time, and an index build
+is stopped for scans only (its graph is what every search on that database waits for).  A new 100K
+version's first searches (on the previous graph, beside the update process making the new one), in
+seven alternating pairs of ``scripts/bench`` runs without and with the light-load pause: the graph's
+answers at server-time p99 1.6-4.8 ms -> 1.6-2.7 ms, all 500 searches' p99 4.4-6.0 -> 3.6-4.6 ms in
+six of the seven; the new version's own graph came 0.3-0.9 s later (2026-12-06 21:50-22:00 UTC,
+2 vCPU Xeon).
 
 A search may also split its own work (the 8-bit scan of a large database before its index is ready:
 ``engine/parallel.py``): the batch's thread is lent a runner that, when another CPU token is free
@@ -122,9 +123,10 @@ class SearchBatcher:
             self._close(source, batch)
             try:
                 runner = _SpareCores(self._limiter, self._threads, self._background)
-                # a light load's batch: background processes stand still while it runs (background.py)
+                # a light load's batch: short background work stands still while it runs (background.py)
                 pause = self._background is not None and len(batch.requests) <= PAUSE_BATCH
-                with self._background.paused() if pause and self._background else contextlib.nullcontext():
+                with (self._background.paused(short_only=True) if pause and self._background
+                      else contextlib.nullcontext()):
                     await trio.to_thread.run_sync(_run, source, batch.requests, runner, limiter=self._threads)
             finally:
                 self.batches += 1
@@ -189,8 +191,8 @@ class _SpareCores:
                     borrowed.append(borrower)
             except trio.WouldBlock:
                 return None  # no core to spare: the search runs the pieces itself
-            # the pieces scan a whole database: background processes stand still meanwhile (background.py;
-            # within a light load's batch, its pause goes on)
+            # the pieces scan a whole database: every background process stands still meanwhile
+            # (background.py; within a light load's batch, this extends its pause)
             with self._background.paused() if self._background is not None else contextlib.nullcontext():
                 async with trio.open_nursery() as nursery:
                     for i, job in enumerate(jobs):

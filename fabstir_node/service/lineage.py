@@ -386,9 +386,10 @@ class Updater:
             "--base-key", previous, "--out", str(graph), "--threads", str(indexer.build_threads),
             "--nice", "10", "--idle",  # background work: sessions search on the previous graph meanwhile
         ]
-        # at idle priority from its start (its start-up yields to the load too), paused by whole scans
+        # at idle priority from its start (its start-up yields to the load too); short work, so it stands
+        # still for a light load's searches as well as for whole scans (background.py)
         process = await indexer.background.spawn(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            command, short=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
         return cls(process, previous, graph, job, indexer.background)
 

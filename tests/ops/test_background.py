@@ -97,51 +97,83 @@ def wait_for_stop(pid: int) -> str:
 
 @linux_only
 @pytest.mark.parametrize("cores", [2, 1])
-async def test_the_batcher_stops_a_real_process_while_a_batch_runs(monkeypatch, cores):
-    """With two cores the scan's halves run at once, with one one after the other: either way the
-    background process stands still for the whole batch, and runs again after it."""
+async def test_the_batcher_stops_a_short_process_for_a_light_batch_and_a_build_for_scans_only(monkeypatch, cores):
+    """A graph update (short) stands still for the whole of a light load's batch; an index build only
+    while the scan's halves run at once (with one core they run one after the other: no stop)."""
     monkeypatch.setattr(quantized, "SPLIT_ROWS", 1000)
     rows = np.random.default_rng(0).standard_normal((4000, 16)).astype(np.float32)
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     coarse = Int8Rows.from_rows(rows)
-    child = await trio.lowlevel.open_process([sys.executable, "-c", "import time; time.sleep(60)"])
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    update = await trio.lowlevel.open_process(sleeper)
+    build = await trio.lowlevel.open_process(sleeper)
     try:
         background = Background()
-        background.add(child.pid)
-        seen: list[str] = []
+        background.add(update.pid, short=True)
+        background.add(build.pid)
+        seen: list[tuple[str, str]] = []
 
         class Source:
             def __len__(self) -> int:
                 return 4000
 
             def search(self, query, k, threshold=None):
-                seen.append(wait_for_stop(child.pid))  # before the scan: stopped already
+                seen.append((wait_for_stop(update.pid), state(build.pid)))  # before the scan
                 found = coarse.candidates(np.asarray(query, np.float32), k)
-                seen.append(state(child.pid))  # after it: still stopped
+                seen.append((state(update.pid), state(build.pid)))  # after it
                 return found
 
         real = quantized.run_parallel
 
-        def pieces_note_the_state(jobs):  # the first piece notes the process's state while it runs
+        def pieces_note_the_state(jobs):  # the first piece notes the states while it runs
             def first():
-                seen.append(state(child.pid))
+                seen.append((state(update.pid), wait_for_stop(build.pid)))
                 return jobs[0]()
 
             return real([first, *jobs[1:]])
 
         monkeypatch.setattr(quantized, "run_parallel", pieces_note_the_state)
-        assert state(child.pid) in "RS"
         batcher = SearchBatcher(trio.CapacityLimiter(cores), background=background)
         await batcher.search(Source(), rows[0].tolist(), 10)
-        assert seen == ["T", "T", "T"]
-        with trio.move_on_after(5):
-            while state(child.pid) == "T":
-                await trio.sleep(0.01)
-        assert state(child.pid) in "RS"  # continued once the batch was done
-        assert background.paused_count == 1  # one pause for the batch, shared by the scan's pieces
+        running = "RS"
+        assert seen[0][0] == "T" and seen[0][1] in running  # the batch stopped the update only
+        if cores == 2:  # the halves ran at once: the build stood still for them, and went on after
+            assert seen[1] == ("T", "T") and seen[2][0] == "T"
+        else:  # one core: the halves ran in the batch's thread, the build was left alone
+            assert seen[1][0] == "T" and seen[1][1] in running and len(seen) == 3
+        for process in (update, build):
+            with trio.move_on_after(5):
+                while state(process.pid) == "T":
+                    await trio.sleep(0.01)
+            assert state(process.pid) in running  # continued once the batch was done
+        assert background.paused_count == 1  # one pause for the batch, extended by the scan's halves
     finally:
-        child.kill()
-        await child.wait()
+        for process in (update, build):
+            process.kill()
+            await process.wait()
+
+
+def test_a_nested_pause_stops_what_the_outer_one_left_and_continues_only_that():
+    sent: list[tuple[int, int]] = []
+    clock = Clock()
+    background = Background(clock=clock, kill=lambda pid, signo: sent.append((pid, signo)))
+    background.add(1, short=True)
+    background.add(2)
+    with background.paused(short_only=True) as stopped:
+        assert stopped and sent == [(1, signal.SIGSTOP)]
+        with background.paused():
+            assert sent[1:] == [(2, signal.SIGSTOP)]
+            clock.now += 0.2
+        assert sent[2:] == [(2, signal.SIGCONT)]  # the inner pause continues what it stopped
+        clock.now += 0.1
+    assert sent[3:] == [(1, signal.SIGCONT)]
+    assert background.paused_count == 1 and background._share(clock.now) == pytest.approx(0.3 / 2.0)
+    with background.paused(short_only=True):  # a second light batch: a second pause
+        pass
+    background.discard(1)  # the update ended: only the build is left, which a light batch leaves alone
+    with background.paused(short_only=True) as stopped:
+        assert not stopped
+    assert background.paused_count == 2 and len(sent) == 6
 
 
 def test_a_pause_reaching_back_past_the_window_counts_only_its_part():
@@ -216,7 +248,7 @@ async def test_a_busy_nodes_larger_batch_leaves_the_background_its_time():
 
     sent: list[tuple[int, int]] = []
     background = Background(kill=lambda pid, signo: sent.append((pid, signo)))
-    background.add(11)
+    background.add(11, short=True)
 
     class Source:
         def __len__(self) -> int:
