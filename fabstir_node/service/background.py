@@ -13,8 +13,8 @@ and the memory bus they share are not the scheduler's to give (2026-12-06, 2 vCP
   while a 1M index builds, p99 56 → 42 ms, medians of three).
 
 Nor graph walks: a new 100K version's first searches, on the previous graph beside the update process
-making the new one, had their graph answers at server-time p99 3.8-4.8 ms, 1.6-2.7 ms with the process
-stopped for each batch (``batcher.py`` has the runs).
+making the new one, had their graph answers at server-time p99 1.6-4.8 ms (over 3.7 in seven runs of
+nine), 1.6-2.7 ms with the process stopped for each batch (``batcher.py`` has the runs).
 
 So :class:`Background` stops the processes registered with it (``SIGSTOP``) while a scan of a whole
 database runs on both cores, and the short ones (graph updates) also while a light load's batch of

@@ -22,9 +22,9 @@ database, and the short ones (a new version's graph update) also while a batch o
 module's share of time; a busy node's larger batches leave them their idle time, and an index build
 is stopped for scans only (its graph is what every search on that database waits for).  A new 100K
 version's first searches (on the previous graph, beside the update process making the new one), in
-seven alternating pairs of ``scripts/bench`` runs without and with the light-load pause: the graph's
-answers at server-time p99 1.6-4.8 ms -> 1.6-2.7 ms, all 500 searches' p99 4.4-6.0 -> 3.6-4.6 ms in
-six of the seven; the new version's own graph came 0.3-0.9 s later (2026-12-06 21:50-22:00 UTC,
+nine alternating pairs of ``scripts/bench`` runs without and with the light-load pause: the graph's
+answers at server-time p99 1.6-4.8 ms -> 1.6-2.7 ms, all 500 searches' p99 4.4-6.0 -> 3.6-4.7 ms in
+eight of the nine; the new version's own graph came 0.3-0.9 s later (2026-12-06 21:50-22:20 UTC,
 2 vCPU Xeon).
 
 A search may also split its own work (the 8-bit scan of a large database before its index is ready:
@@ -51,7 +51,7 @@ __all__ = ["SearchBatcher"]
 
 #: At most this many searches run as one batch (the rest start the next one).
 MAX_BATCH = 64
-#: Batches of at most this many searches stop the background processes while they run.
+#: Batches of at most this many searches stop the short background processes while they run.
 PAUSE_BATCH = 2
 
 
