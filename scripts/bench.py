@@ -437,9 +437,11 @@ def by_path_text(by_path: dict[str, Any]) -> str:
 
 
 async def concurrent_clients(url: str, path: str, vectors: np.ndarray, *, clients: int = 16,
-                             seconds: float = 10.0, warmup: float = 1.0) -> dict[str, Any]:
-    """``clients`` connections on ``path`` (loaded, graph ready) searching in a closed loop."""
-    qs = near_queries(vectors, 2000, seed=77)
+                             seconds: float = 10.0, warmup: float = 1.0,
+                             queries: np.ndarray | None = None) -> dict[str, Any]:
+    """``clients`` connections on ``path`` (loaded, graph ready) searching in a closed loop (``queries``:
+    2,000 near the data unless given)."""
+    qs = near_queries(vectors, 2000, seed=77) if queries is None else queries
     times: list[float] = []
     server: list[float] = []  # the daemon's own time for each (searchTimeMs: from the request to its answer)
     errors: list[Any] = []

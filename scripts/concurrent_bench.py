@@ -1,13 +1,14 @@
 """Many clients searching one database at once: searches/s and round-trip percentiles.
 
-    scripts/concurrent [--clients 16] [--seconds 10] [--size 100000] [--keep DIR]
+    scripts/concurrent [--clients 16] [--seconds 10] [--size 100000] [--far] [--keep DIR]
 
 Publishes one clustered database behind the loopback bridge stand-in (as
 ``scripts/bench`` does), starts the daemon, loads the database, waits for its
 graph (``hnsw_ready``), then opens ``--clients`` connections with a session on
-it and lets each search (k=10, queries near the data) in a closed loop for
-``--seconds``.  Prints searches/s and p50/p99 of the round trips, and the
-daemon's pid while the load runs (for ``py-spy dump --pid``).
+it and lets each search (k=10, queries near the data; ``--far``: random directions,
+which the index declines to the exact path) in a closed loop for ``--seconds``.
+Prints searches/s and p50/p99 of the round trips, and the daemon's pid while the
+load runs (for ``py-spy dump --pid``).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                          "-p", str(daemon.process.pid), "-d", seconds, "-o", args.profile])
                 for _ in range(args.runs):
                     before = await daemon.answered_by()
+                    queries = bench.far_queries(2000) if args.far else None
                     out = await bench.concurrent_clients(url, path, vectors, clients=args.clients,
-                                                        seconds=args.seconds)
+                                                        seconds=args.seconds, queries=queries)
                     # every search the daemon answered meanwhile (warm-up included): by the index or not
                     out["answered_by"] = bench.answers_between(before, await daemon.answered_by())
                     print(out, flush=True)
@@ -97,6 +99,9 @@ def cli() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--far", action="store_true",
+                        help="queries far from the data (random directions), which the index declines to the "
+                             "exact path, instead of queries near it")
     parser.add_argument("--keep", help="work directory to keep (a second run reuses its disk cache)")
     parser.add_argument("--profile", help="py-spy record --native the daemon into this file (raw format)")
     trio.run(main, parser.parse_args())

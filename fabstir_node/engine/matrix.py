@@ -545,10 +545,17 @@ class VectorMatrix:
                 for i, *_ in group:
                     out[i] = error
                 continue
+            # no graph, or the graph does not trust these answers: exactly, in one pass over the codes
+            unanswered = [(i, q, k) for (i, q, k, _), answer in zip(group, answers) if answer is None]
+            try:
+                exact = self._exact_many([q for _, q, _ in unanswered], count) if len(unanswered) > 1 else None
+            except Exception:  # noqa: BLE001 - each request is then answered (or fails) on its own
+                exact = None
+            exact_of = {i: found for (i, _, _), found in zip(unanswered, exact or [])}
             for (i, q, k, minimum), answer in zip(group, answers):
                 try:
-                    if answer is None:  # no graph, or the graph does not trust this answer
-                        found, scores = self._exact(q, k, None)
+                    if answer is None:
+                        found, scores = exact_of[i] if i in exact_of else self._exact(q, k, None)
                         path = "exact" if index is None else "declined"
                     else:
                         found = np.asarray(answer[0], np.int64)
@@ -558,6 +565,22 @@ class VectorMatrix:
                 except Exception as error:  # noqa: BLE001
                     out[i] = error
         return out  # type: ignore[return-value]
+
+    def _exact_many(self, qs: list[np.ndarray], k: int) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """:meth:`_exact` (unfiltered) of each of ``qs``, their candidates from one pass over the 8-bit
+        copy (``Int8Rows.candidates_many``: a scan is bound by reading the codes, so several queries
+        cost little more than one); None when this matrix answers without that copy (each alone then)."""
+        n = len(self)
+        count = candidate_count(k, n)
+        if self.coarse is None or n < COARSE_MIN_ROWS or count >= n or not qs:
+            return None
+        out = []
+        for q, candidates in zip(qs, self.coarse.candidates_many(np.stack(qs), count)):
+            candidates = np.sort(candidates)
+            scores = self.rescore(q, candidates)
+            top = _top_positions(scores, k)
+            out.append((candidates[top], scores[top]))
+        return out
 
     def _candidates(self, q: np.ndarray, k: int) -> np.ndarray | None:
         """Rows holding the unfiltered top ``k`` for exact re-scoring, or None: scan every row.

@@ -192,3 +192,66 @@ async def test_a_cancelled_follower_leaves_the_batch():
         limiter.release()
     assert got == {0: ("answer", 0, 10), 2: ("answer", 2, 10)}
     assert source.batches == [2]
+
+
+@pytest.fixture(scope="module")
+def coarse_matrix():
+    """60,000 rows: exact searches take their candidates from the 8-bit copy (COARSE_MIN_ROWS)."""
+    from fabstir_node.engine.quantized import Int8Rows
+
+    rng = np.random.default_rng(5)
+    n, d = 60_000, 32
+    centres = rng.standard_normal((40, d)).astype(np.float32)
+    rows = unit(centres[rng.integers(0, 40, n)] + 0.7 * rng.standard_normal((n, d)).astype(np.float32))
+    matrix = VectorMatrix.from_arrays([f"r{i}" for i in range(n)], rows.copy(), [b"{}"] * n, dtype="f16")
+    near = unit(rows[rng.integers(0, n, 12)] + 0.2 * rng.standard_normal((12, d)).astype(np.float32))
+    far = unit(rng.standard_normal((12, d)).astype(np.float32))
+    return matrix, Int8Rows.from_rows(rows), rows, np.concatenate([near, far])
+
+
+@pytest.mark.parametrize("layout", ["plain", "packed"])
+@pytest.mark.parametrize("split", [False, True])
+def test_candidates_of_many_queries_in_one_pass_are_each_querys_own(coarse_matrix, layout, split, monkeypatch):
+    from fabstir_node.engine import quantized
+
+    if split:  # the scan in two halves, as large databases have it
+        monkeypatch.setattr(quantized, "SPLIT_ROWS", 1000)
+    _, coarse, _, queries = coarse_matrix
+    copy = coarse.packed_copy(block=7000) if layout == "packed" else coarse
+    assert copy.packed == (layout == "packed")
+    many = copy.candidates_many(queries, 96)
+    assert len(many) == len(queries)
+    for q, found in zip(queries, many):
+        assert len(found) == 96 and found.dtype == np.int64
+        assert set(found.tolist()) == set(copy.candidates(q, 96).tolist())
+    everything = copy.candidates_many(queries[:2], 10**6)  # more than there are rows: every row
+    assert [len(rows) for rows in everything] == [60_000, 60_000]
+
+
+@pytest.mark.parametrize("with_graph", [False, True])
+def test_exact_answers_of_a_batch_come_from_one_pass_and_equal_each_alone(coarse_matrix, with_graph, monkeypatch):
+    from fabstir_node.engine.quantized import Int8Rows
+
+    matrix, coarse, rows, queries = coarse_matrix
+    matrix = matrix.with_index(None, coarse=coarse.packed_copy())
+    if with_graph:  # a graph that trusts no answer: every one is declined to the exact path
+        graph = build_index(matrix.vectors, connectivity=8, expansion_add=32, threads=1)
+        matrix = matrix.with_index(HnswIndex(graph, matrix.vectors, calibration=cal.Calibration(32, min_kth_score=2.0)),
+                                   coarse=matrix.coarse)
+    passes: list[int] = []
+    real = Int8Rows.candidates_many
+
+    def counted(self, qs, count):
+        passes.append(len(qs))
+        return real(self, qs, count)
+
+    monkeypatch.setattr(Int8Rows, "candidates_many", counted)
+    answers = matrix.search_many([(q, 10, None) for q in queries] + [([1.0], 10, None)])
+    assert passes == [len(queries)]  # one pass for the whole batch (the bad query failed on its own)
+    assert isinstance(answers[-1], FabstirError)
+    for q, answer in zip(queries, answers):
+        alone = matrix.search(q, 10)
+        _same(answer, alone)
+        assert answer.path == alone.path == ("declined" if with_graph else "exact")
+    truth = np.argsort(-(rows @ queries[0]))[:10]  # and it is the exact answer
+    assert {int(h.id[1:]) for h in answers[0].hits} == set(truth.tolist())
