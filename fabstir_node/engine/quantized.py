@@ -214,13 +214,7 @@ class Int8Rows:
 
     def candidates(self, query: np.ndarray, count: int) -> np.ndarray:
         """Row numbers (int64, unordered) of the ``count`` best rows by code score."""
-        if self.packed:
-            assert self._blocks is not None
-            return _packed_candidates(self._blocks, self._scales, query, count)
-        try:
-            return code_candidates(self._codes, self._scales, query, count)
-        finally:
-            self._drop_pages()
+        return self.candidates_many(np.asarray(query, np.float32)[None], count)[0]
 
     def candidates_many(self, queries: np.ndarray, count: int) -> list[np.ndarray]:
         """:meth:`candidates` of each row of ``queries`` (B x d float32 unit vectors), from one pass over
@@ -244,48 +238,12 @@ def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, co
     """Positions (int64, unordered) of the ``count`` best of ``codes`` (with their per-row ``scales``) by
     code score with the float32 unit ``query``; :data:`SPLIT_ROWS` or more in two halves
     (``parallel.run_parallel``)."""
-    n = len(codes)
-    if count >= n:
-        return np.arange(n, dtype=np.int64)
-    packed = packed_query(query)
-
-    def best(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        scores = np.asarray(numkong.dots_packed(codes[start:stop], packed)).reshape(-1) * scales[start:stop]
-        return _part_best(scores, start, count)
-
-    if n < SPLIT_ROWS:
-        return best(0, n)[0]
-    middle = n // 2
-    return _best_of(run_parallel([lambda: best(0, middle), lambda: best(middle, n)]), count)
-
-
-def _packed_candidates(
-    blocks: Sequence[tuple[int, int, Any]], scales: np.ndarray, query: np.ndarray, count: int
-) -> np.ndarray:
-    """:func:`code_candidates` over packed blocks (``(start, stop, packed)``, in order, covering every row)."""
-    n = len(scales)
-    if count >= n:
-        return np.arange(n, dtype=np.int64)
-    codes, _ = quantize_rows(np.asarray(query, np.float32)[None])
-
-    def best(part: Sequence[tuple[int, int, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        first, last = part[0][0], part[-1][1]
-        scores = np.empty(last - first, np.float32)
-        for start, stop, packed in part:
-            scores[start - first : stop - first] = np.asarray(numkong.dots_packed(codes, packed)).reshape(-1)
-        scores *= scales[first:last]
-        return _part_best(scores, first, count)
-
-    if n < SPLIT_ROWS or len(blocks) < 2:
-        return best(blocks)[0]
-    # two parts of about half the rows each
-    middle = next(i for i, block in enumerate(blocks) if block[1] >= n // 2) + 1
-    middle = min(middle, len(blocks) - 1)
-    return _best_of(run_parallel([lambda: best(blocks[:middle]), lambda: best(blocks[middle:])]), count)
+    return code_candidates_many(codes, scales, np.asarray(query, np.float32)[None], count)[0]
 
 
 def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndarray, count: int) -> list[np.ndarray]:
-    """:func:`code_candidates` of each row of ``queries`` (B x d), from one pass over ``codes``."""
+    """:func:`code_candidates` of each row of ``queries`` (B x d), from one pass over ``codes``: scored as
+    the rows against the queries packed (the plain layout a saved copy has)."""
     n, many = len(codes), len(queries)
     if count >= n:
         return [np.arange(n, dtype=np.int64) for _ in range(many)]
@@ -305,7 +263,8 @@ def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndar
 def _packed_candidates_many(
     blocks: Sequence[tuple[int, int, Any]], scales: np.ndarray, queries: np.ndarray, count: int
 ) -> list[np.ndarray]:
-    """:func:`_packed_candidates` of each row of ``queries`` (B x d), from one pass over the blocks."""
+    """:func:`code_candidates_many` over packed blocks (``(start, stop, packed)``, in order, covering every
+    row), the queries as the left operand (the layout numkong's kernels stream fastest)."""
     n, many = len(scales), len(queries)
     if count >= n:
         return [np.arange(n, dtype=np.int64) for _ in range(many)]
@@ -327,7 +286,8 @@ def _packed_candidates_many(
 
 
 def _part_best_many(scores: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_part_best` of each row of ``scores`` (queries x rows of one part)."""
+    """For each row of ``scores`` (queries x the rows of one part), the row numbers (``first`` +
+    position) and scores of its best ``count``."""
     width = scores.shape[1]
     keep = min(count, width)
     top = np.argpartition(scores, width - keep, axis=1)[:, width - keep :]
@@ -335,23 +295,9 @@ def _part_best_many(scores: np.ndarray, first: int, count: int) -> tuple[np.ndar
 
 
 def _best_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> list[np.ndarray]:
-    """:func:`_best_of` for each query: its rows among the parts' (rows, scores), queries x candidates."""
+    """For each query, the rows of its best ``count`` among the parts' (rows, scores), queries x candidates."""
     rows = np.concatenate([part[0] for part in parts], axis=1)
     scores = np.concatenate([part[1] for part in parts], axis=1)
     width = scores.shape[1]
     top = np.argpartition(scores, width - count, axis=1)[:, width - count :]
     return list(np.take_along_axis(rows, top, 1))
-
-
-def _part_best(scores: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
-    """The row numbers (``first`` + position) and scores of the best ``count`` of one part's ``scores``."""
-    keep = min(count, len(scores))
-    top = np.argpartition(scores, len(scores) - keep)[len(scores) - keep :]
-    return first + top.astype(np.int64), scores[top]
-
-
-def _best_of(parts: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> np.ndarray:
-    """The rows of the best ``count`` among parts' (rows, scores) candidates."""
-    rows = np.concatenate([part[0] for part in parts])
-    scores = np.concatenate([part[1] for part in parts])
-    return rows[np.argpartition(scores, len(scores) - count)[len(scores) - count :]]
