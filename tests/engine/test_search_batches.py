@@ -20,17 +20,24 @@ def unit(rows: np.ndarray) -> np.ndarray:
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
+def clustered_database(
+    seed: int, n: int, d: int, *, centres: int, noise: float, queries: int, spread: float
+) -> tuple[VectorMatrix, np.ndarray, np.ndarray]:
+    """A f16 matrix of ``n`` unit rows around ``centres`` random centres (Gaussian ``noise``), its float32
+    rows, and ``queries`` near them (a row plus ``spread`` of noise) followed by as many random directions."""
+    rng = np.random.default_rng(seed)
+    middle = rng.standard_normal((centres, d)).astype(np.float32)
+    rows = unit(middle[rng.integers(0, centres, n)] + noise * rng.standard_normal((n, d)).astype(np.float32))
+    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(n)], rows.copy(), [b'{"i":1}'] * n, dtype="f16")
+    near = unit(rows[rng.integers(0, n, queries)] + spread * rng.standard_normal((queries, d)).astype(np.float32))
+    far = unit(rng.standard_normal((queries, d)).astype(np.float32))
+    return matrix, rows, np.concatenate([near, far])
+
+
 @pytest.fixture(scope="module")
 def graph_matrix():
-    rng = np.random.default_rng(3)
-    n, d = 3000, 24
-    centres = rng.standard_normal((10, d)).astype(np.float32)
-    rows = unit(centres[rng.integers(0, 10, n)] + 0.9 * rng.standard_normal((n, d)).astype(np.float32))
-    matrix = VectorMatrix.from_arrays([f"v{i}" for i in range(n)], rows.copy(), [b'{"i":1}'] * n, dtype="f16")
+    matrix, _, queries = clustered_database(3, 3000, 24, centres=10, noise=0.9, queries=30, spread=0.3)
     graph = build_index(matrix.vectors, connectivity=8, expansion_add=32, threads=1)
-    near = unit(rows[rng.integers(0, n, 30)] + 0.3 * rng.standard_normal((30, d)).astype(np.float32))
-    far = unit(rng.standard_normal((30, d)).astype(np.float32))
-    queries = np.concatenate([near, far])
     # a trust floor at the median 10th score: about half the answers go to the exact path
     plain = HnswIndex(graph, matrix.vectors, expansion_search=32)
     tops = [plain.search(q, 10)[1][-1] for q in queries]
@@ -199,14 +206,8 @@ def coarse_matrix():
     """60,000 rows: exact searches take their candidates from the 8-bit copy (COARSE_MIN_ROWS)."""
     from fabstir_node.engine.quantized import Int8Rows
 
-    rng = np.random.default_rng(5)
-    n, d = 60_000, 32
-    centres = rng.standard_normal((40, d)).astype(np.float32)
-    rows = unit(centres[rng.integers(0, 40, n)] + 0.7 * rng.standard_normal((n, d)).astype(np.float32))
-    matrix = VectorMatrix.from_arrays([f"r{i}" for i in range(n)], rows.copy(), [b"{}"] * n, dtype="f16")
-    near = unit(rows[rng.integers(0, n, 12)] + 0.2 * rng.standard_normal((12, d)).astype(np.float32))
-    far = unit(rng.standard_normal((12, d)).astype(np.float32))
-    return matrix, Int8Rows.from_rows(rows), rows, np.concatenate([near, far])
+    matrix, rows, queries = clustered_database(5, 60_000, 32, centres=40, noise=0.7, queries=12, spread=0.2)
+    return matrix, Int8Rows.from_rows(rows), rows, queries
 
 
 @pytest.mark.parametrize("layout", ["plain", "packed"])
