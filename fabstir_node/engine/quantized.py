@@ -36,14 +36,17 @@ import numpy as np
 
 from .parallel import run_parallel
 
-__all__ = ["SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates", "code_candidates_many",
-           "drop_array_pages", "drop_pages", "packed_query", "quantize_rows"]
+__all__ = ["PASS_QUERIES", "SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates",
+           "code_candidates_many", "drop_array_pages", "drop_pages", "packed_query", "quantize_rows"]
 
 #: Candidates re-scored for a top-k.  In the 8-bit order the exact top-10 sat within the best 14 rows
 #: for every one of 1,600 queries (100K x 384, tight and diffuse sets, near and far queries; p99 11 —
 #: 2026-12-06), and within 12 at 1M: 96 leaves a margin of seven for a far query's near-ties.
 MIN_CANDIDATES = 96
 PER_K = 8
+#: Queries :meth:`Int8Rows.candidates_many` scores in one pass: it holds their scores of every row at
+#: once (8 x 1M: 32 MB of float32 for packed blocks, 64 MB of float64 for plain codes).
+PASS_QUERIES = 8
 #: Scans of at least this many rows run as two halves, at once when the service lends a spare core
 #: (``parallel.py``): 1M x 384, 66 -> 34-36 ms on this machine's two cores (2026-12-06).
 SPLIT_ROWS = 100_000
@@ -221,13 +224,18 @@ class Int8Rows:
         the codes: the scan is bound by reading them, and numkong's kernels score a handful of queries
         for little more than one (1M x 384 on one core: 29 ms for one query, 35 ms for 4, 38 ms for 16;
         2026-12-06, Xeon with AMX)."""
-        if self.packed:
-            assert self._blocks is not None
-            return _packed_candidates_many(self._blocks, self._scales, queries, count)
-        try:
-            return code_candidates_many(self._codes, self._scales, queries, count)
-        finally:
-            self._drop_pages()
+        out: list[np.ndarray] = []
+        for start in range(0, len(queries), PASS_QUERIES):
+            part = queries[start : start + PASS_QUERIES]
+            if self.packed:
+                assert self._blocks is not None
+                out += _packed_candidates_many(self._blocks, self._scales, part, count)
+                continue
+            try:
+                out += code_candidates_many(self._codes, self._scales, part, count)
+            finally:
+                self._drop_pages()
+        return out
 
     def _drop_pages(self) -> None:
         for array in (self._codes, self._scales):  # mapped files: leave their pages to the page cache
