@@ -36,7 +36,7 @@ import numpy as np
 
 from .parallel import run_parallel
 
-__all__ = ["PASS_QUERIES", "SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates",
+__all__ = ["SCAN_ROWS", "SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_count", "code_candidates",
            "code_candidates_many", "drop_array_pages", "drop_pages", "packed_query", "quantize_rows"]
 
 #: Candidates re-scored for a top-k.  In the 8-bit order the exact top-10 sat within the best 14 rows
@@ -44,9 +44,9 @@ __all__ = ["PASS_QUERIES", "SPLIT_ROWS", "CodeSink", "Int8Rows", "candidate_coun
 #: 2026-12-06), and within 12 at 1M: 96 leaves a margin of seven for a far query's near-ties.
 MIN_CANDIDATES = 96
 PER_K = 8
-#: Queries :meth:`Int8Rows.candidates_many` scores in one pass: it holds their scores of every row at
-#: once (8 x 1M: 32 MB of float32 for packed blocks, 64 MB of float64 for plain codes).
-PASS_QUERIES = 8
+#: Rows scored at a time by a scan of plain codes (packed ones go block by block): a scan keeps only each
+#: query's best candidates between them, so 64 queries of a batch hold 64 x 65,536 scores, not 64 x 1M.
+SCAN_ROWS = 65_536
 #: Scans of at least this many rows run as two halves, at once when the service lends a spare core
 #: (``parallel.py``): 1M x 384, 66 -> 34-36 ms on this machine's two cores (2026-12-06).
 SPLIT_ROWS = 100_000
@@ -224,18 +224,13 @@ class Int8Rows:
         the codes: the scan is bound by reading them, and numkong's kernels score a handful of queries
         for little more than one (1M x 384 on one core: 29 ms for one query, 35 ms for 4, 38 ms for 16;
         2026-12-06, Xeon with AMX)."""
-        out: list[np.ndarray] = []
-        for start in range(0, len(queries), PASS_QUERIES):
-            part = queries[start : start + PASS_QUERIES]
-            if self.packed:
-                assert self._blocks is not None
-                out += _packed_candidates_many(self._blocks, self._scales, part, count)
-                continue
-            try:
-                out += code_candidates_many(self._codes, self._scales, part, count)
-            finally:
-                self._drop_pages()
-        return out
+        if self.packed:
+            assert self._blocks is not None
+            return _packed_candidates_many(self._blocks, self._scales, queries, count)
+        try:
+            return code_candidates_many(self._codes, self._scales, queries, count)
+        finally:
+            self._drop_pages()
 
     def _drop_pages(self) -> None:
         for array in (self._codes, self._scales):  # mapped files: leave their pages to the page cache
@@ -258,9 +253,14 @@ def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndar
     query_codes, _ = quantize_rows(np.asarray(queries, np.float32))
     packed = numkong.dots_pack(query_codes)
 
-    def best(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries
-        return _part_best_many(dots.T * scales[start:stop], start, count)
+    def best(first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+        kept: tuple[np.ndarray, np.ndarray] | None = None
+        for start in range(first, last, SCAN_ROWS):
+            stop = min(last, start + SCAN_ROWS)
+            dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries
+            kept = _kept_best(kept, _part_best_many(dots.T * scales[start:stop], start, count), count)
+        assert kept is not None
+        return kept
 
     if n < SPLIT_ROWS:
         return _best_of_many([best(0, n)], count)
@@ -279,12 +279,13 @@ def _packed_candidates_many(
     codes, _ = quantize_rows(np.asarray(queries, np.float32))
 
     def best(part: Sequence[tuple[int, int, Any]]) -> tuple[np.ndarray, np.ndarray]:
-        first, last = part[0][0], part[-1][1]
-        scores = np.empty((many, last - first), np.float32)
+        kept: tuple[np.ndarray, np.ndarray] | None = None
         for start, stop, packed in part:
-            scores[:, start - first : stop - first] = np.asarray(numkong.dots_packed(codes, packed))
-        scores *= scales[first:last]
-        return _part_best_many(scores, first, count)
+            scores = np.asarray(numkong.dots_packed(codes, packed)).astype(np.float32)
+            scores *= scales[start:stop]
+            kept = _kept_best(kept, _part_best_many(scores, start, count), count)
+        assert kept is not None
+        return kept
 
     if n < SPLIT_ROWS or len(blocks) < 2:
         return _best_of_many([best(blocks)], count)
@@ -300,6 +301,20 @@ def _part_best_many(scores: np.ndarray, first: int, count: int) -> tuple[np.ndar
     keep = min(count, width)
     top = np.argpartition(scores, width - keep, axis=1)[:, width - keep :]
     return first + top.astype(np.int64), np.take_along_axis(scores, top, 1)
+
+
+def _kept_best(
+    kept: tuple[np.ndarray, np.ndarray] | None, new: tuple[np.ndarray, np.ndarray], count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best ``count`` of the (rows, scores) kept so far and a new part's."""
+    if kept is None:
+        return new
+    rows = np.concatenate([kept[0], new[0]], axis=1)
+    scores = np.concatenate([kept[1], new[1]], axis=1)
+    width = scores.shape[1]
+    keep = min(count, width)
+    top = np.argpartition(scores, width - keep, axis=1)[:, width - keep :]
+    return np.take_along_axis(rows, top, 1), np.take_along_axis(scores, top, 1)
 
 
 def _best_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> list[np.ndarray]:
