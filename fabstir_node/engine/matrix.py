@@ -570,17 +570,25 @@ class VectorMatrix:
         """:meth:`_exact` (unfiltered) of each of ``qs``, their candidates from one pass over the 8-bit
         copy (``Int8Rows.candidates_many``: a scan is bound by reading the codes, so several queries
         cost little more than one); None when this matrix answers without that copy (each alone then)."""
+        count = self._candidate_count(k)
+        if self.coarse is None or count is None or not qs:
+            return None
+        many = self.coarse.candidates_many(np.stack(qs), count)
+        return [self._rescored_top(q, candidates, k) for q, candidates in zip(qs, many)]
+
+    def _candidate_count(self, k: int) -> int | None:
+        """How many candidates an unfiltered top ``k`` re-scores, or None: scan every row (matrices under
+        :data:`COARSE_MIN_ROWS` rows, or asked for nearly all of them)."""
         n = len(self)
         count = candidate_count(k, n)
-        if self.coarse is None or n < COARSE_MIN_ROWS or count >= n or not qs:
-            return None
-        out = []
-        for q, candidates in zip(qs, self.coarse.candidates_many(np.stack(qs), count)):
-            candidates = np.sort(candidates)
-            scores = self.rescore(q, candidates)
-            top = _top_positions(scores, k)
-            out.append((candidates[top], scores[top]))
-        return out
+        return None if n < COARSE_MIN_ROWS or count >= n else count
+
+    def _rescored_top(self, q: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The best ``k`` of ``candidates`` by their true scores with ``q``, best first."""
+        candidates = np.sort(candidates)
+        scores = self.rescore(q, candidates)
+        top = _top_positions(scores, k)
+        return candidates[top], scores[top]
 
     def _candidates(self, q: np.ndarray, k: int) -> np.ndarray | None:
         """Rows holding the unfiltered top ``k`` for exact re-scoring, or None: scan every row.
@@ -588,11 +596,8 @@ class VectorMatrix:
         From the 8-bit copy when the matrix has one, else from a graph that can scan its own
         (8-bit) vectors (``HnswIndex.scan``), for matrices of :data:`COARSE_MIN_ROWS` rows or more.
         """
-        n = len(self)
-        if n < COARSE_MIN_ROWS:
-            return None
-        count = candidate_count(k, n)
-        if count >= n:
+        count = self._candidate_count(k)
+        if count is None:
             return None
         if self.coarse is not None:
             return self.coarse.candidates(q, count)
@@ -617,10 +622,7 @@ class VectorMatrix:
         if rows is None:
             candidates = self._candidates(q, k)
             if candidates is not None:
-                candidates = np.sort(candidates)
-                scores = self.rescore(q, candidates)
-                top = _top_positions(scores, k)
-                return candidates[top], scores[top]
+                return self._rescored_top(q, candidates, k)
         vectors = self._vectors
         score: Callable[[np.ndarray], np.ndarray]
         if vectors.dtype == np.float32:

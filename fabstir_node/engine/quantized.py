@@ -318,9 +318,9 @@ def _kept_best(
 
 
 def _best_of_many(parts: Sequence[tuple[np.ndarray, np.ndarray]], count: int) -> list[np.ndarray]:
-    """For each query, the rows of its best ``count`` among the parts' (rows, scores), queries x candidates."""
-    rows = np.concatenate([part[0] for part in parts], axis=1)
-    scores = np.concatenate([part[1] for part in parts], axis=1)
-    width = scores.shape[1]
-    top = np.argpartition(scores, width - count, axis=1)[:, width - count :]
-    return list(np.take_along_axis(rows, top, 1))
+    """For each query, the rows of its best ``count`` among the parts' (rows, scores)."""
+    kept: tuple[np.ndarray, np.ndarray] | None = None
+    for part in parts:
+        kept = _kept_best(kept, part, count)
+    assert kept is not None
+    return list(kept[0])

@@ -124,9 +124,8 @@ class SearchBatcher:
             try:
                 runner = _SpareCores(self._limiter, self._threads, self._background)
                 # a light load's batch: short background work stands still while it runs (background.py)
-                pause = self._background is not None and len(batch.requests) <= PAUSE_BATCH
-                with (self._background.paused(short_only=True) if pause and self._background
-                      else contextlib.nullcontext()):
+                light = self._background if len(batch.requests) <= PAUSE_BATCH else None
+                with light.paused(short_only=True) if light is not None else contextlib.nullcontext():
                     await trio.to_thread.run_sync(_run, source, batch.requests, runner, limiter=self._threads)
             finally:
                 self.batches += 1
