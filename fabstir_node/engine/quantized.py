@@ -257,8 +257,9 @@ def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndar
         kept: tuple[np.ndarray, np.ndarray] | None = None
         for start in range(first, last, SCAN_ROWS):
             stop = min(last, start + SCAN_ROWS)
-            dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries
-            kept = _kept_best(kept, _part_best_many(dots.T * scales[start:stop], start, count), count)
+            dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries (int32)
+            scores = np.multiply(dots.T, scales[start:stop], dtype=np.float32)  # not float64: half the bytes
+            kept = _kept_best(kept, _part_best_many(scores, start, count), count)
         assert kept is not None
         return kept
 

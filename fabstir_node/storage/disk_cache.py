@@ -117,8 +117,23 @@ _HASH_MMAP_MAX = 128 * 2**20
 _HASH_BLOCK = 16 * 2**20
 
 
+def _hash_threads() -> int:
+    """Threads a digest uses: a count, not blake3's ``AUTO``.
+
+    ``AUTO`` hashes on one pool for the whole process, whose threads keep the CPU priority of whichever
+    thread hashed first: when that was a normal one (a session opening a saved database), every later
+    background save then hashed at normal priority on every core, beside the searches it should yield
+    to.  With a count each digest starts a pool of its own (~75 us) whose threads are the caller's kind
+    (``priority.idle_thread``: idle ones for a background save).
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _digest(path: Path) -> str:
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    hasher = blake3.blake3(max_threads=_hash_threads())
     size = path.stat().st_size
     if 0 < size <= _HASH_MMAP_MAX:
         hasher.update_mmap(str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -135,3 +136,37 @@ def test_a_background_process_gets_one_blas_thread_and_keeps_the_rest_of_the_env
         env=env, capture_output=True, text=True, check=True,
     )
     assert seen.stdout.split() == ["1", "1"]
+
+
+@linux_only
+def test_a_background_hash_runs_idle_even_after_a_normal_thread_hashed_first(tmp_path):
+    """The disk cache's digests (``disk_cache._digest``) hash on threads as idle as their caller, also when
+    a normal thread hashed first (a session opening a saved database): blake3's shared pool would keep
+    that first caller's priority, and every later background save would hash at normal priority."""
+    script = (
+        "import json, os, sys, threading, time\n"
+        "from pathlib import Path\n"
+        "from fabstir_node.priority import idle_thread\n"
+        "from fabstir_node.storage.disk_cache import _digest\n"
+        "path = Path(sys.argv[1]); path.write_bytes(os.urandom(1 << 20) * 48)\n"
+        "_digest(path); time.sleep(0.3)\n"  # a normal thread first (an open of a saved database)
+        "inside, done = threading.Event(), threading.Event(); me = threading.get_native_id(); seen = set()\n"
+        "def hash_idle():\n"
+        "    with idle_thread():\n"
+        "        inside.set()\n"
+        "        for _ in range(40): _digest(path)\n"
+        "        done.set()\n"
+        "threading.Thread(target=hash_idle).start(); inside.wait()\n"
+        "while not done.is_set():\n"
+        "    for tid in os.listdir('/proc/self/task'):\n"
+        "        try:\n"
+        "            state = open(f'/proc/self/task/{tid}/stat').read().rsplit(')', 1)[1].split()[0]\n"
+        "            if state == 'R' and int(tid) != me: seen.add(os.sched_getscheduler(int(tid)))\n"
+        "        except (OSError, IndexError): pass\n"
+        "print(json.dumps(sorted(seen)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "rows.bin")], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    seen = json.loads(out)
+    assert os.SCHED_IDLE in seen  # the sampling saw the hashing run
+    assert seen == [os.SCHED_IDLE], f"hashing threads ran under policies {seen}"
