@@ -1,7 +1,8 @@
 """Pieces of one search run at once on a core the service lends, or one after the other.
 
 A scan of a large database's 8-bit codes (384 MB at 1M x 384) is bound by one core's memory
-bandwidth: ~45-65 ms.  Split in two halves on two cores it takes about half.  The engine has no
+bandwidth: ~45-65 ms.  Shared by two threads on two cores it takes about half (they take its blocks
+as they come, so a core slowed for a while does less of it: ``quantized._Blocks``).  The engine has no
 threads of its own: the service lends a *runner* for the duration of a search (``lent``; the
 batcher does, from the worker thread that runs a batch: ``service/batcher.py``), which runs the
 pieces in threads of its own nursery when a core is spare right now and returns None otherwise.

@@ -29,7 +29,7 @@ import contextlib
 import mmap
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numkong
 import numpy as np
@@ -47,9 +47,12 @@ PER_K = 8
 #: Rows scored at a time by a scan of plain codes (packed ones go block by block): a scan keeps only each
 #: query's best candidates between them, so 64 queries of a batch hold 64 x 65,536 scores, not 64 x 1M.
 SCAN_ROWS = 65_536
-#: Scans of at least this many rows run as two halves, at once when the service lends a spare core
-#: (``parallel.py``): 1M x 384, 66 -> 34-36 ms on this machine's two cores (2026-12-06).
+#: Scans of at least this many rows run in two threads taking blocks as they come (:class:`_Blocks`), at
+#: once when the service lends a spare core (``parallel.py``): 1M x 384, 66 -> 34-36 ms on this machine's
+#: two cores as two fixed halves (2026-12-06).
 SPLIT_ROWS = 100_000
+#: A split scan of plain codes goes in at least this many blocks, for its two threads to share (``_Blocks``).
+SHARED_BLOCKS = 8
 
 
 def drop_pages(mapping: mmap.mmap) -> None:
@@ -130,7 +133,7 @@ class Int8Rows:
         self._packed_rows, self._lock = 0, threading.Lock()
         return self
 
-    def packed_copy(self, block: int = 65536) -> Int8Rows:
+    def packed_copy(self, block: int = 16_384) -> Int8Rows:
         """These rows with their codes also packed (read block by block; a mapped file's pages dropped)."""
         copy = Int8Rows.of(self._codes, self._scales)
         copy._blocks = []
@@ -239,7 +242,7 @@ class Int8Rows:
 
 def code_candidates(codes: np.ndarray, scales: np.ndarray, query: np.ndarray, count: int) -> np.ndarray:
     """Positions (int64, unordered) of the ``count`` best of ``codes`` (with their per-row ``scales``) by
-    code score with the float32 unit ``query``; :data:`SPLIT_ROWS` or more in two halves
+    code score with the float32 unit ``query``; :data:`SPLIT_ROWS` or more in two threads
     (``parallel.run_parallel``)."""
     return code_candidates_many(codes, scales, np.asarray(query, np.float32)[None], count)[0]
 
@@ -253,20 +256,18 @@ def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndar
     query_codes, _ = quantize_rows(np.asarray(queries, np.float32))
     packed = numkong.dots_pack(query_codes)
 
-    def best(first: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    step = SCAN_ROWS if n < SPLIT_ROWS else min(SCAN_ROWS, -(-n // SHARED_BLOCKS))
+
+    def best(blocks: _Blocks[int]) -> tuple[np.ndarray, np.ndarray] | None:
         kept: tuple[np.ndarray, np.ndarray] | None = None
-        for start in range(first, last, SCAN_ROWS):
-            stop = min(last, start + SCAN_ROWS)
+        while (start := blocks.take()) is not None:
+            stop = min(n, start + step)
             dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries (int32)
             scores = np.multiply(dots.T, scales[start:stop], dtype=np.float32)  # not float64: half the bytes
             kept = _kept_best(kept, _part_best_many(scores, start, count), count)
-        assert kept is not None
         return kept
 
-    if n < SPLIT_ROWS:
-        return _best_of_many([best(0, n)], count)
-    middle = n // 2
-    return _best_of_many(run_parallel([lambda: best(0, middle), lambda: best(middle, n)]), count)
+    return _scanned(best, _Blocks(list(range(0, n, step))), n, count)
 
 
 def _packed_candidates_many(
@@ -279,20 +280,58 @@ def _packed_candidates_many(
         return [np.arange(n, dtype=np.int64) for _ in range(many)]
     codes, _ = quantize_rows(np.asarray(queries, np.float32))
 
-    def best(part: Sequence[tuple[int, int, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    def best(shared: _Blocks[tuple[int, int, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
         kept: tuple[np.ndarray, np.ndarray] | None = None
-        for start, stop, packed in part:
+        while (block := shared.take()) is not None:
+            start, stop, packed = block
             scores = np.asarray(numkong.dots_packed(codes, packed)).astype(np.float32)
             scores *= scales[start:stop]
             kept = _kept_best(kept, _part_best_many(scores, start, count), count)
-        assert kept is not None
         return kept
 
+    return _scanned(best, _Blocks(list(blocks)), n, count)
+
+
+_T = TypeVar("_T")
+
+
+class _Blocks(Generic[_T]):
+    """A scan's blocks, handed out one at a time to whichever of its threads is free.
+
+    Two fixed halves finish when the slower one does, and on a shared machine one core often is slower
+    for a while (another tenant, the kernel writing pages back): in the daemon the two halves of one 1M
+    scan took 20-28 ms each.  Taking blocks as they come, the faster thread does more of them.  A 1M
+    database's scans before its index, three alternating pairs of ``scripts/bench`` runs (2026-12-06
+    23:47-23:51 UTC, 2 vCPU Xeon): p99 37.0 / 33.3 / 39.6 ms with fixed halves, 31.3 / 29.0 / 27.6 ms
+    shared, the p50 alike (21.7-23.3 ms); at 100K (three pairs) no difference either way.
+    """
+
+    __slots__ = ("_items", "_lock", "_next")
+
+    def __init__(self, items: list[_T]) -> None:
+        self._items, self._next, self._lock = items, 0, threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self) -> _T | None:
+        with self._lock:
+            if self._next >= len(self._items):
+                return None
+            self._next += 1
+            return self._items[self._next - 1]
+
+
+def _scanned(
+    best: Callable[[_Blocks[_T]], tuple[np.ndarray, np.ndarray] | None], blocks: _Blocks[_T], n: int, count: int
+) -> list[np.ndarray]:
+    """Each query's ``count`` best rows of a scan: :data:`SPLIT_ROWS` rows or more by two threads taking
+    ``blocks`` as they come (``parallel.run_parallel``; one after the other, the first takes them all)."""
     if n < SPLIT_ROWS or len(blocks) < 2:
-        return _best_of_many([best(blocks)], count)
-    middle = next(i for i, block in enumerate(blocks) if block[1] >= n // 2) + 1
-    middle = min(middle, len(blocks) - 1)
-    return _best_of_many(run_parallel([lambda: best(blocks[:middle]), lambda: best(blocks[middle:])]), count)
+        parts = [best(blocks)]
+    else:
+        parts = run_parallel([lambda: best(blocks), lambda: best(blocks)])
+    return _best_of_many([part for part in parts if part is not None], count)
 
 
 def _part_best_many(scores: np.ndarray, first: int, count: int) -> tuple[np.ndarray, np.ndarray]:

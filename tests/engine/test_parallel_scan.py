@@ -172,3 +172,34 @@ def test_the_plain_codes_go_to_the_sink_and_come_back_sealed():
     assert held == coarse.nbytes - coarse.codes.nbytes  # while written, the plain codes were not held
     with pytest.raises(ValueError):
         Int8Rows(10, 8, sink=Sink())  # a sink only beside packed blocks
+
+
+def test_a_thread_that_starts_late_leaves_its_blocks_to_the_other(small_split):
+    """The two threads of a split scan take blocks as they come, not a fixed half each: a thread held up
+    (a busy core) does less of the scan, and the answer is the same."""
+    rows = unit_rows(6000, 16)
+    coarse = Int8Rows.from_rows(rows)
+    packed = coarse.packed_copy(block=500)
+    assert packed.packed
+    q = unit_rows(1, 16, seed=4)[0]
+    alone = set(coarse.candidates(q, 30).tolist())
+    parts: list[list[object]] = []
+
+    def runner(jobs):
+        results: list[object] = [None, None]
+
+        def run(i: int) -> None:
+            results[i] = jobs[i]()
+
+        for i in (1, 0):  # the first piece's thread starts only once the second's has finished
+            thread = threading.Thread(target=run, args=(i,))
+            thread.start()
+            thread.join()
+        parts.append(results)
+        return results
+
+    with parallel.lent(runner):
+        assert set(coarse.candidates(q, 30).tolist()) == alone
+        assert set(packed.candidates(q, 30).tolist()) == alone
+    assert len(parts) == 2
+    assert all(first is None and second is not None for first, second in parts)  # the late one found none left
