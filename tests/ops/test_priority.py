@@ -139,6 +139,7 @@ def test_a_background_process_gets_one_blas_thread_and_keeps_the_rest_of_the_env
 
 
 @linux_only
+@pytest.mark.skipif(not priority.can_leave_idle(), reason="this process may not put a thread under SCHED_IDLE and back")
 def test_a_background_hash_runs_idle_even_after_a_normal_thread_hashed_first(tmp_path):
     """The disk cache's digests (``disk_cache._digest``) hash on threads as idle as their caller, also when
     a normal thread hashed first (a session opening a saved database): blake3's shared pool would keep
