@@ -203,3 +203,23 @@ def test_a_thread_that_starts_late_leaves_its_blocks_to_the_other(small_split):
         assert set(packed.candidates(q, 30).tolist()) == alone
     assert len(parts) == 2
     assert all(first is None and second is not None for first, second in parts)  # the late one found none left
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_a_long_single_query_scan_keeps_the_best_rows_of_every_block(monkeypatch, duplicates):
+    """Once a query holds its candidates, a block's rows enter only above the worst kept (``_with_block``):
+    the result is still the best ``count`` of the whole, also with many equal rows."""
+    monkeypatch.setattr(quantized, "SCAN_ROWS", 256)
+    monkeypatch.setattr(quantized, "SPLIT_ROWS", 10**9)
+    rows = unit_rows(6000, 16, seed=7)
+    if duplicates:
+        rows[::7] = rows[3]  # 858 copies of one row, spread over every block
+    coarse = Int8Rows.from_rows(rows)
+    packed = coarse.packed_copy(block=300)
+    for q in [*unit_rows(10, 16, seed=8), rows[3]]:
+        whole = coarse.scores(q)
+        kth = np.sort(whole)[-40]
+        for source in (coarse, packed):
+            got = source.candidates(q, 40)
+            assert len(got) == 40 and len(set(got.tolist())) == 40
+            assert np.all(whole[got] >= kth - 1e-6)  # the best 40 by code score (ties at the cut)
