@@ -258,16 +258,12 @@ def code_candidates_many(codes: np.ndarray, scales: np.ndarray, queries: np.ndar
 
     step = SCAN_ROWS if n < SPLIT_ROWS else min(SCAN_ROWS, -(-n // SHARED_BLOCKS))
 
-    def best(blocks: _Blocks[int]) -> tuple[np.ndarray, np.ndarray] | None:
-        kept: tuple[np.ndarray, np.ndarray] | None = None
-        while (start := blocks.take()) is not None:
-            stop = min(n, start + step)
-            dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries (int32)
-            scores = np.multiply(dots.T, scales[start:stop], dtype=np.float32)  # not float64: half the bytes
-            kept = _with_block(kept, scores, start, count)
-        return kept
+    def score(start: int) -> tuple[int, np.ndarray]:
+        stop = min(n, start + step)
+        dots = np.asarray(numkong.dots_packed(codes[start:stop], packed))  # rows x queries (int32)
+        return start, np.multiply(dots.T, scales[start:stop], dtype=np.float32)  # not float64: half the bytes
 
-    return _scanned(best, _Blocks(list(range(0, n, step))), n, count)
+    return _scanned(list(range(0, n, step)), score, n, count)
 
 
 def _packed_candidates_many(
@@ -280,16 +276,13 @@ def _packed_candidates_many(
         return [np.arange(n, dtype=np.int64) for _ in range(many)]
     codes, _ = quantize_rows(np.asarray(queries, np.float32))
 
-    def best(shared: _Blocks[tuple[int, int, Any]]) -> tuple[np.ndarray, np.ndarray] | None:
-        kept: tuple[np.ndarray, np.ndarray] | None = None
-        while (block := shared.take()) is not None:
-            start, stop, packed = block
-            scores = np.asarray(numkong.dots_packed(codes, packed)).astype(np.float32)
-            scores *= scales[start:stop]
-            kept = _with_block(kept, scores, start, count)
-        return kept
+    def score(block: tuple[int, int, Any]) -> tuple[int, np.ndarray]:
+        start, stop, packed = block
+        scores = np.asarray(numkong.dots_packed(codes, packed)).astype(np.float32)
+        scores *= scales[start:stop]
+        return start, scores
 
-    return _scanned(best, _Blocks(list(blocks)), n, count)
+    return _scanned(list(blocks), score, n, count)
 
 
 _T = TypeVar("_T")
@@ -323,14 +316,21 @@ class _Blocks(Generic[_T]):
 
 
 def _scanned(
-    best: Callable[[_Blocks[_T]], tuple[np.ndarray, np.ndarray] | None], blocks: _Blocks[_T], n: int, count: int
+    blocks: list[_T], score: Callable[[_T], tuple[int, np.ndarray]], n: int, count: int
 ) -> list[np.ndarray]:
-    """Each query's ``count`` best rows of a scan: :data:`SPLIT_ROWS` rows or more by two threads taking
-    ``blocks`` as they come (``parallel.run_parallel``; one after the other, the first takes them all)."""
-    if n < SPLIT_ROWS or len(blocks) < 2:
-        parts = [best(blocks)]
-    else:
-        parts = run_parallel([lambda: best(blocks), lambda: best(blocks)])
+    """Each query's ``count`` best rows of a scan of ``n`` rows in ``blocks``, ``score(block)`` giving a
+    block's first row and its scores (queries x its rows): :data:`SPLIT_ROWS` rows or more by two threads
+    taking the blocks as they come (``parallel.run_parallel``; one after the other, the first takes them all)."""
+    shared = _Blocks(blocks)
+
+    def best() -> tuple[np.ndarray, np.ndarray] | None:
+        kept: tuple[np.ndarray, np.ndarray] | None = None
+        while (block := shared.take()) is not None:
+            first, scores = score(block)
+            kept = _with_block(kept, scores, first, count)
+        return kept
+
+    parts = [best()] if n < SPLIT_ROWS or len(blocks) < 2 else run_parallel([best, best])
     return _best_of_many([part for part in parts if part is not None], count)
 
 
@@ -357,12 +357,7 @@ def _with_block(
     """
     if kept is not None and len(scores) == 1 and kept[1].shape[1] >= count:
         above = np.flatnonzero(scores[0] > kept[1][0].min())
-        if above.size == 0:
-            return kept
-        rows = np.concatenate([kept[0][0], first + above])
-        values = np.concatenate([kept[1][0], scores[0, above]])
-        top = np.argpartition(values, len(values) - count)[len(values) - count :]
-        return rows[top][None], values[top][None]
+        return kept if above.size == 0 else _kept_best(kept, ((first + above)[None], scores[:, above]), count)
     return _kept_best(kept, _part_best_many(scores, first, count), count)
 
 

@@ -126,10 +126,7 @@ def _hash_threads() -> int:
     to.  With a count each digest starts a pool of its own (~75 us) whose threads are the caller's kind
     (``priority.idle_thread``: idle ones for a background save).
     """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
+    return max(1, os.cpu_count() or 1)
 
 
 def _digest(path: Path) -> str:
